@@ -1,0 +1,153 @@
+"""Strategy hyperparameters from ``--set strategy.param=value`` and TOML files.
+
+Everything derives from the dataclass fields: the valid names, their types and their defaults. Nested
+dataclasses (the ``source`` phase) are addressed with dots: ``--set frozen-features.source.lr=0.1``.
+In TOML, a table per strategy, with a ``source`` sub-table::
+
+    [frozen-features]
+    C = 2.0
+    [frozen-features.source]
+    lr = 0.1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import UsageError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _hints(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Convert a string (from --set) or a TOML value to the field's type, or fail clearly."""
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise UsageError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise UsageError(f"{where}: this parameter cannot be set from the command line or a config file")
+    name = getattr(kind, "__name__", str(kind))
+    raise UsageError(f"{where}: expected a value of type {name}, got {value!r}")
+
+
+def apply_overrides(obj: Any, overrides: dict[str, Any], where: str) -> Any:
+    """Return a copy of dataclass ``obj`` with dotted ``overrides`` applied (values checked and typed)."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[head] = value
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = _hints(obj)
+    changes: dict[str, Any] = {}
+    for key in [*flat, *nested]:
+        if key not in fields:
+            settable = ", ".join(sorted(_settable(obj)))
+            raise UsageError(f"{where}: unknown parameter {key!r}{did_you_mean(key, fields)}; "
+                             f"parameters: {settable}")
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            nested.setdefault(key, {}).update(value)
+            continue
+        if dataclasses.is_dataclass(getattr(obj, key)):
+            raise UsageError(f"{where}: {key!r} is a group of parameters; set {key}.<name>=value")
+        changes[key] = _coerce(value, hints[key], f"{where}.{key}")
+    for key, sub in nested.items():
+        child = getattr(obj, key)
+        if not dataclasses.is_dataclass(child):
+            raise UsageError(f"{where}: {key!r} is a single value, not a group of parameters")
+        changes[key] = apply_overrides(child, sub, f"{where}.{key}")
+    return dataclasses.replace(obj, **changes)
+
+
+def _settable(obj: Any, prefix: str = "") -> list[str]:
+    names = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            names += _settable(value, f"{prefix}{f.name}.")
+        else:
+            names.append(prefix + f.name)
+    return names
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["a.b=1", "a.source.c=x"]`` -> ``{"a": {"b": "1", "source.c": "x"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        strategy, dot, param = key.partition(".")
+        if not eq or not dot or not strategy or not param:
+            raise UsageError(f"--set {item!r} is malformed; write --set STRATEGY.PARAM=VALUE, "
+                             f"e.g. --set frozen-features.C=2.0")
+        out.setdefault(strategy.strip(), {})[param.strip()] = value.strip()
+    return out
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[prefix + k] = v
+    return flat
+
+
+def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a config file: one table per strategy, values typed by TOML."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist; pass --config with an existing TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {path} is not valid TOML ({e}); fix the syntax") from None
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"config file {path}: top-level key {name!r} must be a [strategy] table")
+    return {name: _flatten(table) for name, table in data.items()}

@@ -1,0 +1,38 @@
+"""Presets: source-phase budgets (in images processed, not epochs) and the number of episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.errors import unknown
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    episodes: int
+    # images processed by each budget group of source phases (see SourcePhase.budget_group)
+    source_images: dict[str, int] = field(default_factory=dict)
+    description: str = ""
+
+    def budget(self, group: str) -> int:
+        return self.source_images.get(group, self.source_images["pretrain"])
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("smoke", 8, {"pretrain": 1_024, "meta": 1_024},
+               "seconds on a CPU; for tests and CI, numbers are meaningless"),
+        Preset("quick", 600, {"pretrain": 150_000, "meta": 60_000},
+               "the default: a meaningful ranking; run --all within 20 minutes on a 2-core CPU"),
+        Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 12_000_000},
+               "published-scale budgets (200 epochs of the base split); for a GPU"),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise unknown("preset", name, PRESETS)
+    return PRESETS[name]

@@ -1,0 +1,50 @@
+"""Conv-4 (Vinyals et al. 2016; Snell et al. 2017): 4 x [conv3x3 64, BatchNorm, ReLU, maxpool 2].
+
+At 32x32 input the last block leaves 64 x 2 x 2, so features are 256-d.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FEATURE_DIM = 256
+
+
+def conv_block(in_channels: int, out_channels: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """Conv-4 backbone with an optional linear head (``num_classes=0`` for none)."""
+
+    def __init__(self, num_classes: int = 0, width: int = 64):
+        super().__init__()
+        self.blocks = nn.Sequential(conv_block(3, width), conv_block(width, width),
+                                    conv_block(width, width), conv_block(width, width))
+        self.head = nn.Linear(4 * width, num_classes) if num_classes else nn.Identity()
+
+    def features(self, x: torch.Tensor, start: int = 0, stop: int = 4) -> torch.Tensor:
+        """Run blocks ``start`` to ``stop``; flatten once the last block has run."""
+        for block in self.blocks[start:stop]:
+            x = block(x)
+        return x.flatten(1) if stop == len(self.blocks) else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images: torch.Tensor, stop: int = 4, batch_size: int = 1000) -> torch.Tensor:
+    """Eval-mode features (BatchNorm running statistics) of ``images``, blocks 0 to ``stop``."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model.features(images[i:i + batch_size], 0, stop)
+                     for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out

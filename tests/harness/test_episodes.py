@@ -1,0 +1,85 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from harness.episodes import EpisodeSet, Task, validate_protocol
+from harness.errors import UsageError
+
+CLASSES = (5, 6, 7, 8, 9)
+LABELS = np.repeat(np.arange(10), 40)  # a pool with 40 images of each of 10 classes
+
+
+def draw(shots=5, seed=0, episodes=30, queries=15, ways=5):
+    return EpisodeSet.draw(LABELS, CLASSES, ways, shots, queries, episodes, seed)
+
+
+def test_same_seed_same_episodes_and_fingerprint():
+    a, b = draw(), draw()
+    assert a.fingerprint() == b.fingerprint()
+    for x, y in zip(a.episodes, b.episodes, strict=True):
+        assert np.array_equal(x.support, y.support) and np.array_equal(x.query, y.query)
+
+
+def test_episode_depends_on_seed_shots_and_index_only():
+    assert draw(seed=1).fingerprint() != draw(seed=0).fingerprint()
+    assert draw(shots=1).fingerprint() != draw(shots=5).fingerprint()
+    # episode i is the same whatever the number of episodes drawn
+    short, long = draw(episodes=5), draw(episodes=30)
+    for x, y in zip(short.episodes, long.episodes[:5], strict=True):
+        assert np.array_equal(x.query, y.query)
+
+
+def test_support_and_query_disjoint_and_counts():
+    for e in draw(shots=5).episodes:
+        assert not set(e.support) & set(e.query)
+        assert len(set(e.support)) == 25 and len(set(e.query)) == 75
+        assert np.bincount(e.support_labels).tolist() == [5] * 5
+        assert np.bincount(e.query_labels).tolist() == [15] * 5
+
+
+def test_labels_remapped_consistently_in_random_class_order():
+    orders = set()
+    for e in draw().episodes:
+        for idx, lab in ((e.support, e.support_labels), (e.query, e.query_labels)):
+            assert np.array_equal(LABELS[idx], e.classes[lab])  # label k always means class classes[k]
+        orders.add(tuple(e.classes))
+    assert len(orders) > 5  # the class order changes between episodes
+
+
+def test_queries_are_shuffled_not_grouped_by_class():
+    e = draw().episodes[0]
+    assert not np.array_equal(e.query_labels, np.sort(e.query_labels))
+
+
+def test_tasks_carry_no_query_labels():
+    es = draw()
+    pool = torch.zeros(len(LABELS), 3, 32, 32)
+    task = es.tasks(pool)[0]
+    names = {f.name for f in dataclasses.fields(Task)}
+    assert not any("query_label" in n for n in names)
+    for value in (getattr(task, n) for n in names):  # nothing in a task equals the query labels
+        if isinstance(value, torch.Tensor) and value.shape == es.episodes[0].query_labels.shape:
+            assert not torch.equal(value, torch.as_tensor(es.episodes[0].query_labels))
+
+
+def test_accuracies_scored_by_harness():
+    es = draw(episodes=3)
+    perfect = [torch.as_tensor(e.query_labels) for e in es.episodes]
+    assert es.accuracies(perfect).tolist() == [1.0, 1.0, 1.0]
+    wrong = [(p + 1) % 5 for p in perfect]
+    assert es.accuracies(wrong).tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ways=6), "ways=6 exceeds the 5 novel classes"),
+    (dict(shots=30, queries=15), r"shots \+ queries = 45 exceeds the 40 images"),
+    (dict(shots=0), "shots must be a positive integer"),
+    (dict(episodes=0), "episodes must be a positive integer"),
+    (dict(queries=-1), "queries must be a positive integer"),
+])
+def test_protocol_validation(kwargs, message):
+    args = dict(ways=5, shots=1, queries=15, episodes=10) | kwargs
+    with pytest.raises(UsageError, match=message):
+        validate_protocol([40] * 5, **args)

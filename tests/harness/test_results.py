@@ -1,0 +1,22 @@
+import json
+import math
+
+import numpy as np
+
+from harness.cache import atomic_write_json
+from harness.results import ci95
+
+
+def test_ci95_formula():
+    accs = np.array([0.2, 0.4, 0.6, 0.8, 1.0])
+    mean = accs.mean()
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+    assert math.isclose(ci95(accs), 1.96 * std / math.sqrt(5))
+    assert ci95(np.full(10, 0.5)) == 0.0
+
+
+def test_atomic_write_leaves_only_the_final_file(tmp_path):
+    path = tmp_path / "sub" / "record.json"
+    atomic_write_json(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["record.json"]
