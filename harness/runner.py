@@ -207,6 +207,7 @@ class Run:
         self.base_images = torch.from_numpy(self.data.train_images[base]).permute(0, 3, 1, 2).contiguous()
         self.base_labels = torch.tensor([remap[int(c)] for c in self.data.train_labels[base]])
         self.episode_sets: dict[int, EpisodeSet] = {}
+        self.models: dict[str, tuple[torch.nn.Module, dict, bool]] = {}
 
     def write_header(self) -> None:
         config = {"schema_version": RESULTS_SCHEMA_VERSION, "harness_version": __version__,
@@ -229,14 +230,21 @@ class Run:
                                                        self.episodes, self.opts.seed)
         return self.episode_sets[shots]
 
-    def source_model(self, strategy: Strategy) -> tuple[torch.nn.Module, dict, bool]:
+    def source_model(self, strategy: Strategy, shots: int) -> tuple[torch.nn.Module, dict, bool]:
+        """The strategy's source model, from the cache or trained now (per shot setting when the phase
+        declares ``per_shots``, e.g. episodic meta-training with the evaluation's ways and shots)."""
         from tqdm.auto import tqdm
 
         phase = strategy.source
         budget = self.preset.budget(phase.budget_group)
+        phase_shots = shots if phase.per_shots else None
         context = {"split": self.split.name, "seed": self.opts.seed, "budget_images": budget,
                    "data": self.data.fingerprint, "ways": self.opts.ways}
+        if phase.per_shots:
+            context.update(shots=shots, queries=self.opts.queries)
         key = cache_key(phase, context)
+        if key in self.models:  # trained or loaded earlier in this run
+            return self.models[key]
         num_classes = len(self.split.base_classes)
 
         def train() -> tuple[torch.nn.Module, dict]:
@@ -244,7 +252,8 @@ class Run:
             bar = tqdm(total=budget, unit="img", desc=f"{phase.phase_name}", disable=self.opts.quiet,
                        leave=False, dynamic_ncols=True)
             data = SourceData(self.base_images.to(self.device), labels, num_classes, self.device,
-                              self.opts.seed, bar.update, metrics={})
+                              self.opts.seed, bar.update, ways=self.opts.ways, shots=phase_shots,
+                              queries=self.opts.queries, metrics={})
             with Stopwatch(self.device) as watch:
                 model = phase.train(data, budget)
             bar.close()
@@ -256,7 +265,8 @@ class Run:
 
         model, meta, cached = self.cache.get_or_train(phase, key, num_classes, self.device, train)
         model.eval()
-        return model, meta, cached
+        self.models = {key: (model, meta, cached)}  # keep one: runs are ordered by strategy
+        return self.models[key]
 
     def evaluate(self, strategy: Strategy, model: torch.nn.Module, shots: int) -> dict[str, Any]:
         from tqdm.auto import tqdm
@@ -336,12 +346,12 @@ class Run:
     def _run_strategy(self, p: Planned, todo: list[int]) -> list[dict[str, Any]]:
         records = []
         try:
-            model, meta, cached = self.source_model(p.strategy)
-            source = {"source_key": meta["key"], "source_budget_images": meta["budget_images"],
-                      "source_seconds": meta["seconds"], "source_images_per_second": meta["images_per_second"],
-                      "source_peak_memory_mb": meta["peak_memory_mb"], "source_device": meta["device"],
-                      "source_cached": cached, "source_metrics": meta.get("metrics", {})}
             for s in todo:
+                model, meta, cached = self.source_model(p.strategy, s)
+                source = {"source_key": meta["key"], "source_budget_images": meta["budget_images"],
+                          "source_seconds": meta["seconds"], "source_images_per_second": meta["images_per_second"],
+                          "source_peak_memory_mb": meta["peak_memory_mb"], "source_device": meta["device"],
+                          "source_cached": cached, "source_metrics": meta.get("metrics", {})}
                 rec = {**self.base_record(p, s), **source, **self.evaluate(p.strategy, model, s)}
                 write_record(self.out, rec)
                 records.append(rec)

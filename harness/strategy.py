@@ -36,6 +36,9 @@ class SourceData:
     device: torch.device
     seed: int
     progress: Callable[[int], None]  # call with the number of images just processed
+    ways: int = 5  # the evaluation protocol's ways...
+    shots: int | None = None  # ...and shots (set only for phases with per_shots = True)
+    queries: int = 15
     #: measurements the phase wants in the results (e.g. peak memory of one meta-step), JSON-able values
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -48,6 +51,9 @@ class SourcePhase(ABC):
     budget_group: ClassVar[str] = "pretrain"
     #: False for self-supervised phases: the harness then passes labels=None
     uses_labels: ClassVar[bool] = True
+    #: True for phases trained per shot setting (episodic meta-training with the evaluation's ways and
+    #: shots): the harness then trains and caches one model per shots value and sets SourceData.shots
+    per_shots: ClassVar[bool] = False
 
     @property
     def phase_name(self) -> str:
