@@ -48,7 +48,7 @@ RECORD_FIELDS: dict[str, str] = {
     "source_images_per_second": "source phase throughput",
     "source_peak_memory_mb": "CUDA max allocated, or peak process RSS on CPU, during the source phase",
     "source_device": "device the source phase ran on",
-    "source_cached": "true when the source model was loaded from the cache in this run",
+    "source_cached": "true when this record reused a source model (from the disk cache or trained earlier in the run)",
     "source_metrics": "measurements the source phase reported (e.g. peak memory of a meta-step)",
     "episode_phase": "what the strategy does per support set",
     "params": "episode-phase hyperparameters",

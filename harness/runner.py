@@ -244,7 +244,8 @@ class Run:
             context.update(shots=shots, queries=self.opts.queries)
         key = cache_key(phase, context)
         if key in self.models:  # trained or loaded earlier in this run
-            return self.models[key]
+            model, meta, _ = self.models[key]
+            return model, meta, True
         num_classes = len(self.split.base_classes)
 
         def train() -> tuple[torch.nn.Module, dict]:
