@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.faults import checkpoint
 from harness.strategy import SourcePhase
 
 CACHE_FORMAT = 1
@@ -32,18 +33,20 @@ def cache_key(phase: SourcePhase, context: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fault_point: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    if fault_point:
+        checkpoint(fault_point)
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, fault_point: str | None = None) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(), fault_point)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ Exit status: 0 success, 1 some strategy failed, 2 bad input (one line on stderr)
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -45,8 +46,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.report import render_runs
-    from harness.runner import FailFast, Run, RunOptions, command_line
+    from harness.runner import FailFast, Interrupted, Run, RunOptions, command_line
 
+    if args.resume is not None:
+        if not (args.resume / "config.json").is_file():
+            raise UsageError(f"--resume {args.resume} is not a run directory (no config.json); pass a folder "
+                             f"written by `python -m harness run`")
+        if args.out is not None and args.out != args.resume:
+            raise UsageError("--resume and --out name different directories; pass one of them")
+        args.out = args.resume
     opts = RunOptions(names=args.strategies, all=args.all, preset=args.preset, split=args.split,
                       ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes,
                       seed=args.seed, device=args.device, data_dir=args.data_dir, cache_dir=args.cache_dir,
@@ -59,15 +67,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run = Run(opts, log)  # validates everything and loads the data; writes nothing on bad input
     log(f"run directory: {run.out}")
+
+    def graceful(signum: int, frame: object) -> None:
+        if run.stop_requested:  # the second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        run.stop_requested = True
+        print("\nCtrl-C: stopping after the current unit of work is saved (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, graceful)
     try:
         records = run.execute()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; completed records are in {run.out}/records. Resume with the same command "
-              f"plus --out {run.out}", file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted):
+        done = ", ".join(run.completed) or "nothing new"
+        print(f"interrupted; completed in this invocation: {done}. Records are in {run.out / 'records'}; "
+              f"resume with: {run.resume_command()}", file=sys.stderr)
         return 130
     except FailFast as e:
         print(f"stopped at the first failure (--fail-fast): {e}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
     report = args.report or Path("reports") / f"{run.out.name}.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_runs([run.out]))
@@ -129,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data and source-model cache (default $HARNESS_CACHE or ~/.cache/transfer-harness)")
     p.add_argument("--out", type=Path, default=None,
                    help="run directory (default runs/<time>-<id>); an existing one is resumed")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="resume an interrupted run (same as --out RUN_DIR on an existing run)")
     p.add_argument("--set", action="append", default=[], metavar="STRATEGY.PARAM=VALUE",
                    help="override a hyperparameter, e.g. --set frozen-features.C=2.0")
     p.add_argument("--config", default=None, help="TOML file with a [strategy] table of hyperparameters")

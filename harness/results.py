@@ -73,7 +73,7 @@ def record_path(run_dir: Path, strategy: str, shots: int) -> Path:
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     path = record_path(run_dir, record["strategy"], record["shots"])
-    atomic_write_json(path, {"schema_version": RESULTS_SCHEMA_VERSION, **record})
+    atomic_write_json(path, {"schema_version": RESULTS_SCHEMA_VERSION, **record}, fault_point="record-write")
     return path
 
 

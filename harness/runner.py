@@ -27,6 +27,7 @@ from harness.config import apply_overrides, parse_set, read_toml
 from harness.data import Cifar10, load_cifar10
 from harness.episodes import EpisodeSet, Task, validate_protocol
 from harness.errors import UsageError, unknown
+from harness.faults import checkpoint
 from harness.measure import Stopwatch, device_name, resolve_device
 from harness.presets import get_preset
 from harness.results import ci95, read_json, record_path, write_record
@@ -106,7 +107,7 @@ def _plan(opts: RunOptions) -> list[Planned]:
     return planned
 
 
-def _prepare_out(opts: RunOptions, protocol: dict[str, Any]) -> Path:
+def _check_out(opts: RunOptions, protocol: dict[str, Any]) -> Path:
     out = opts.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a directory")
@@ -121,14 +122,22 @@ def _prepare_out(opts: RunOptions, protocol: dict[str, Any]) -> Path:
                              f"a fresh run, or the same settings to resume it")
     elif out.is_dir() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not a run directory; pass a new or empty directory")
-    probe = out / f".write-test-{os.getpid()}"
+    ancestor = out
+    while not ancestor.exists():  # nothing is created yet: check where the directory would be made
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to --out {out} ({ancestor} is not a writable directory); "
+                         f"pass a writable directory")
+    return out
+
+
+def _create_out(out: Path) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
+        (out / "records").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot write to --out {out} ({e.strerror}); pass a writable directory") from None
-    return out
+    for stale in (out / "records").glob(".*.tmp"):  # left by a run killed while writing
+        stale.unlink()
 
 
 def _git_commit() -> str | None:
@@ -196,7 +205,7 @@ class Run:
         for s in opts.shots:
             validate_protocol([int((self.novel_labels == c).sum()) for c in self.split.novel_classes],
                               opts.ways, s, opts.queries, self.episodes)
-        self.out = _prepare_out(opts, self.protocol)
+        self.out = _check_out(opts, self.protocol)
         self.cache = SourceCache(cache_dir, warn=log)
         from harness.augment import to_float
 
@@ -208,8 +217,11 @@ class Run:
         self.base_labels = torch.tensor([remap[int(c)] for c in self.data.train_labels[base]])
         self.episode_sets: dict[int, EpisodeSet] = {}
         self.models: dict[str, tuple[torch.nn.Module, dict, bool]] = {}
+        self.stop_requested = False  # set by the first Ctrl-C; checked between units of work
+        self.completed: list[str] = []
 
     def write_header(self) -> None:
+        _create_out(self.out)
         config = {"schema_version": RESULTS_SCHEMA_VERSION, "harness_version": __version__,
                   "protocol": self.protocol, "shots": self.opts.shots,
                   "split_description": self.split.describe(),
@@ -253,7 +265,8 @@ class Run:
             bar = tqdm(total=budget, unit="img", desc=f"{phase.phase_name}", disable=self.opts.quiet,
                        leave=False, dynamic_ncols=True)
             data = SourceData(self.base_images.to(self.device), labels, num_classes, self.device,
-                              self.opts.seed, bar.update, ways=self.opts.ways, shots=phase_shots,
+                              self.opts.seed, _with_checkpoint(bar.update, "source-step"), ways=self.opts.ways,
+                              shots=phase_shots,
                               queries=self.opts.queries, metrics={})
             with Stopwatch(self.device) as watch:
                 model = phase.train(data, budget)
@@ -277,7 +290,7 @@ class Run:
         bar = tqdm(total=len(tasks), unit="ep", desc=f"{strategy.name} {shots}-shot",
                    disable=self.opts.quiet, leave=False, dynamic_ncols=True)
         with Stopwatch(self.device) as watch:
-            outputs = strategy.run_episodes(model, tasks, bar.update)
+            outputs = strategy.run_episodes(model, tasks, _with_checkpoint(bar.update, "episode"))
         bar.close()
         if len(outputs) != len(tasks):
             raise ValueError(f"{strategy.name} returned {len(outputs)} results for {len(tasks)} episodes")
@@ -341,8 +354,14 @@ class Run:
                     write_record(self.out, rec)
                     records.append(rec)
                 continue
+            if self.stop_requested:
+                raise Interrupted()
             records += self._run_strategy(p, todo)
         return records
+
+    def resume_command(self) -> str:
+        command = self.opts.command or "python -m harness run ..."
+        return command if "--out" in command.split() else f"{command} --out {self.out}"
 
     def _run_strategy(self, p: Planned, todo: list[int]) -> list[dict[str, Any]]:
         records = []
@@ -356,9 +375,12 @@ class Run:
                 rec = {**self.base_record(p, s), **source, **self.evaluate(p.strategy, model, s)}
                 write_record(self.out, rec)
                 records.append(rec)
+                self.completed.append(f"{p.name} {s}-shot")
                 self.log(f"{p.name} {s}-shot: {100 * rec['accuracy']:.2f} ± {100 * rec['ci95']:.2f}%  "
                          f"({rec['ms_per_episode']:.1f} ms/episode)")
-        except (KeyboardInterrupt, UsageError):
+                if self.stop_requested:
+                    raise Interrupted()
+        except (KeyboardInterrupt, UsageError, Interrupted):
             raise
         except Exception as e:  # noqa: BLE001 - one strategy's failure must not end the run
             reason = _one_line(e)
@@ -373,6 +395,18 @@ class Run:
             if self.opts.fail_fast:
                 raise FailFast(reason) from e
         return records
+
+
+def _with_checkpoint(progress: Callable[[int], Any], point: str) -> Callable[[int], None]:
+    def report(n: int) -> None:
+        progress(n)
+        checkpoint(point)
+
+    return report
+
+
+class Interrupted(Exception):
+    """Raised between units of work after a graceful stop was requested (first Ctrl-C)."""
 
 
 class FailFast(Exception):

@@ -66,6 +66,8 @@ class SupervisedPretraining(SourcePhase):
             with autocast:
                 loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)),
                                        data.labels[idx], label_smoothing=self.label_smoothing)
+            if step % 25 == 0 and not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at step {step}; lower source.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
