@@ -47,13 +47,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def _plain_log_ticks(ax, values: list[float]) -> None:
     """Plain numbers (not 4x10^2) on a log axis, and some room around a narrow range of values."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(fmt)
-    ax.xaxis.set_minor_formatter(fmt)
+    lo, hi = (min(values), max(values)) if values else (1.0, 10.0)
+    ax.xaxis.set_minor_formatter(fmt if hi / lo < 4 else NullFormatter())  # label minor ticks on narrow ranges
     if values:
-        lo, hi = min(values), max(values)
         ax.set_xlim(lo / 1.25, hi * 1.25)
 
 
@@ -149,12 +150,11 @@ def source_throughput(ok: pd.DataFrame, styles: dict) -> bytes:
     bars = ax.barh(range(len(names)), values, color=[styles[n]["color"] for n in names])
     ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], padding=3)
     ax.set_yticks(range(len(names)), [f"{n}\n({rows.loc[n, 'phase']})" for n in names])
-    ax.set_xlabel("Source-phase throughput (images processed per second)")
+    ax.set_xlabel("Source-phase throughput (images processed per second; mean over shot settings)")
     ax.set_ylabel("Strategy (source phase)")
     ax.grid(False, axis="y")
     ax.set_xlim(0, max(values, default=1) * 1.15 or 1)
-    ax.set_title("Source-phase throughput per strategy (equal source phases are shared and measured once; "
-                 "mean over shot settings)", wrap=True)
+    ax.set_title("Source-phase throughput per strategy (equal source phases are shared: one measurement)")
     ax.legend(handles=_legend_handles(names[::-1], styles, lines=False), loc="upper left",
               bbox_to_anchor=(1.01, 1.0), title="Strategy")
     fig.tight_layout()

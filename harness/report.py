@@ -102,16 +102,10 @@ def source_link(module: str | None, out: str | Path | None) -> str | None:
 
 # ---------------------------------------------------------------------------------------- leaderboard
 
-def _check_episodes(records: list[dict], names: list[str]) -> None:
+def _check_episodes(records: list[dict]) -> None:
     """Refuse to rank records of different episodes (or the same strategy twice) against each other."""
-    seen: dict[tuple[str, int], str] = {}
     fingerprints: dict[int, dict[str, str]] = {}
     for r in records:
-        key = (r["strategy"], r["shots"])
-        if key in seen:
-            raise UsageError(f"{r['strategy']} {r['shots']}-shot is in both {seen[key]} and {r['_run']}; pass "
-                             f"each strategy once, or compare the two runs with --compare")
-        seen[key] = r["_run"]
         if r.get("status") == "ok" and r.get("episode_fingerprint"):
             fingerprints.setdefault(r["shots"], {}).setdefault(r["episode_fingerprint"], r["_run"])
     for shots, fps in sorted(fingerprints.items()):
@@ -120,6 +114,13 @@ def _check_episodes(records: list[dict], names: list[str]) -> None:
             raise UsageError(f"the runs did not use the same {shots}-shot episodes (fingerprints {which}); "
                              f"their accuracies cannot be ranked on paired episodes: rerun with the same "
                              f"--seed/--episodes/--queries/--split, or use --compare for an unpaired comparison")
+    seen: dict[tuple[str, int], str] = {}
+    for r in records:
+        key = (r["strategy"], r["shots"])
+        if key in seen:
+            raise UsageError(f"{r['strategy']} {r['shots']}-shot is in both {seen[key]} and {r['_run']}; pass "
+                             f"each strategy once, or compare the two runs with --compare")
+        seen[key] = r["_run"]
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +170,7 @@ def leaderboard_frame(runs: list[Run], names: list[str] | None = None) -> pd.Dat
     CIs and differences as fractions (0..1). Raises UsageError when runs used different episodes."""
     names = names or [f"run{i + 1}" for i in range(len(runs))]
     records = [{**r, "_run": name} for name, (_, _, recs) in zip(names, runs, strict=True) for r in recs]
-    _check_episodes(records, names)
+    _check_episodes(records)
     rows: list[dict[str, Any]] = []
     for shots in sorted({r["shots"] for r in records}):
         rows += _rank_shot([r for r in records if r["shots"] == shots])
