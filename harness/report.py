@@ -58,6 +58,11 @@ def _num(value: Any, fmt: str) -> str:
     return "-" if _missing(value) else format(value, fmt)
 
 
+def _cell(text: Any) -> str:
+    """A table cell: one line, with pipes escaped so a reason or a setting cannot break the table."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _pp(value: float) -> str:
     """A difference in percentage points, signed."""
     return f"{100 * value:+.2f}"
@@ -213,7 +218,7 @@ def _table(frame: pd.DataFrame, out: str | Path | None, robust: bool, multi_run:
                   _num(row["source_seconds"], ".1f"), _num(row["ms_per_episode"], ".2f"),
                   _num(row["peak_memory_mb"], ",.0f"), row["device"] or "-"]
         cells += [row["run"]] if multi_run else []
-        lines.append(cells)
+        lines.append([_cell(c) for c in cells])
     return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
@@ -437,8 +442,9 @@ def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"
                 delta += f" [{_pp(row['delta_ci_low'])}, {_pp(row['delta_ci_high'])}]"
             change = {"better": "▲ better", "worse": "▼ worse"}.get(row["change"], row["change"] or "-")
             test = "-" if row["test"] is None else "paired t" if row["test"] == "paired t" else "Welch t, *unpaired*"
-            rows.append([row["strategy"], _acc(row, "a"), _acc(row, "b"), delta, test, _p(row["p_holm"]), change,
-                         _ratio_cell(row["source_ips_ratio"], True), _ratio_cell(row["ms_ratio"], False)])
+            rows.append([_cell(c) for c in [row["strategy"], _acc(row, "a"), _acc(row, "b"), delta, test,
+                                            _p(row["p_holm"]), change, _ratio_cell(row["source_ips_ratio"], True),
+                                            _ratio_cell(row["ms_ratio"], False)]])
         lines += ["", f"## {s}-shot", "", tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)]
     only_a = sorted({r["strategy"] for r in run_a[2]} - {r["strategy"] for r in run_b[2]})
     only_b = sorted({r["strategy"] for r in run_b[2]} - {r["strategy"] for r in run_a[2]})

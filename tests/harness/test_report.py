@@ -269,3 +269,12 @@ def test_records_without_episode_accuracies_are_not_tied(tmp_path):
     frame = leaderboard_frame([load_run(write_run(tmp_path / "r", [best, old]))])
     assert frame["rank_label"].tolist() == ["1", "2"] and frame["p_holm"].isna().all()
     assert EPISODES == len(best["episode_accuracies"])
+
+
+def test_pipes_and_newlines_in_cells_do_not_break_the_table(tmp_path):
+    ok = record("frozen-features", 1, episodes(0, [0]), "fp", settings={"mode": "a|b"})
+    bad = record("partial-finetune", 1, None, "fp", status="failed", reason="ValueError: x | y\nz")
+    text = render_runs([write_run(tmp_path / "r", [ok, bad])], out=tmp_path / "b.md")
+    assert "mode: a\\|b" in text and "failed: ValueError: x \\| y z" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len({line.replace("\\|", "").count("|") for line in table}) == 1
