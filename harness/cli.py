@@ -45,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.report import render_runs
+    from harness.report import write_report
     from harness.runner import FailFast, Interrupted, Run, RunOptions, command_line
 
     if args.resume is not None:
@@ -89,8 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     report = args.report or Path("reports") / f"{run.out.name}.md"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_runs([run.out]))
+    write_report([run.out], report)  # the same leaderboard and plots as `report RUN_DIR --out REPORT`
     _summary(records)
     print(f"leaderboard: {report}")
     failed = [r for r in records if r["status"] == "failed"]
@@ -113,16 +112,21 @@ def _summary(records: list[dict]) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import render_runs
+    from harness.report import run_names, write_comparison, write_report
 
-    text = render_runs(args.run_dirs)
-    out = args.out or Path("reports") / f"{Path(args.run_dirs[0]).resolve().name}.md"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    except OSError as e:
-        raise UsageError(f"cannot write {out} ({e.strerror}); pass a writable --out FILE") from None
-    print(f"leaderboard: {out}")
+    names = run_names(args.run_dirs)
+    if args.compare:
+        if len(args.run_dirs) != 2:
+            raise UsageError(f"--compare takes exactly two run directories (RUN_A RUN_B), got {len(args.run_dirs)}")
+        out = args.out or Path("reports") / f"{names[1]}-vs-{names[0]}.{args.format}"
+        written = write_comparison(args.run_dirs, out, args.format)
+        print(f"comparison: {written[0]}")
+        return 0
+    out = args.out or Path("reports") / f"{names[0]}.{args.format}"
+    written = write_report(args.run_dirs, out, args.format, plots=not args.no_plots)
+    print(f"leaderboard: {written[0]}")
+    for path in written[1:]:
+        print(f"plot: {path}")
     return 0
 
 
@@ -161,9 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("report", help="render a Markdown leaderboard from run directories")
-    p.add_argument("run_dirs", nargs="+", help="run directories written by `run`")
-    p.add_argument("--out", type=Path, default=None, help="output file (default reports/<run>.md)")
+    p = sub.add_parser("report", help="render a leaderboard (or compare two runs) from run directories")
+    p.add_argument("run_dirs", nargs="+", help="run directories written by `run` (combined into one leaderboard)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output file (default reports/<run>.<format>, or reports/<B>-vs-<A>.<format> with --compare)")
+    p.add_argument("--format", choices=["md", "csv", "json"], default="md",
+                   help="md: the leaderboard page (default); csv / json: the aggregated table, for pandas")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots written next to the report")
+    p.add_argument("--compare", action="store_true",
+                   help="compare RUN_B with RUN_A: accuracy change (tested) and throughput ratios")
     p.set_defaults(handler=cmd_report)
     return parser
 
