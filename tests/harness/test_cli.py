@@ -85,29 +85,116 @@ def exit_code(argv: list[str]) -> int:
         return int(e.code)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "frozen-feature"], "unknown strategy 'frozen-feature' (did you mean 'frozen-features'?)"),
-    (["run"], "no strategy given"),
-    (["run", "--all", "--preset", "quik"], "unknown preset 'quik' (did you mean 'quick'?)"),
-    (["run", "--all", "--split", "cifar10-5"], "unknown split 'cifar10-5'"),
-    (["run", "--all", "--device", "tpu"], "unknown device 'tpu'"),
-    (["run", "--all", "--set", "frozen-features.C"], "is malformed"),
-    (["run", "--all", "--set", "frozen-features.CC=1"], "unknown parameter 'CC' (did you mean 'C'?)"),
-    (["run", "--all", "--set", "frozen-features.max_iter=many"], "expected a value of type int"),
-    (["run", "--all", "--shots", "0"], "must be a positive integer"),
-    (["run", "--all", "--ways", "6"], "exceeds the 5 novel classes"),
-    (["run", "--all", "--shots", "25", "--queries", "10"], "exceeds the 30 images"),
-    (["run", "--all", "--data-dir", "/nonexistent/cifar"], "does not exist"),
-])
-def test_bad_input_is_one_line_exit_2_nothing_written(args, message, imagefolder_dir, tmp_path, capsys):
-    out = tmp_path / "out"
-    if "--data-dir" not in args:
-        args = [*args, "--data-dir", str(imagefolder_dir)]
-    code = exit_code([*args, "--out", str(out), "--report", str(tmp_path / "r.md")])
+def _damaged_copy(tmp: Path, damage: str) -> Path:
+    from synthetic import write_batches, write_imagefolder
+
+    if damage == "batch":
+        root = write_batches(tmp / "damaged", train_per_class=1, test_per_class=1)
+        (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"\x80\x04truncated")
+        return root
+    root = write_imagefolder(tmp / "damaged", train_per_class=1, test_per_class=1)
+    if damage == "class":
+        for f in (root / "test" / "ship").iterdir():
+            f.unlink()
+        (root / "test" / "ship").rmdir()
+    else:
+        next((root / "train" / "dog").iterdir()).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return root
+
+
+def _setup(case: str, tmp: Path) -> list[str]:
+    """Files a bad-input case needs; returns the extra arguments."""
+    if case == "toml-syntax":
+        (tmp / "c.toml").write_text("[frozen-features\nC = 1\n")
+        return ["--config", str(tmp / "c.toml")]
+    if case == "toml-table":
+        (tmp / "c.toml").write_text("[frozen-featurs]\nC = 1.0\n")
+        return ["--config", str(tmp / "c.toml")]
+    if case == "toml-key":
+        (tmp / "c.toml").write_text("[frozen-features]\nCC = 1.0\n")
+        return ["--config", str(tmp / "c.toml")]
+    if case == "toml-type":
+        (tmp / "c.toml").write_text('[partial-finetune]\nsteps = "many"\n')
+        return ["--config", str(tmp / "c.toml")]
+    if case == "out-unwritable":
+        (tmp / "a-file").write_text("keep me")
+        return ["--out", str(tmp / "a-file" / "run")]
+    if case in ("old-schema", "other-protocol"):
+        old = tmp / "old"
+        old.mkdir()
+        config = {"schema_version": 999} if case == "old-schema" else {
+            "schema_version": 1, "protocol": {"preset": "smoke", "split": "cifar10-5-5", "ways": 5,
+                                              "queries": 15, "episodes": 99, "seed": 0}}
+        (old / "config.json").write_text(json.dumps(config))
+        return ["--out", str(old), "--preset", "smoke"]
+    if case == "out-not-run":
+        (tmp / "stuff").mkdir()
+        (tmp / "stuff" / "notes.txt").write_text("mine")
+        return ["--out", str(tmp / "stuff")]
+    if case == "resume-not-run":
+        (tmp / "empty").mkdir()
+        return ["--resume", str(tmp / "empty")]
+    if case.startswith("data-"):
+        return ["--data-dir", str(_damaged_copy(tmp, case[len("data-"):]))]
+    return []
+
+
+BAD_INPUTS = [
+    (["run", "frozen-feature"], "", "unknown strategy 'frozen-feature' (did you mean 'frozen-features'?)"),
+    (["run"], "", "no strategy given"),
+    (["run", "--all", "--preset", "quik"], "", "unknown preset 'quik' (did you mean 'quick'?)"),
+    (["run", "--all", "--split", "cifar10-5"], "", "unknown split 'cifar10-5'"),
+    (["run", "--all", "--device", "tpu"], "", "unknown device 'tpu'"),
+    pytest.param(["run", "--all", "--device", "cuda"], "", "no CUDA GPU is available",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
+    (["run", "--all", "--set", "frozen-features.C"], "", "is malformed"),
+    (["run", "--all", "--set", "frozen-features.CC=1"], "", "unknown parameter 'CC' (did you mean 'C'?)"),
+    (["run", "--all", "--set", "frozen-features.max_iter=many"], "", "expected a value of type int"),
+    (["run", "--all", "--set", "nope.C=1"], "", "unknown strategy in --set 'nope'"),
+    (["run", "--all"], "toml-syntax", "is not valid TOML"),
+    (["run", "--all"], "toml-table", "(did you mean 'frozen-features'?)"),
+    (["run", "--all"], "toml-key", "unknown parameter 'CC'"),
+    (["run", "--all"], "toml-type", "partial-finetune.steps: expected a value of type int"),
+    (["run", "--all", "--shots", "0"], "", "must be a positive integer"),
+    (["run", "--all", "--ways", "0"], "", "must be a positive integer"),
+    (["run", "--all", "--queries", "-3"], "", "must be a positive integer"),
+    (["run", "--all", "--episodes", "0"], "", "must be a positive integer"),
+    (["run", "--all", "--ways", "6"], "", "exceeds the 5 novel classes"),
+    (["run", "--all", "--shots", "25", "--queries", "10"], "", "exceeds the 30 images"),
+    (["run", "--all", "--data-dir", "/nonexistent/cifar"], "", "does not exist"),
+    (["run", "--all"], "data-class", "lacks class folder(s) ship"),
+    (["run", "--all"], "data-image", "cannot decode image"),
+    (["run", "--all"], "data-batch", "cannot read CIFAR-10 batch"),
+    (["run", "--all"], "out-unwritable", "is not a writable directory"),
+    (["run", "--all"], "old-schema", "incompatible harness"),
+    (["run", "--all"], "other-protocol", "holds a run with different episodes"),
+    (["run", "--all"], "out-not-run", "exists and is not a run directory"),
+    (["run", "--all"], "resume-not-run", "is not a run directory (no config.json)"),
+    (["report", "/nonexistent/run"], "", "is not a run directory"),
+]
+
+
+@pytest.mark.parametrize("args, case, message", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_nothing_written(args, case, message, imagefolder_dir, tmp_path, capsys):
+    extra = _setup(case, tmp_path)
+    if args[0] == "run":
+        if "--data-dir" not in args + extra:
+            extra += ["--data-dir", str(imagefolder_dir)]
+        if "--out" not in extra and "--resume" not in extra:
+            extra += ["--out", str(tmp_path / "out")]
+        extra += ["--report", str(tmp_path / "r.md")]
+    else:
+        extra += ["--out", str(tmp_path / "r.md")]
+    before = snapshot_except_cache(tmp_path)
+    code = exit_code([*args, *extra])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not out.exists() and not (tmp_path / "r.md").exists()
+    assert snapshot_except_cache(tmp_path) == before  # nothing written, nothing overwritten
+
+
+def snapshot_except_cache(folder: Path) -> dict[str, bytes]:
+    return {k: v for k, v in snapshot(folder).items() if not k.startswith(str(folder / "cache"))}
 
 
 def test_argparse_errors_are_one_line_exit_2(capsys):
