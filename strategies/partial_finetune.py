@@ -7,6 +7,11 @@ using the pretrained running statistics (inductive: queries never influence each
 affine weights are trained. The cached model is never modified: each episode trains its own copy of
 the parameters, and ``episode_batch`` episodes are trained at once with ``torch.func.vmap`` (the same
 arithmetic as one episode at a time, batched).
+
+With ``robust_eval`` (off by default: every attack step is a forward/backward through the whole network
+for every query of every episode) the queries are also attacked with L-infinity PGD through the
+fine-tuned network at its clean predictions (no query labels; see strategies/frozen_features.py) and the
+logits on the attacked queries are returned as "robust".
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from harness.errors import UsageError
 from harness.registry import register
 from harness.strategy import Strategy
 from strategies.backbones import FEATURE_DIM, embed
+from strategies.pgd import PGD, pgd_attack
 from strategies.supervised import SupervisedPretraining
 
 
@@ -57,6 +63,10 @@ class PartialFinetune(Strategy):
     head_lr: float = 1e-2
     weight_decay: float = 1e-4
     episode_batch: int = 50  # episodes trained at once: memory vs speed (results equal up to rounding)
+    robust_eval: bool = False  # also report accuracy on PGD-attacked queries ("robust"); costly
+    robust_epsilon: float = PGD.epsilon  # the attack, in [0, 1] pixel units (strategies/adversarial.py)
+    robust_step_size: float = PGD.step_size
+    robust_steps: int = PGD.steps
 
     def check(self) -> None:
         if not 1 <= self.unfrozen_blocks <= 4:
@@ -66,8 +76,11 @@ class PartialFinetune(Strategy):
         return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive"}
 
     def adapt(self, model: nn.Module, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
-              ways: int, seeds: Sequence[int]) -> torch.Tensor:
-        """Fine-tune B episodes at once. support (B, n, ...) prefix features, labels (B, n) -> (B, q, ways)."""
+              ways: int, seeds: Sequence[int], query_images: torch.Tensor | None = None) -> torch.Tensor:
+        """Fine-tune B episodes at once. support (B, n, ...) prefix features, labels (B, n) -> (B, q, ways).
+
+        With ``query_images`` (B, q, 3, H, W) also attack them: returns (B, 2, q, ways), clean then robust.
+        """
         blocks = model.blocks[len(model.blocks) - self.unfrozen_blocks:]
         buffers = {k: v.detach() for k, v in blocks.named_buffers()}
         batch = len(seeds)
@@ -91,29 +104,50 @@ class PartialFinetune(Strategy):
 
         batched_grad = vmap(grad(loss))
         state: dict = {}
-        was_training = blocks.training
-        blocks.eval()  # BatchNorm uses the pretrained running statistics
+        was_training = model.training
+        model.eval()  # BatchNorm uses the pretrained running statistics
         try:
             with torch.enable_grad():
                 for step in range(1, self.steps + 1):
                     params = adam_step(params, batched_grad(params, support, labels), state, step, lrs,
                                        self.weight_decay)
             with torch.no_grad():
-                return vmap(logits_of)(params, query)
+                logits = vmap(logits_of)(params, query)
+            if query_images is None:
+                return logits
+
+            def attacked(x: torch.Tensor) -> torch.Tensor:  # (B*q, 3, H, W) -> (B*q, ways)
+                prefix = self._prefix_of(model, x).view(batch, -1, *query.shape[2:])
+                return vmap(logits_of)(params, prefix).flatten(0, 1)
+
+            attack = PGD(self.robust_epsilon, self.robust_step_size, self.robust_steps)
+            generator = torch.Generator(device=query.device).manual_seed(seeds[0])
+            adv = pgd_attack(attacked, query_images.flatten(0, 1), logits.argmax(-1).flatten(), attack,
+                             generator=generator)
+            with torch.no_grad():
+                return torch.stack([logits, attacked(adv).view_as(logits)], 1)
         finally:
-            blocks.train(was_training)
+            model.train(was_training)
 
     def _prefix(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return embed(model, images, stop=len(model.blocks) - self.unfrozen_blocks)
 
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor:
+    def _prefix_of(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The frozen prefix with gradients (for the attack); the model is in eval mode."""
+        return model.features(images, 0, len(model.blocks) - self.unfrozen_blocks)
+
+    def _outputs(self, out: torch.Tensor) -> list:
+        return [{"logits": o[0], "robust": o[1]} for o in out] if self.robust_eval else list(out)
+
+    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor | dict[str, torch.Tensor]:
         n = len(task.support_index)
         prefix = self._prefix(model, torch.cat([task.support_images, task.query_images]))
-        return self.adapt(model, prefix[None, :n], task.support_labels[None], prefix[None, n:], task.ways,
-                          [task.seed])[0]
+        images = task.query_images[None] if self.robust_eval else None
+        return self._outputs(self.adapt(model, prefix[None, :n], task.support_labels[None], prefix[None, n:],
+                                        task.ways, [task.seed], images))[0]
 
     def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list[torch.Tensor]:
+                     progress: Callable[[int], None] = lambda n: None) -> list:
         if not tasks:
             return []
         pool = tasks[0].pool
@@ -126,7 +160,8 @@ class PartialFinetune(Strategy):
             out = self.adapt(model, prefix[torch.stack([t.support_index for t in chunk])],
                              torch.stack([t.support_labels for t in chunk]),
                              prefix[torch.stack([t.query_index for t in chunk])], chunk[0].ways,
-                             [t.seed for t in chunk])
-            logits += list(out)
+                             [t.seed for t in chunk],
+                             pool[torch.stack([t.query_index for t in chunk])] if self.robust_eval else None)
+            logits += self._outputs(out)
             progress(len(chunk))
         return logits
