@@ -17,7 +17,7 @@ from strategies.rotation import RotationPretraining
 from strategies.simclr import SimclrPretraining
 from strategies.supervised import SupervisedPretraining
 
-BATCH, STEPS = 128, 3
+BATCH, STEPS = 64, 3
 PHASES = {"supervised": SupervisedPretraining, "rotation": RotationPretraining, "simclr": SimclrPretraining,
           "adversarial": AdversarialPretraining}
 

@@ -21,8 +21,8 @@ def toy():
     y = torch.from_numpy(labels)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for _ in range(50):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
+    for _ in range(5):
         optimizer.zero_grad()
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
@@ -52,7 +52,7 @@ def test_attack_raises_loss_of_trained_model(toy):
         clean_loss = F.cross_entropy(model(x), y)
         adv = pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 5))
         attacked_loss = F.cross_entropy(model(adv), y)
-    assert attacked_loss > clean_loss + 0.1, (clean_loss, attacked_loss)
+    assert attacked_loss > 2 * clean_loss, (clean_loss, attacked_loss)
     # more steps do not weaken the attack (on a linear model the optimum is reached quickly)
     stronger = F.cross_entropy(model(pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 10))), y)
     assert stronger >= attacked_loss - 1e-3
