@@ -57,7 +57,6 @@ class SslRotation(FrozenFeatures):
 
     family = "self-supervised"
     source: RotationPretraining = field(default_factory=RotationPretraining)
-    robust_eval: bool = False
 
 
 @register

@@ -85,7 +85,6 @@ class SslSimclr(FrozenFeatures):
 
     family = "self-supervised"
     source: SimclrPretraining = field(default_factory=SimclrPretraining)
-    robust_eval: bool = False
 
     def check(self) -> None:
         super().check()
