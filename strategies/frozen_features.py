@@ -27,7 +27,7 @@ from harness.episodes import Task
 from harness.registry import register
 from harness.strategy import Strategy
 from strategies.backbones import embed
-from strategies.pgd import PGD, pgd_attack
+from strategies.pgd import PGD, RobustEval, pgd_attack
 from strategies.supervised import SupervisedPretraining
 
 
@@ -93,7 +93,7 @@ def attack_probes(model: nn.Module, queries: torch.Tensor, heads: Sequence[tuple
 
 @register
 @dataclass
-class FrozenFeatures(Strategy):
+class FrozenFeatures(Strategy, RobustEval):
     """Linear probe (logistic regression) on L2-normalised frozen features of the pretrained Conv-4."""
 
     episode_phase = "linear probe, L-BFGS to convergence"
@@ -102,13 +102,6 @@ class FrozenFeatures(Strategy):
     C: float = 10.0
     max_iter: int = 1000
     tolerance: float = 1e-6
-    robust_eval: bool = False  # also report accuracy on PGD-attacked queries ("robust"); see the docstring
-    robust_epsilon: float = PGD.epsilon  # the attack, in [0, 1] pixel units (strategies/adversarial.py)
-    robust_step_size: float = PGD.step_size
-    robust_steps: int = PGD.steps
-
-    def attack(self) -> PGD:
-        return PGD(self.robust_epsilon, self.robust_step_size, self.robust_steps)
 
     def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor | dict[str, torch.Tensor]:
         feats = embed(model, torch.cat([task.support_images, task.query_images]))

@@ -6,12 +6,7 @@ The frozen prefix is run once per image, in eval mode. BatchNorm layers of the f
 using the pretrained running statistics (inductive: queries never influence each other) while their
 affine weights are trained. The cached model is never modified: each episode trains its own copy of
 the parameters, and ``episode_batch`` episodes are trained at once with ``torch.func.vmap`` (the same
-arithmetic as one episode at a time, batched).
-
-With ``robust_eval`` (off by default: every attack step is a forward/backward through the whole network
-for every query of every episode) the queries are also attacked with L-infinity PGD through the
-fine-tuned network at its clean predictions (no query labels; see strategies/frozen_features.py) and the
-logits on the attacked queries are returned as "robust".
+arithmetic as one episode at a time, batched). ``robust_eval``: see strategies/pgd.py (off by default).
 """
 
 from __future__ import annotations
@@ -29,7 +24,7 @@ from harness.errors import UsageError
 from harness.registry import register
 from harness.strategy import Strategy
 from strategies.backbones import FEATURE_DIM, embed
-from strategies.pgd import PGD, pgd_attack
+from strategies.pgd import RobustEval, pgd_attack
 from strategies.supervised import SupervisedPretraining
 
 
@@ -51,7 +46,7 @@ def adam_step(params: dict, grads: dict, state: dict, step: int, lrs: dict[str, 
 
 @register
 @dataclass
-class PartialFinetune(Strategy):
+class PartialFinetune(Strategy, RobustEval):
     """New head plus the last conv block(s) fine-tuned on the support set, the rest frozen."""
 
     episode_phase = "fine-tune head + last block(s), Adam"
@@ -63,10 +58,6 @@ class PartialFinetune(Strategy):
     head_lr: float = 1e-2
     weight_decay: float = 1e-4
     episode_batch: int = 50  # episodes trained at once: memory vs speed (results equal up to rounding)
-    robust_eval: bool = False  # also report accuracy on PGD-attacked queries ("robust"); costly
-    robust_epsilon: float = PGD.epsilon  # the attack, in [0, 1] pixel units (strategies/adversarial.py)
-    robust_step_size: float = PGD.step_size
-    robust_steps: int = PGD.steps
 
     def check(self) -> None:
         if not 1 <= self.unfrozen_blocks <= 4:
@@ -77,10 +68,8 @@ class PartialFinetune(Strategy):
 
     def adapt(self, model: nn.Module, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
               ways: int, seeds: Sequence[int], query_images: torch.Tensor | None = None) -> torch.Tensor:
-        """Fine-tune B episodes at once. support (B, n, ...) prefix features, labels (B, n) -> (B, q, ways).
-
-        With ``query_images`` (B, q, 3, H, W) also attack them: returns (B, 2, q, ways), clean then robust.
-        """
+        """Fine-tune B episodes at once. support (B, n, ...) prefix features, labels (B, n) -> (B, q, ways);
+        with ``query_images`` (B, q, 3, H, W) also attack them: (B, 2, q, ways), clean then robust."""
         blocks = model.blocks[len(model.blocks) - self.unfrozen_blocks:]
         buffers = {k: v.detach() for k, v in blocks.named_buffers()}
         batch = len(seeds)
@@ -117,13 +106,11 @@ class PartialFinetune(Strategy):
                 return logits
 
             def attacked(x: torch.Tensor) -> torch.Tensor:  # (B*q, 3, H, W) -> (B*q, ways)
-                prefix = self._prefix_of(model, x).view(batch, -1, *query.shape[2:])
+                prefix = model.features(x, 0, len(model.blocks) - self.unfrozen_blocks).view(query.shape)
                 return vmap(logits_of)(params, prefix).flatten(0, 1)
 
-            attack = PGD(self.robust_epsilon, self.robust_step_size, self.robust_steps)
-            generator = torch.Generator(device=query.device).manual_seed(seeds[0])
-            adv = pgd_attack(attacked, query_images.flatten(0, 1), logits.argmax(-1).flatten(), attack,
-                             generator=generator)
+            adv = pgd_attack(attacked, query_images.flatten(0, 1), logits.argmax(-1).flatten(), self.attack(),
+                             generator=torch.Generator(device=query.device).manual_seed(seeds[0]))
             with torch.no_grad():
                 return torch.stack([logits, attacked(adv).view_as(logits)], 1)
         finally:
@@ -131,10 +118,6 @@ class PartialFinetune(Strategy):
 
     def _prefix(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return embed(model, images, stop=len(model.blocks) - self.unfrozen_blocks)
-
-    def _prefix_of(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """The frozen prefix with gradients (for the attack); the model is in eval mode."""
-        return model.features(images, 0, len(model.blocks) - self.unfrozen_blocks)
 
     def _outputs(self, out: torch.Tensor) -> list:
         return [{"logits": o[0], "robust": o[1]} for o in out] if self.robust_eval else list(out)

@@ -49,3 +49,19 @@ def pgd_attack(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
             adv = adv.detach() + attack.step_size * grad.sign()
             adv = torch.min(torch.max(adv, clean - attack.epsilon), clean + attack.epsilon).clamp(0, 1)
     return normalize(adv).detach()
+
+
+@dataclass(kw_only=True)
+class RobustEval:
+    """Episode-phase fields (mixed into a Strategy) for the robust evaluation: with ``robust_eval`` the
+    queries are attacked through the adapted network at its clean predictions (query labels are never
+    seen) and the logits on them returned as "robust" (the harness reports ``robust_accuracy``). Off by
+    default: each attack step is a forward/backward pass per query of every episode."""
+
+    robust_eval: bool = False
+    robust_epsilon: float = PGD.epsilon  # the attack, in [0, 1] pixel units (strategies/adversarial.py)
+    robust_step_size: float = PGD.step_size
+    robust_steps: int = PGD.steps
+
+    def attack(self) -> PGD:
+        return PGD(self.robust_epsilon, self.robust_step_size, self.robust_steps)
