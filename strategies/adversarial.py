@@ -25,7 +25,7 @@ from harness.registry import register
 from strategies.backbones import Conv4
 from strategies.frozen_features import FrozenFeatures
 from strategies.partial_finetune import PartialFinetune
-from strategies.pgd import PGD, pgd_attack
+from strategies.pgd import PGD, describe, pgd_attack
 from strategies.pretraining import SgdPretraining, channels_last
 
 
@@ -39,6 +39,9 @@ class AdversarialPretraining(SgdPretraining):
     step_size: float = PGD.step_size
     steps: int = PGD.steps
 
+    def attack(self) -> PGD:
+        return PGD(self.epsilon, self.step_size, self.steps)
+
     def check(self) -> None:
         if self.epsilon < 0 or self.step_size <= 0 or self.steps < 0:
             raise UsageError("source.epsilon must be >= 0, source.step_size > 0 and source.steps >= 0 "
@@ -51,7 +54,7 @@ class AdversarialPretraining(SgdPretraining):
              generator: torch.Generator) -> torch.Tensor:
         x = channels_last(random_flip(random_crop(to_float(images), 4, generator), generator))
         model.eval()
-        x = pgd_attack(model, x, labels, PGD(self.epsilon, self.step_size, self.steps), generator=generator)
+        x = pgd_attack(model, x, labels, self.attack(), generator=generator)
         model.train()
         return F.cross_entropy(model(x), labels)
 
@@ -68,6 +71,9 @@ class Adversarial(FrozenFeatures):
         super().check()
         self.source.check()
 
+    def protocol_settings(self) -> dict:
+        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}
+
 
 @register
 @dataclass
@@ -80,3 +86,6 @@ class AdversarialFinetune(PartialFinetune):
     def check(self) -> None:
         super().check()
         self.source.check()
+
+    def protocol_settings(self) -> dict:
+        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}

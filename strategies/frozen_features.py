@@ -103,6 +103,9 @@ class FrozenFeatures(Strategy, RobustEval):
     max_iter: int = 1000
     tolerance: float = 1e-6
 
+    def protocol_settings(self) -> dict:
+        return self.robust_settings()
+
     def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor | dict[str, torch.Tensor]:
         feats = embed(model, torch.cat([task.support_images, task.query_images]))
         n = len(task.support_index)

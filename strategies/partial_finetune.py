@@ -64,7 +64,8 @@ class PartialFinetune(Strategy, RobustEval):
             raise UsageError(f"partial-finetune.unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
 
     def protocol_settings(self) -> dict:
-        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive"}
+        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive",
+                **self.robust_settings()}
 
     def adapt(self, model: nn.Module, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
               ways: int, seeds: Sequence[int], query_images: torch.Tensor | None = None) -> torch.Tensor:

@@ -65,3 +65,11 @@ class RobustEval:
 
     def attack(self) -> PGD:
         return PGD(self.robust_epsilon, self.robust_step_size, self.robust_steps)
+
+    def robust_settings(self) -> dict[str, str]:
+        """For ``protocol_settings``: the attack behind ``robust_accuracy``, when it is evaluated."""
+        return {"robust eval": describe(self.attack())} if self.robust_eval else {}
+
+
+def describe(attack: PGD) -> str:
+    return f"PGD eps {attack.epsilon * 255:g}/255, {attack.steps} x {attack.step_size * 255:g}/255"
