@@ -61,8 +61,8 @@ class AdversarialPretraining(SgdPretraining):
 
 @register
 @dataclass
-class Adversarial(FrozenFeatures):
-    """Linear probe on an adversarially (PGD) pretrained Conv-4; robust accuracy under the same attack."""
+class AdversarialProbe(FrozenFeatures):
+    """Linear probe on an adversarially (PGD) pretrained Conv-4 (robust_eval=true: robust accuracy too)."""
 
     family = "adversarial"
     source: AdversarialPretraining = field(default_factory=AdversarialPretraining)

@@ -10,7 +10,7 @@ from harness.augment import to_float
 from harness.episodes import EpisodeSet
 from harness.errors import UsageError
 from harness.strategy import SourceData
-from strategies.adversarial import Adversarial, AdversarialFinetune, AdversarialPretraining
+from strategies.adversarial import AdversarialFinetune, AdversarialPretraining, AdversarialProbe
 from strategies.frozen_features import FrozenFeatures
 from strategies.partial_finetune import PartialFinetune
 
@@ -27,11 +27,12 @@ def setup():
 
 
 def test_defaults_and_check():
-    assert Adversarial().source.epsilon == pytest.approx(2 / 255) and Adversarial().source.steps == 3
+    assert AdversarialProbe().source.epsilon == pytest.approx(2 / 255) and AdversarialProbe().source.steps == 3
     # robust evaluation is opt-in (costly on a CPU): the baseline rows are unchanged by default
-    assert not any(cls().robust_eval for cls in (Adversarial, AdversarialFinetune, FrozenFeatures, PartialFinetune))
+    defaults = (AdversarialProbe, AdversarialFinetune, FrozenFeatures, PartialFinetune)
+    assert not any(cls().robust_eval for cls in defaults)
     with pytest.raises(UsageError):
-        Adversarial(source=AdversarialPretraining(epsilon=-1.0)).check()
+        AdversarialProbe(source=AdversarialPretraining(epsilon=-1.0)).check()
 
 
 @pytest.mark.parametrize("cls", [FrozenFeatures, PartialFinetune])
