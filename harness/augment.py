@@ -5,6 +5,8 @@ No per-image Python loop: every function takes a whole batch (N, 3, H, W).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -36,3 +38,85 @@ def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) 
     """Flip each image left-right with probability 1/2."""
     flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+# --- SimCLR views (Chen et al. 2020): pixel-space ops on [0, 1] float batches -----------------------
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float pixels -> normalised with the CIFAR-10 channel statistics (as :func:`to_float`)."""
+    mean = torch.tensor(CIFAR_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Normalised images -> [0, 1] float pixels (the inverse of :func:`normalize`)."""
+    mean = torch.tensor(CIFAR_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return images * std + mean
+
+
+def _uniform(n: int, low: float, high: float, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, device=like.device, generator=generator)
+
+
+def random_resized_crop(pixels: torch.Tensor, scale: tuple[float, float] = (0.2, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Crop a random area fraction ``scale`` and aspect ``ratio`` of each image, resize back (bilinear)."""
+    n = pixels.shape[0]
+    area = _uniform(n, *scale, pixels, generator)
+    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), pixels, generator))
+    w = torch.sqrt(area * aspect).clamp(max=1.0)  # crop width and height as fractions of the side
+    h = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = _uniform(n, -1.0, 1.0, pixels, generator) * (1 - w)  # centre in [-1, 1] grid coordinates
+    cy = _uniform(n, -1.0, 1.0, pixels, generator) * (1 - h)
+    zero = torch.zeros_like(w)
+    theta = torch.stack([torch.stack([w, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+    grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _gray(pixels: torch.Tensor) -> torch.Tensor:
+    weights = torch.tensor([0.299, 0.587, 0.114], device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    return (pixels * weights).sum(1, keepdim=True)
+
+
+def color_jitter(pixels: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 hue: float = 0.1, p: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability ``p`` per image: brightness, contrast, saturation factors in [1-s, 1+s] and a hue
+    rotation by up to ``hue`` turns (in YIQ space), in that fixed order; clamped to [0, 1]."""
+    n = pixels.shape[0]
+
+    def factor(s: float) -> torch.Tensor:
+        return _uniform(n, 1 - s, 1 + s, pixels, generator).view(n, 1, 1, 1)
+
+    x = (pixels * factor(brightness)).clamp(0, 1)
+    mean = _gray(x).mean((2, 3), keepdim=True)
+    x = (mean + (x - mean) * factor(contrast)).clamp(0, 1)
+    gray = _gray(x)
+    x = (gray + (x - gray) * factor(saturation)).clamp(0, 1)
+    angle = _uniform(n, -hue, hue, pixels, generator) * 2 * math.pi
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                          device=x.device, dtype=x.dtype)
+    cos, sin, one, zero = torch.cos(angle), torch.sin(angle), torch.ones_like(angle), torch.zeros_like(angle)
+    rotate = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1),
+                          torch.stack([zero, sin, cos], 1)], 1)  # (n, 3, 3) about the luma axis
+    mix = torch.linalg.inv(to_yiq) @ rotate @ to_yiq
+    x = torch.einsum("nij,njhw->nihw", mix, x).clamp(0, 1)
+    apply = torch.rand(n, device=pixels.device, generator=generator) < p
+    return torch.where(apply[:, None, None, None], x, pixels)
+
+
+def random_grayscale(pixels: torch.Tensor, p: float = 0.2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each image by its luma (on all three channels) with probability ``p``."""
+    apply = torch.rand(pixels.shape[0], device=pixels.device, generator=generator) < p
+    return torch.where(apply[:, None, None, None], _gray(pixels).expand_as(pixels), pixels)
+
+
+def simclr_view(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One SimCLR view of a uint8 batch: resized crop, flip, colour jitter, grayscale; normalised."""
+    x = random_resized_crop(images.float() / 255.0, generator=generator)
+    x = random_flip(x, generator)
+    return normalize(random_grayscale(color_jitter(x, generator=generator), generator=generator))

@@ -6,9 +6,12 @@ At 32x32 input the last block leaves 64 x 2 x 2, so features are 256-d.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from harness.episodes import Task
 
 FEATURE_DIM = 256
 
@@ -51,3 +54,23 @@ def embed(model: nn.Module, images: torch.Tensor, stop: int = 4, batch_size: int
     out = torch.cat([fast.features(images[i:i + batch_size].contiguous(memory_format=torch.channels_last), 0, stop)
                      for i in range(0, len(images), batch_size)])
     return out.contiguous()
+
+
+def embed_pool(model: nn.Module, tasks: Sequence[Task], stop: int = 4) -> torch.Tensor:
+    """Eval-mode features (blocks 0 to ``stop``) of every pool image the tasks use, computed once and
+    indexed like the pool (rows of unused images are left uninitialised)."""
+    pool = tasks[0].pool
+    used = torch.unique(torch.cat([torch.cat([t.support_index, t.query_index]) for t in tasks]))
+    feats = embed(model, pool[used], stop=stop)
+    out = torch.empty(len(pool), *feats.shape[1:], device=pool.device, dtype=feats.dtype)
+    out[used] = feats
+    return out
+
+
+def chunks(tasks: Sequence[Task], size: int) -> Iterator[tuple[list[Task], dict[str, torch.Tensor]]]:
+    """Tasks ``size`` at a time, with their stacked support/query indices and support labels."""
+    for i in range(0, len(tasks), size):
+        chunk = list(tasks[i:i + size])
+        yield chunk, {"support": torch.stack([t.support_index for t in chunk]),
+                      "labels": torch.stack([t.support_labels for t in chunk]),
+                      "query": torch.stack([t.query_index for t in chunk])}

@@ -3,7 +3,14 @@ at Few-shot Classification", Baseline; Tian et al. 2020, "Rethinking Few-Shot Im
 
 Episode phase: multinomial logistic regression on L2-normalised frozen features, fitted with L-BFGS to
 convergence (gradient tolerance), with scikit-learn's L2 penalty convention (``C`` is the inverse
-strength). Features of every image the episodes use are computed once, in eval mode.
+strength). Features of every image the episodes use are computed once, in eval mode, and
+``episode_batch`` independent probes are fitted at once.
+
+With ``robust_eval`` the queries are also attacked with L-infinity PGD (strategies/pgd.py) through the
+frozen backbone and the episode's fitted probe, and the logits on the attacked queries are returned as
+"robust" (the harness reports ``robust_accuracy``). Query labels are never seen: the attack pushes away
+from the probe's clean prediction. Off by default: each attack step is a forward/backward pass through
+the backbone for every query of every episode.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from torch import nn
 from harness.episodes import Task
 from harness.registry import register
 from harness.strategy import Strategy
-from strategies.backbones import embed
+from strategies.backbones import chunks, embed, embed_pool
+from strategies.pgd import PGD, RobustEval, pgd_attack
 from strategies.supervised import SupervisedPretraining
 
 
@@ -50,17 +58,41 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: f
     return w.detach(), b.detach()
 
 
-def probe_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, C: float,
-                 max_iter: int, tolerance: float) -> torch.Tensor:
-    """Batched probe: support (B, n, d), labels (B, n), query (B, q, d) -> (B, q, ways) logits."""
-    support, query = F.normalize(support, dim=-1), F.normalize(query, dim=-1)
-    w, b = fit_logistic_regression(support, labels, ways, C, max_iter, tolerance)
-    return torch.baddbmm(b.unsqueeze(1), query.double(), w.transpose(1, 2)).float()
+def fit_probe(support: torch.Tensor, labels: torch.Tensor, ways: int, C: float, max_iter: int,
+              tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probes (float64 weights (B, ways, d), bias (B, ways)) on L2-normalised support features (B, n, d)."""
+    return fit_logistic_regression(F.normalize(support, dim=-1), labels, ways, C, max_iter, tolerance)
+
+
+def apply_probe(query: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Query features (B, q, d) -> (B, q, ways) logits."""
+    return torch.baddbmm(b.unsqueeze(1), F.normalize(query, dim=-1).double(), w.transpose(1, 2)).float()
+
+
+def attack_probes(model: nn.Module, queries: torch.Tensor, w: torch.Tensor, b: torch.Tensor, clean: torch.Tensor,
+                  attack: PGD, seed: int) -> torch.Tensor:
+    """PGD on each episode's queries (B, q, 3, H, W) through the frozen backbone and its probe, at the clean
+    predictions (B, q, ways); returns the logits on the attacked queries (B, q, ways)."""
+    batch, q = queries.shape[:2]
+    wf, bf = w.float(), b.float()
+
+    def logits_fn(x: torch.Tensor) -> torch.Tensor:
+        feats = F.normalize(model.features(x), dim=1).view(batch, q, -1)
+        return torch.baddbmm(bf[:, None], feats, wf.transpose(1, 2)).flatten(0, 1)
+
+    generator = torch.Generator(device=queries.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        adv = pgd_attack(logits_fn, queries.flatten(0, 1), clean.argmax(-1).flatten(), attack, generator=generator)
+    finally:
+        model.train(was_training)
+    return apply_probe(embed(model, adv).view(batch, q, -1), w, b)
 
 
 @register
 @dataclass
-class FrozenFeatures(Strategy):
+class FrozenFeatures(Strategy, RobustEval):
     """Linear probe (logistic regression) on L2-normalised frozen features of the pretrained Conv-4."""
 
     episode_phase = "linear probe, L-BFGS to convergence"
@@ -69,29 +101,32 @@ class FrozenFeatures(Strategy):
     C: float = 10.0
     max_iter: int = 1000
     tolerance: float = 1e-6
-    episode_batch: int = 100  # problems solved together (speed only; each converges to its own optimum)
+    episode_batch: int = 100  # probes fitted together (speed only; each converges to its own optimum)
 
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor:
-        feats = embed(model, torch.cat([task.support_images, task.query_images]))
-        n = len(task.support_index)
-        return probe_logits(feats[None, :n], task.support_labels[None], feats[None, n:], task.ways, self.C,
-                            self.max_iter, self.tolerance)[0]
+    def protocol_settings(self) -> dict:
+        return self.robust_settings()
+
+    def _episodes(self, model: nn.Module, feats: torch.Tensor, pool: torch.Tensor, index: dict[str, torch.Tensor],
+                  ways: int, seed: int) -> list:
+        w, b = fit_probe(feats[index["support"]], index["labels"], ways, self.C, self.max_iter, self.tolerance)
+        logits = apply_probe(feats[index["query"]], w, b)
+        if not self.robust_eval:
+            return list(logits)
+        robust = attack_probes(model, pool[index["query"]], w, b, logits, self.attack(), seed)
+        return [{"logits": c, "robust": r} for c, r in zip(logits, robust, strict=True)]
+
+    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor | dict[str, torch.Tensor]:
+        return self.run_episodes(model, [task])[0]
 
     def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list[torch.Tensor]:
+                     progress: Callable[[int], None] = lambda n: None) -> list:
         if not tasks:
             return []
-        pool = tasks[0].pool
-        used = torch.unique(torch.cat([torch.cat([t.support_index, t.query_index]) for t in tasks]))
-        feats = torch.empty(len(pool), embed(model, pool[:1]).shape[1], device=pool.device)
-        feats[used] = embed(model, pool[used])
-        logits: list[torch.Tensor] = []
-        for i in range(0, len(tasks), self.episode_batch):
-            chunk = tasks[i:i + self.episode_batch]
-            out = probe_logits(feats[torch.stack([t.support_index for t in chunk])],
-                               torch.stack([t.support_labels for t in chunk]),
-                               feats[torch.stack([t.query_index for t in chunk])], chunk[0].ways, self.C,
-                               self.max_iter, self.tolerance)
-            logits += list(out)
+        feats = embed_pool(model, tasks)
+        size = min(self.episode_batch, max(1, 1000 // len(tasks[0].query_index))) if self.robust_eval \
+            else self.episode_batch
+        outputs: list = []
+        for chunk, index in chunks(tasks, size):
+            outputs += self._episodes(model, feats, tasks[0].pool, index, chunk[0].ways, chunk[0].seed)
             progress(len(chunk))
-        return logits
+        return outputs

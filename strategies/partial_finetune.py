@@ -3,7 +3,7 @@ Chen et al. 2019's fine-tuned Baseline): a new linear head plus the last ``unfro
 blocks are trained on the support set with Adam; earlier blocks stay frozen. By default the head starts
 from the converged linear probe on the frozen, L2-normalised features (LP-FT, Kumar et al. 2022,
 "Fine-Tuning can Distort Pretrained Features"), which on the quick preset beat a random head by about
-2 points at 1 and 5 shots (100 episodes, CIFAR-10 JPEG q75 copy).
+2 points at 1 and 5 shots (100 episodes, CIFAR-10 JPEG q75 copy). ``robust_eval``: strategies/pgd.py.
 
 The frozen prefix is run once per image, in eval mode. BatchNorm layers of the fine-tuned blocks keep
 using the pretrained running statistics (inductive: queries never influence each other) while their
@@ -27,8 +27,9 @@ from harness.episodes import Task
 from harness.errors import UsageError
 from harness.registry import register
 from harness.strategy import Strategy
-from strategies.backbones import FEATURE_DIM, embed
-from strategies.frozen_features import fit_logistic_regression
+from strategies.backbones import FEATURE_DIM, chunks, embed_pool
+from strategies.frozen_features import fit_probe
+from strategies.pgd import RobustEval, pgd_attack
 from strategies.supervised import SupervisedPretraining
 
 
@@ -50,7 +51,7 @@ def adam_step(params: dict, grads: dict, state: dict, step: int, lrs: dict[str, 
 
 @register
 @dataclass
-class PartialFinetune(Strategy):
+class PartialFinetune(Strategy, RobustEval):
     """New head plus the last conv block(s) fine-tuned on the support set, the rest frozen."""
 
     episode_phase = "fine-tune head + last block(s), Adam"
@@ -70,77 +71,78 @@ class PartialFinetune(Strategy):
             raise UsageError(f"partial-finetune.unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
 
     def protocol_settings(self) -> dict:
-        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive"}
+        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive",
+                **self.robust_settings()}
 
     def adapt(self, model: nn.Module, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
-              ways: int, seeds: Sequence[int]) -> torch.Tensor:
-        """Fine-tune B episodes at once. support (B, n, ...) prefix features, labels (B, n) -> (B, q, ways)."""
-        blocks = model.blocks[len(model.blocks) - self.unfrozen_blocks:]
+              ways: int, seeds: Sequence[int], query_images: torch.Tensor | None = None) -> list:
+        """Fine-tune B episodes at once: support/query (B, n|q, ...) prefix features, labels (B, n). Returns
+        B logits (q, ways), or with ``query_images`` (B, q, 3, H, W) B dicts with "logits" and "robust"."""
+        stop = len(model.blocks) - self.unfrozen_blocks
+        blocks = model.blocks[stop:]
         buffers = {k: v.detach() for k, v in blocks.named_buffers()}
         batch = len(seeds)
         params = {f"blocks.{k}": v.detach().unsqueeze(0).repeat(batch, *[1] * v.dim())
                   for k, v in blocks.named_parameters()}
-        if self.head_init == "probe":  # LP-FT: start from the converged linear probe
-            with torch.no_grad():
-                feats = F.normalize(blocks.eval()(support.flatten(0, 1)).flatten(1), dim=1)
-            w, b = fit_logistic_regression(feats.view(batch, support.shape[1], -1), labels, ways, self.probe_C,
-                                           1000, 1e-6)
-            params["head.weight"], params["head.bias"] = w.float(), b.float()
-        else:
-            heads = []
-            for seed in seeds:  # the head's initialisation depends on the episode's seed only
-                torch.manual_seed(seed)
-                heads.append(nn.Linear(FEATURE_DIM, ways).to(support.device))
-            params["head.weight"] = torch.stack([h.weight.detach() for h in heads])
-            params["head.bias"] = torch.stack([h.bias.detach() for h in heads])
-        lrs = {k: self.head_lr if k.startswith("head.") else self.lr for k in params}
-
-        def logits_of(p: dict, x: torch.Tensor) -> torch.Tensor:
-            block_params = {k[len("blocks."):]: v for k, v in p.items() if k.startswith("blocks.")}
-            feats = F.normalize(functional_call(blocks, (block_params, buffers), (x,)).flatten(1), dim=1)
-            return feats @ p["head.weight"].T + p["head.bias"]
-
-        def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits_of(p, x), y)
-
-        batched_grad = vmap(grad(loss))
-        state: dict = {}
-        was_training = blocks.training
-        blocks.eval()  # BatchNorm uses the pretrained running statistics
+        was_training = model.training
+        model.eval()  # BatchNorm uses the pretrained running statistics throughout
         try:
+            if self.head_init == "probe":  # LP-FT: start from the converged linear probe
+                with torch.no_grad():
+                    feats = blocks(support.flatten(0, 1)).flatten(1).view(batch, support.shape[1], -1)
+                w, b = fit_probe(feats, labels, ways, self.probe_C, 1000, 1e-6)
+            else:  # the head's initialisation depends on the episode's seed only
+                heads = []
+                for seed in seeds:
+                    torch.manual_seed(seed)
+                    heads.append(nn.Linear(FEATURE_DIM, ways).to(support.device))
+                w, b = (torch.stack([getattr(h, k).detach() for h in heads]) for k in ("weight", "bias"))
+            params["head.weight"], params["head.bias"] = w.float(), b.float()
+            lrs = {k: self.head_lr if k.startswith("head.") else self.lr for k in params}
+
+            def logits_of(p: dict, x: torch.Tensor) -> torch.Tensor:
+                block_params = {k[len("blocks."):]: v for k, v in p.items() if k.startswith("blocks.")}
+                feats = F.normalize(functional_call(blocks, (block_params, buffers), (x,)).flatten(1), dim=1)
+                return feats @ p["head.weight"].T + p["head.bias"]
+
+            def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return F.cross_entropy(logits_of(p, x), y)
+
+            batched_grad = vmap(grad(loss))
+            state: dict = {}
             with torch.enable_grad():
                 for step in range(1, self.steps + 1):
                     params = adam_step(params, batched_grad(params, support, labels), state, step, lrs,
                                        self.weight_decay)
             with torch.no_grad():
-                return vmap(logits_of)(params, query)
+                logits = vmap(logits_of)(params, query)
+            if query_images is None:
+                return list(logits)
+
+            def attacked(x: torch.Tensor) -> torch.Tensor:  # (B*q, 3, H, W) -> (B*q, ways)
+                return vmap(logits_of)(params, model.features(x, 0, stop).view(query.shape)).flatten(0, 1)
+
+            adv = pgd_attack(attacked, query_images.flatten(0, 1), logits.argmax(-1).flatten(), self.attack(),
+                             generator=torch.Generator(device=query.device).manual_seed(seeds[0]))
+            with torch.no_grad():
+                robust = attacked(adv).view_as(logits)
+            return [{"logits": c, "robust": r} for c, r in zip(logits, robust, strict=True)]
         finally:
-            blocks.train(was_training)
+            model.train(was_training)
 
-    def _prefix(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        return embed(model, images, stop=len(model.blocks) - self.unfrozen_blocks)
-
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor:
-        n = len(task.support_index)
-        prefix = self._prefix(model, torch.cat([task.support_images, task.query_images]))
-        return self.adapt(model, prefix[None, :n], task.support_labels[None], prefix[None, n:], task.ways,
-                          [task.seed])[0]
+    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor | dict[str, torch.Tensor]:
+        return self.run_episodes(model, [task])[0]
 
     def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list[torch.Tensor]:
+                     progress: Callable[[int], None] = lambda n: None) -> list:
         if not tasks:
             return []
         pool = tasks[0].pool
-        used = torch.unique(torch.cat([torch.cat([t.support_index, t.query_index]) for t in tasks]))
-        prefix = torch.empty(len(pool), *self._prefix(model, pool[:1]).shape[1:], device=pool.device)
-        prefix[used] = self._prefix(model, pool[used])
-        logits: list[torch.Tensor] = []
-        for i in range(0, len(tasks), self.episode_batch):
-            chunk = tasks[i:i + self.episode_batch]
-            out = self.adapt(model, prefix[torch.stack([t.support_index for t in chunk])],
-                             torch.stack([t.support_labels for t in chunk]),
-                             prefix[torch.stack([t.query_index for t in chunk])], chunk[0].ways,
-                             [t.seed for t in chunk])
-            logits += list(out)
+        prefix = embed_pool(model, tasks, stop=len(model.blocks) - self.unfrozen_blocks)
+        outputs: list = []
+        for chunk, index in chunks(tasks, self.episode_batch):
+            outputs += self.adapt(model, prefix[index["support"]], index["labels"], prefix[index["query"]],
+                                  chunk[0].ways, [t.seed for t in chunk],
+                                  pool[index["query"]] if self.robust_eval else None)
             progress(len(chunk))
-        return logits
+        return outputs

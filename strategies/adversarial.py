@@ -1,0 +1,91 @@
+"""Adversarial pretraining (Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial
+Attacks"): supervised cross-entropy on the base classes, computed on L-infinity PGD adversarial examples
+(random start, ``steps`` signed-gradient steps of ``step_size``, projection onto the epsilon-ball and
+onto valid [0, 1] pixels; strategies/pgd.py) of the crop+flip augmented images.
+
+Defaults: ``epsilon = 2/255`` (two grey levels), ``step_size = 1/255``, ``steps = 3``. Robust features
+transfer best at a SMALL epsilon (Salman et al. 2020, "Do Adversarially Robust ImageNet Models Transfer
+Better?"; Utrera et al. 2021): large budgets trade away clean accuracy. Three steps of 1/255 with a
+random start reach the boundary of a 2/255 ball from anywhere inside it, and each base image costs
+steps + 1 forward/backward passes, so the budget (base images) is sized for that. The attack is
+generated with BatchNorm in eval mode, so attack passes do not move the running statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.augment import random_crop, random_flip, to_float
+from harness.errors import UsageError
+from harness.registry import register
+from strategies.backbones import Conv4
+from strategies.frozen_features import FrozenFeatures
+from strategies.partial_finetune import PartialFinetune
+from strategies.pgd import PGD, describe, pgd_attack
+from strategies.pretraining import SgdPretraining, channels_last
+
+
+@dataclass
+class AdversarialPretraining(SgdPretraining):
+    """Supervised base-class training on PGD adversarial examples (L-infinity, pixel units)."""
+
+    budget_group = "adversarial"
+
+    epsilon: float = PGD.epsilon
+    step_size: float = PGD.step_size
+    steps: int = PGD.steps
+
+    def attack(self) -> PGD:
+        return PGD(self.epsilon, self.step_size, self.steps)
+
+    def check(self) -> None:
+        if self.epsilon < 0 or self.step_size <= 0 or self.steps < 0:
+            raise UsageError("source.epsilon must be >= 0, source.step_size > 0 and source.steps >= 0 "
+                             f"(pixel units in [0, 1]); got {self.epsilon}, {self.step_size}, {self.steps}")
+
+    def build(self, num_classes: int) -> Conv4:
+        return Conv4(num_classes)
+
+    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+             generator: torch.Generator) -> torch.Tensor:
+        x = channels_last(random_flip(random_crop(to_float(images), 4, generator), generator))
+        model.eval()
+        x = pgd_attack(model, x, labels, self.attack(), generator=generator)
+        model.train()
+        return F.cross_entropy(model(x), labels)
+
+
+@register
+@dataclass
+class AdversarialProbe(FrozenFeatures):
+    """Linear probe on an adversarially (PGD) pretrained Conv-4 (robust_eval=true: robust accuracy too)."""
+
+    family = "adversarial"
+    source: AdversarialPretraining = field(default_factory=AdversarialPretraining)
+
+    def check(self) -> None:
+        super().check()
+        self.source.check()
+
+    def protocol_settings(self) -> dict:
+        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}
+
+
+@register
+@dataclass
+class AdversarialFinetune(PartialFinetune):
+    """Partial fine-tuning of an adversarially (PGD) pretrained Conv-4."""
+
+    family = "adversarial"
+    source: AdversarialPretraining = field(default_factory=AdversarialPretraining)
+
+    def check(self) -> None:
+        super().check()
+        self.source.check()
+
+    def protocol_settings(self) -> dict:
+        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}

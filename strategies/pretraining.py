@@ -1,0 +1,69 @@
+"""A pretraining loop shared by source phases that differ only in their loss on a batch (rotation
+prediction, SimCLR, adversarial training): SGD with Nesterov momentum and the warm-up/decay schedule of
+supervised pretraining (``lr_at``, ``minibatches`` from strategies/supervised.py).
+
+The budget counts BASE images processed (one per image drawn, however many views, rotations or attack
+steps the loss derives from it), so presets size these phases by their cost per base image.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.strategy import SourceData, SourcePhase
+from strategies.supervised import lr_at, minibatches
+
+
+@dataclass
+class SgdPretraining(SourcePhase):
+    """A source phase trained with SGD on minibatches of base images; subclasses define the loss."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+
+    def training_model(self, num_classes: int) -> nn.Module:
+        """What the optimiser trains: :meth:`build`'s model, or it plus a training-only head. Override."""
+        return self.build(num_classes)
+
+    @abstractmethod
+    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+             generator: torch.Generator) -> torch.Tensor:
+        """The loss of one batch of uint8 ``images`` (and ``labels`` when the phase uses them)."""
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """The trained model -> :meth:`build`'s architecture (e.g. drop a projection head). Override."""
+        return model
+
+    def train(self, data: SourceData, budget_images: int) -> nn.Module:
+        torch.manual_seed(data.seed)
+        generator = torch.Generator().manual_seed(data.seed)
+        device_generator = torch.Generator(device=data.device).manual_seed(data.seed)  # augmentations
+        model = self.training_model(data.num_classes).to(data.device).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
+                                    weight_decay=self.weight_decay, nesterov=True)
+        steps = max(1, math.ceil(budget_images / self.batch_size))
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=data.device.type == "cuda")
+        model.train()
+        for step, idx in enumerate(minibatches(len(data.images), self.batch_size, steps, generator,
+                                               data.device)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, steps, self.lr)
+            labels = data.labels[idx] if self.uses_labels else None
+            with autocast:
+                loss = self.loss(model, data.images[idx], labels, device_generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            data.progress(len(idx))
+        return self.finish(model).to(memory_format=torch.contiguous_format)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)

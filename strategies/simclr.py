@@ -1,0 +1,104 @@
+"""SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations"):
+two augmented views of each base image (random resized crop, flip, colour jitter, grayscale; batched
+tensor ops on the device, harness/augment.py), a 2-layer MLP projection head on the Conv-4 features and
+the NT-Xent loss with a temperature. Base labels are never read (``uses_labels = False``).
+
+The projection head is dropped after pretraining: the source model is the bare Conv-4 (identity head),
+whose features the episode phases use. A base image counts once in the budget (two views each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.augment import simclr_view
+from harness.errors import UsageError
+from harness.registry import register
+from strategies.backbones import FEATURE_DIM, Conv4
+from strategies.frozen_features import FrozenFeatures
+from strategies.partial_finetune import PartialFinetune
+from strategies.pretraining import SgdPretraining, channels_last
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Normalised temperature-scaled cross-entropy over 2N embeddings: for each view, its other view is
+    the positive and the remaining 2N - 2 views are the negatives; the mean over all 2N views."""
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    n = len(z1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, positives)
+
+
+class ContrastiveModel(nn.Module):
+    """The Conv-4 backbone plus the projection head used only while pretraining."""
+
+    def __init__(self, backbone: Conv4, projection_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = nn.Sequential(nn.Linear(FEATURE_DIM, FEATURE_DIM), nn.ReLU(inplace=True),
+                                       nn.Linear(FEATURE_DIM, projection_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone.features(x))
+
+
+@dataclass
+class SimclrPretraining(SgdPretraining):
+    """Contrastive pretraining: NT-Xent between two augmented views of each base image."""
+
+    budget_group = "ssl"
+    uses_labels = False
+
+    temperature: float = 0.5
+    projection_dim: int = 128
+
+    def build(self, num_classes: int) -> Conv4:
+        return Conv4(0)
+
+    def check(self) -> None:
+        if self.temperature <= 0:
+            raise UsageError(f"source.temperature must be positive, got {self.temperature}")
+
+    def training_model(self, num_classes: int) -> ContrastiveModel:
+        return ContrastiveModel(self.build(num_classes), self.projection_dim)
+
+    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
+             generator: torch.Generator) -> torch.Tensor:
+        views = torch.cat([simclr_view(images, generator), simclr_view(images, generator)])
+        z = model(channels_last(views))  # one forward: BatchNorm sees both views together
+        return nt_xent(z[:len(images)], z[len(images):], self.temperature)
+
+    def finish(self, model: nn.Module) -> Conv4:
+        return model.backbone  # projection head dropped
+
+
+@register
+@dataclass
+class SslSimclr(FrozenFeatures):
+    """Linear probe on Conv-4 features learned by SimCLR (no base labels)."""
+
+    family = "self-supervised"
+    source: SimclrPretraining = field(default_factory=SimclrPretraining)
+
+    def check(self) -> None:
+        super().check()
+        self.source.check()
+
+
+@register
+@dataclass
+class SslSimclrFinetune(PartialFinetune):
+    """Partial fine-tuning of the SimCLR Conv-4 (no base labels)."""
+
+    family = "self-supervised"
+    source: SimclrPretraining = field(default_factory=SimclrPretraining)
+
+    def check(self) -> None:
+        super().check()
+        self.source.check()
