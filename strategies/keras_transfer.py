@@ -13,12 +13,13 @@ Frozen computations run once per image; each episode resets the trainable weight
 from the episode's seed) and the Adam state, then runs a compiled ``tf.function`` training loop.
 """
 
+# ruff: noqa: I001 - strategies.keras_backbone is imported first: it prepares TensorFlow's import and GPUs
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import strategies.keras_backbone  # noqa: F401, I001 - first: it prepares TensorFlow's import and GPUs
+import strategies.keras_backbone  # noqa: F401
 import keras
 import numpy as np
 import tensorflow as tf
