@@ -1,0 +1,155 @@
+"""Keras Conv-4 (Vinyals et al. 2016) and its supervised pretraining on the base classes: the TensorFlow
+twin of strategies/backbones.py and strategies/supervised.py (Chen et al. 2019's Baseline pretraining).
+
+Same architecture (4 x [Conv2D 64 3x3 same, BatchNormalization, ReLU, MaxPool 2], 256-d features at
+32x32, BatchNorm momentum and epsilon as PyTorch's defaults) and the same budget rule: images processed,
+batches drawn by ``strategies.supervised.minibatches``, the ``lr_at`` warm-up/decay schedule, SGD with
+Nesterov momentum and L2 weight decay added to the gradient (the update of ``torch.optim.SGD``), random
+crop (reflect padding 4) + horizontal flip as batched tensor ops. The step is a ``tf.function``.
+
+The harness caches torch state dicts, so the trained weights travel as torch buffers of a
+:class:`KerasWeights` module (plain tensors: ``weights_only=True`` loading works, nothing is pickled);
+:func:`to_keras` rebuilds the Keras model from them. Imported only when a Keras strategy runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+try:  # Triton's library (loaded by torchvision, torch.compile) segfaults when loaded after TensorFlow's
+    import triton._C.libtriton  # noqa: F401
+except ImportError:
+    pass
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from harness.augment import CIFAR_MEAN, CIFAR_STD  # noqa: E402
+from harness.strategy import SourceData, SourcePhase  # noqa: E402
+from strategies.supervised import lr_at, minibatches  # noqa: E402
+
+
+def configure_gpus() -> None:
+    """Let TensorFlow grow GPU memory on demand instead of taking it all from PyTorch (before any op)."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+configure_gpus()
+
+
+def configure_threads() -> None:
+    """Use torch's thread count (the run's --threads); possible only before TensorFlow's first op."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(torch.get_num_threads())
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # the runtime already started: keep its settings
+        pass
+
+
+def conv4(num_classes: int = 0, width: int = 64) -> keras.Sequential:
+    """Conv-4 in Keras (channels last); a Dense head when ``num_classes`` > 0."""
+    def block(i: int) -> keras.Sequential:
+        return keras.Sequential([keras.layers.Conv2D(width, 3, padding="same", name="conv"),
+                                 keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn"),
+                                 keras.layers.ReLU(), keras.layers.MaxPooling2D(2)], name=f"block{i}")
+
+    layers = [keras.Input((32, 32, 3)), *[block(i) for i in range(4)], keras.layers.Flatten(name="flatten")]
+    if num_classes:
+        layers.append(keras.layers.Dense(num_classes, name="head"))
+    return keras.Sequential(layers, name="conv4")
+
+
+def _key(variable: keras.Variable) -> str:
+    return variable.path.split("/", 1)[1].replace("/", "_")  # "conv4/block0/bn/gamma" -> "block0_bn_gamma"
+
+
+class KerasWeights(nn.Module):
+    """The weights of a Keras model as torch buffers, so the harness's cache stores them as a state dict."""
+
+    def __init__(self, model: keras.Model):
+        super().__init__()
+        for v in model.weights:
+            self.register_buffer(_key(v), torch.from_numpy(np.array(v.numpy())))
+
+
+def to_keras(weights: nn.Module, head: bool = False) -> keras.Sequential:
+    """A Keras Conv-4 holding copies of ``weights`` (without the pretraining head unless ``head``)."""
+    buffers = dict(weights.named_buffers())
+    model = conv4(buffers["head_kernel"].shape[1] if head else 0)
+    for v in model.weights:
+        v.assign(buffers[_key(v)].detach().cpu().numpy())
+    return model
+
+
+def normalise(images: tf.Tensor) -> tf.Tensor:
+    """uint8 NHWC -> float32 with CIFAR-10 channel statistics (harness.augment.to_float)."""
+    return (tf.cast(images, tf.float32) / 255.0 - CIFAR_MEAN) / CIFAR_STD
+
+
+def augment(x: tf.Tensor, seed: tf.Tensor, padding: int = 4) -> tf.Tensor:
+    """Random crop (reflect padding) and horizontal flip per image, stateless from ``seed`` (2 ints)."""
+    n, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    padded = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode="REFLECT")
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    dy = tf.random.stateless_uniform((n,), seeds[0], 0, 2 * padding + 1, dtype=tf.int32)
+    dx = tf.random.stateless_uniform((n,), seeds[1], 0, 2 * padding + 1, dtype=tf.int32)
+    x = tf.gather(padded, dy[:, None] + tf.range(h), axis=1, batch_dims=1)
+    x = tf.gather(x, dx[:, None] + tf.range(w), axis=2, batch_dims=1)
+    flip = tf.random.stateless_uniform((n,), seeds[2]) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(x, [2]), x)
+
+
+def nhwc(images: torch.Tensor) -> np.ndarray:
+    """Torch NCHW (on any device) -> NumPy NHWC."""
+    return images.detach().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@dataclass
+class KerasSupervisedPretraining(SourcePhase):
+    """Cross-entropy on the base classes with crop+flip augmentation, in TensorFlow/Keras."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    label_smoothing: float = 0.0
+    jit_compile: bool = False  # XLA for the training step
+
+    def build(self, num_classes: int) -> KerasWeights:
+        return KerasWeights(conv4(num_classes))
+
+    def train(self, data: SourceData, budget_images: int) -> KerasWeights:
+        configure_threads()
+        keras.utils.set_random_seed(data.seed)
+        model = conv4(data.num_classes)
+        images, labels = tf.constant(nhwc(data.images)), tf.constant(data.labels.cpu().numpy())
+        variables = model.trainable_variables
+        velocity = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=self.label_smoothing)
+
+        @tf.function(jit_compile=self.jit_compile)
+        def step(idx: tf.Tensor, lr: tf.Tensor, seed: tf.Tensor) -> None:
+            x = augment(normalise(tf.gather(images, idx)), seed)
+            y = tf.one_hot(tf.gather(labels, idx), data.num_classes)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            for v, g, b in zip(variables, tape.gradient(loss, variables), velocity, strict=True):
+                g = g + self.weight_decay * v  # torch.optim.SGD(nesterov=True, weight_decay=...)
+                b.assign(self.momentum * b + g)
+                v.assign_sub(lr * (g + self.momentum * b))
+
+        steps = max(1, math.ceil(budget_images / self.batch_size))
+        generator = torch.Generator().manual_seed(data.seed)
+        for i, idx in enumerate(minibatches(len(data.images), self.batch_size, steps, generator,
+                                            torch.device("cpu"))):
+            step(tf.constant(idx.numpy()), tf.constant(lr_at(i, steps, self.lr), tf.float32),
+                 tf.constant([data.seed, i], tf.int32))
+            data.progress(len(idx))
+        return KerasWeights(model)
