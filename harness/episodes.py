@@ -98,10 +98,13 @@ class EpisodeSet:
                      torch.as_tensor(e.support_labels, device=device),
                      torch.as_tensor(e.query, device=device), self.ways, e.seed) for e in self.episodes]
 
+    def correct(self, predictions: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Per episode, which queries the predicted labels get right."""
+        return [p.cpu().numpy() == e.query_labels for p, e in zip(predictions, self.episodes, strict=True)]
+
     def accuracies(self, predictions: Sequence[torch.Tensor]) -> np.ndarray:
         """Per-episode accuracy of predicted labels (one tensor of query predictions per episode)."""
-        return np.array([float((p.cpu().numpy() == e.query_labels).mean())
-                         for p, e in zip(predictions, self.episodes, strict=True)])
+        return np.array([float(c.mean()) for c in self.correct(predictions)])
 
 
 @dataclass(frozen=True)

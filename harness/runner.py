@@ -294,18 +294,21 @@ class Run:
         bar.close()
         if len(outputs) != len(tasks):
             raise ValueError(f"{strategy.name} returned {len(outputs)} results for {len(tasks)} episodes")
-        # an output is the query logits, or a dict with "logits" and extra named logits (e.g. "robust")
-        # that are scored the same way and reported as <name>_accuracy / <name>_ci95
+        # an output is the query logits, or a dict with "logits" and extra named logits (e.g. "robust": on
+        # attacked queries), reported as <name>_accuracy / <name>_ci95. A query counts for an extra output
+        # only when both its clean and its extra prediction are right, so robust accuracy <= accuracy even
+        # though attacks, which never see query labels, push away from the clean prediction.
         named = [o if isinstance(o, dict) else {"logits": o} for o in outputs]
-        metrics: dict[str, float] = {}
         for key in named[0]:
             for i, (out, task) in enumerate(zip(named, tasks, strict=True)):
                 check_logits(out.get(key), task, f"{strategy.name} ({key})", i)
-            accs = episode_set.accuracies([out[key].argmax(1) for out in named])
-            if key == "logits":
-                main_accs = accs
-            else:
-                metrics[f"{key}_accuracy"], metrics[f"{key}_ci95"] = float(accs.mean()), ci95(accs)
+        clean = episode_set.correct([out["logits"].argmax(1) for out in named])
+        main_accs = np.array([float(c.mean()) for c in clean])
+        metrics: dict[str, float] = {}
+        for key in (k for k in named[0] if k != "logits"):
+            extra = episode_set.correct([out[key].argmax(1) for out in named])
+            accs = np.array([float((c & x).mean()) for c, x in zip(clean, extra, strict=True)])
+            metrics[f"{key}_accuracy"], metrics[f"{key}_ci95"] = float(accs.mean()), ci95(accs)
         n = len(tasks)
         return {"accuracy": float(main_accs.mean()), "ci95": ci95(main_accs),
                 "episode_accuracies": [round(float(a), 6) for a in main_accs], "metrics": metrics,
