@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,8 @@ from strategies.meta_common import (BnMode, Forward, Params, check_bn_mode, conv
 def meta_loss(params: Params, tasks: Sequence[tuple[torch.Tensor, ...]], inner_steps: int, inner_lr: float,
               first_order: bool, bn_mode: BnMode, forward: Forward = conv4) -> torch.Tensor:
     """Mean post-adaptation query loss of a meta-batch; backward() gives the (first-order) meta-gradient."""
+    if forward is conv4 and not first_order:
+        forward = partial(conv4, channels_last=False)  # NCHW is faster through double backward (measured)
     total = 0.0
     for xs, ys, xq, yq in tasks:
         adapted = sgd_adapt(params, xs, ys, inner_steps, inner_lr, not first_order, forward)

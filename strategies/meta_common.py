@@ -54,9 +54,13 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stats_
     return (x - mean) * torch.rsqrt(var + 1e-5) * weight[:, None, None] + bias[:, None, None]
 
 
-def conv4(params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
+def conv4(params: Params, x: torch.Tensor, stats_from: int | None = None, channels_last: bool = True) -> torch.Tensor:
     """Conv-4 forward with the given parameters (logits if there is a head, else 256-d features);
-    blocks whose BatchNorm parameters are absent from ``params`` skip BatchNorm (used by tests)."""
+    blocks whose BatchNorm parameters are absent from ``params`` skip BatchNorm (used by tests).
+    Channels-last activations: about 1.5x faster convolutions on CPU (oneDNN) than NCHW, but about 15%
+    slower through double backward, so second-order MAML passes ``channels_last=False``."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     for i in range(4):
         x = F.conv2d(x, params[f"blocks.{i}.0.weight"], params[f"blocks.{i}.0.bias"], padding=1)
         if f"blocks.{i}.1.weight" in params:
