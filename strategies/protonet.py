@@ -106,8 +106,9 @@ class Protonet(Strategy):
             return super().run_episodes(model, tasks, progress)
         pool = tasks[0].pool  # inductive: each image's embedding is independent, embed each once
         used = torch.unique(torch.cat([torch.cat([t.support_index, t.query_index]) for t in tasks]))
-        feats = torch.zeros(len(pool), 256, device=pool.device)
-        feats[used] = embed(model, pool[used])
+        embedded = embed(model, pool[used])
+        feats = torch.zeros(len(pool), embedded.shape[1], device=pool.device)
+        feats[used] = embedded
         logits = []
         for t in tasks:
             logits.append(prototype_logits(feats[t.support_index], t.support_labels, feats[t.query_index], t.ways))
