@@ -24,7 +24,7 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("smoke", 8, {"pretrain": 1_024, "meta": 1_024},
                "seconds on a CPU; for tests and CI, numbers are meaningless"),
-        Preset("quick", 600, {"pretrain": 150_000, "meta": 60_000},
+        Preset("quick", 600, {"pretrain": 150_000, "meta": 12_000},
                "the default: a meaningful ranking; run --all within 20 minutes on a 2-core CPU"),
         Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 12_000_000},
                "published-scale budgets (200 epochs of the base split); for a GPU"),
