@@ -27,8 +27,20 @@ from harness.errors import UsageError
 from harness.registry import register
 from harness.strategy import SourceData, SourcePhase, Strategy
 from strategies.backbones import Conv4
-from strategies.meta_common import (BnMode, Forward, Params, check_bn_mode, conv4, episode_stream, params_of,
-                                    predict, record_peak_memory, reset_peak_memory, sgd_adapt, train_shots)
+from strategies.meta_common import (
+    BnMode,
+    Forward,
+    Params,
+    check_bn_mode,
+    conv4,
+    episode_stream,
+    params_of,
+    predict,
+    record_peak_memory,
+    reset_peak_memory,
+    sgd_adapt,
+    train_shots,
+)
 
 
 def meta_loss(params: Params, tasks: Sequence[tuple[torch.Tensor, ...]], inner_steps: int, inner_lr: float,

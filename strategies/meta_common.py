@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.augment import to_float
-from harness.episodes import Task, index_by_class, sample_episode
+from harness.episodes import index_by_class, sample_episode
 from harness.errors import UsageError
 from harness.measure import peak_memory_mb
 from harness.strategy import SourceData
@@ -147,7 +147,3 @@ def record_peak_memory(data: SourceData, key: str = "meta_step_peak_memory_mb") 
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def task_tensors(task: Task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return task.support_images, task.support_labels, task.query_images

@@ -25,8 +25,16 @@ from harness.episodes import Task
 from harness.registry import register
 from harness.strategy import SourceData, SourcePhase, Strategy
 from strategies.backbones import Conv4, embed
-from strategies.meta_common import (BnMode, check_bn_mode, conv4, episode_stream, params_of, record_peak_memory,
-                                    reset_peak_memory, train_shots)
+from strategies.meta_common import (
+    BnMode,
+    check_bn_mode,
+    conv4,
+    episode_stream,
+    params_of,
+    record_peak_memory,
+    reset_peak_memory,
+    train_shots,
+)
 
 
 def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:

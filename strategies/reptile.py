@@ -26,8 +26,17 @@ from harness.errors import UsageError
 from harness.registry import register
 from harness.strategy import SourceData, SourcePhase, Strategy
 from strategies.backbones import Conv4
-from strategies.meta_common import (BnMode, Params, adam_adapt, check_bn_mode, episode_stream, params_of, predict,
-                                    record_peak_memory, reset_peak_memory)
+from strategies.meta_common import (
+    BnMode,
+    Params,
+    adam_adapt,
+    check_bn_mode,
+    episode_stream,
+    params_of,
+    predict,
+    record_peak_memory,
+    reset_peak_memory,
+)
 
 
 def reptile_step(params: Params, tasks: Sequence[tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,

@@ -86,7 +86,8 @@ def test_one_step_meta_gradients_match_closed_form_for_a_linear_model():
     g = torch.Generator().manual_seed(1)
     ways, dim, alpha = 3, 4, 0.5
     w = torch.randn(ways, dim, generator=g, dtype=torch.float64)
-    xs, xq = torch.randn(6, dim, generator=g, dtype=torch.float64), torch.randn(9, dim, generator=g, dtype=torch.float64)
+    xs = torch.randn(6, dim, generator=g, dtype=torch.float64)
+    xq = torch.randn(9, dim, generator=g, dtype=torch.float64)
     ys, yq = torch.arange(ways).repeat(2), torch.arange(ways).repeat(3)
     task = [(xs, ys, xq, yq)]
 
