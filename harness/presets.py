@@ -24,7 +24,7 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("smoke", 8, {"pretrain": 1_024, "meta": 1_024, "ssl": 1_024, "adversarial": 1_024},
                "seconds on a CPU; for tests and CI, numbers are meaningless"),
-        Preset("quick", 300, {"pretrain": 100_000, "meta": 60_000, "ssl": 10_000,
+        Preset("quick", 300, {"pretrain": 100_000, "meta": 12_000, "ssl": 10_000,
                                 "adversarial": 10_000},
                "the default: a meaningful ranking; run --all within 20 minutes on a 2-core CPU"),
         Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 12_000_000, "ssl": 5_000_000,

@@ -4,7 +4,16 @@ The Keras strategies are registered lazily: TensorFlow is imported only when one
 """
 
 from harness.registry import register_lazy
-from strategies import adversarial, frozen_features, partial_finetune, rotation, simclr  # noqa: F401
+from strategies import (  # noqa: F401
+    adversarial,
+    frozen_features,
+    maml,
+    partial_finetune,
+    protonet,
+    reptile,
+    rotation,
+    simclr,
+)
 
 register_lazy("keras-frozen-features", "strategies.keras_transfer:KerasFrozenFeatures", family="transfer",
               description="Keras Dense softmax head (Adam) on frozen features of a Keras-pretrained Conv-4",
