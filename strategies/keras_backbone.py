@@ -3,7 +3,7 @@ twin of strategies/backbones.py and strategies/supervised.py (Chen et al. 2019's
 
 Same architecture (4 x [Conv2D 64 3x3 same, BatchNormalization, ReLU, MaxPool 2], 256-d features at
 32x32, BatchNorm momentum and epsilon as PyTorch's defaults) and the same budget rule: images processed,
-batches drawn by ``strategies.supervised.minibatches``, the ``lr_at`` warm-up/decay schedule, SGD with
+batches drawn by ``strategies.pretraining.minibatches``, the ``lr_at`` warm-up/decay schedule, SGD with
 Nesterov momentum and L2 weight decay added to the gradient (the update of ``torch.optim.SGD``), random
 crop (reflect padding 4) + horizontal flip as batched tensor ops. The step is a ``tf.function``.
 
@@ -32,7 +32,7 @@ from torch import nn  # noqa: E402
 
 from harness.augment import CIFAR_MEAN, CIFAR_STD  # noqa: E402
 from harness.strategy import SourceData, SourcePhase  # noqa: E402
-from strategies.supervised import lr_at, minibatches  # noqa: E402
+from strategies.pretraining import lr_at, minibatches  # noqa: E402
 
 
 def configure_gpus() -> None:

@@ -1,6 +1,6 @@
 """A pretraining loop shared by source phases that differ only in their loss on a batch (rotation
 prediction, SimCLR, adversarial training): SGD with Nesterov momentum and the warm-up/decay schedule of
-supervised pretraining (``lr_at``, ``minibatches`` from strategies/supervised.py).
+supervised pretraining, which is one of them (strategies/supervised.py).
 
 The budget counts BASE images processed (one per image drawn, however many views, rotations or attack
 steps the loss derives from it), so presets size these phases by their cost per base image.
@@ -16,7 +16,24 @@ import torch
 from torch import nn
 
 from harness.strategy import SourceData, SourcePhase
-from strategies.supervised import lr_at, minibatches
+
+
+def lr_at(step: int, total: int, peak: float, warmup: float = 0.05) -> float:
+    """Linear warm-up over the first ``warmup`` fraction of steps, then linear decay to zero."""
+    rise = max(1, int(total * warmup))
+    if step < rise:
+        return peak * (step + 1) / rise
+    return peak * max(0.0, (total - step) / max(1, total - rise))
+
+
+def minibatches(n: int, batch_size: int, steps: int, generator: torch.Generator, device: torch.device):
+    """Indices of ``steps`` batches, epoch by epoch, each epoch a fresh permutation."""
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        yield order[:batch_size].to(device)
+        order = order[batch_size:]
 
 
 @dataclass
@@ -58,6 +75,8 @@ class SgdPretraining(SourcePhase):
             labels = data.labels[idx] if self.uses_labels else None
             with autocast:
                 loss = self.loss(model, data.images[idx], labels, device_generator)
+            if step % 25 == 0 and not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at step {step}; lower source.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

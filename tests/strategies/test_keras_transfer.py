@@ -153,7 +153,8 @@ def test_partial_finetune_trains_one_block_with_bn_in_inference_mode():
 def test_keras_and_pytorch_strategies_share_the_episodes(imagefolder_dir, tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness", "run", "keras-partial-finetune", "frozen-features",
                           "--preset", "smoke", "--shots", "1", "--data-dir", str(imagefolder_dir),
-                          "--out", str(tmp_path / "r"), "--quiet"], capture_output=True, text=True, cwd=ROOT,
+                          "--out", str(tmp_path / "r"), "--report", str(tmp_path / "r.md"), "--quiet"],
+                         capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "records").glob("*.json")]
