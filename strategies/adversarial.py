@@ -59,33 +59,31 @@ class AdversarialPretraining(SgdPretraining):
         return F.cross_entropy(model(x), labels)
 
 
+class _AdversarialSource:
+    """Shared by the adversarial rows: check the PGD source phase, show its attack in the settings."""
+
+    family = "adversarial"
+    source: AdversarialPretraining
+
+    def check(self) -> None:
+        super().check()
+        self.source.check()
+
+    def protocol_settings(self) -> dict:
+        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}
+
+
 @register
 @dataclass
-class AdversarialProbe(FrozenFeatures):
+class AdversarialProbe(_AdversarialSource, FrozenFeatures):
     """Linear probe on an adversarially (PGD) pretrained Conv-4 (robust_eval=true: robust accuracy too)."""
 
-    family = "adversarial"
     source: AdversarialPretraining = field(default_factory=AdversarialPretraining)
-
-    def check(self) -> None:
-        super().check()
-        self.source.check()
-
-    def protocol_settings(self) -> dict:
-        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}
 
 
 @register
 @dataclass
-class AdversarialFinetune(PartialFinetune):
+class AdversarialFinetune(_AdversarialSource, PartialFinetune):
     """Partial fine-tuning of an adversarially (PGD) pretrained Conv-4."""
 
-    family = "adversarial"
     source: AdversarialPretraining = field(default_factory=AdversarialPretraining)
-
-    def check(self) -> None:
-        super().check()
-        self.source.check()
-
-    def protocol_settings(self) -> dict:
-        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}
