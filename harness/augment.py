@@ -1,4 +1,5 @@
-"""Batched image operations on the device: normalisation, random crop with padding, horizontal flip.
+"""Batched image operations on the device: normalisation (with the dataset's channel statistics),
+random crop with padding, horizontal flip, SimCLR views.
 
 No per-image Python loop: every function takes a whole batch (N, 3, H, W).
 """
@@ -6,19 +7,22 @@ No per-image Python loop: every function takes a whole batch (N, 3, H, W).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+from harness.datasets.cifar10 import CIFAR10_MEAN as CIFAR_MEAN
+from harness.datasets.cifar10 import CIFAR10_STD as CIFAR_STD
+
+Stats = Sequence[float]
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> normalised float32 with CIFAR-10 channel statistics."""
-    mean = torch.tensor(CIFAR_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+def to_float(images: torch.Tensor, mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 normalised with the dataset's channel statistics (default CIFAR-10's)."""
+    m = torch.tensor(tuple(mean), device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - m) / s
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -43,18 +47,18 @@ def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) 
 # --- SimCLR views (Chen et al. 2020): pixel-space ops on [0, 1] float batches -----------------------
 
 
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float pixels -> normalised with the CIFAR-10 channel statistics (as :func:`to_float`)."""
-    mean = torch.tensor(CIFAR_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
-    return (pixels - mean) / std
+def normalize(pixels: torch.Tensor, mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD) -> torch.Tensor:
+    """[0, 1] float pixels -> normalised with the channel statistics (as :func:`to_float`)."""
+    m = torch.tensor(tuple(mean), device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    return (pixels - m) / s
 
 
-def denormalize(images: torch.Tensor) -> torch.Tensor:
+def denormalize(images: torch.Tensor, mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD) -> torch.Tensor:
     """Normalised images -> [0, 1] float pixels (the inverse of :func:`normalize`)."""
-    mean = torch.tensor(CIFAR_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return images * std + mean
+    m = torch.tensor(tuple(mean), device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return images * s + m
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -115,8 +119,9 @@ def random_grayscale(pixels: torch.Tensor, p: float = 0.2, generator: torch.Gene
     return torch.where(apply[:, None, None, None], _gray(pixels).expand_as(pixels), pixels)
 
 
-def simclr_view(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def simclr_view(images: torch.Tensor, generator: torch.Generator | None = None, mean: Stats = CIFAR_MEAN,
+                std: Stats = CIFAR_STD) -> torch.Tensor:
     """One SimCLR view of a uint8 batch: resized crop, flip, colour jitter, grayscale; normalised."""
     x = random_resized_crop(images.float() / 255.0, generator=generator)
     x = random_flip(x, generator)
-    return normalize(random_grayscale(color_jitter(x, generator=generator), generator=generator))
+    return normalize(random_grayscale(color_jitter(x, generator=generator), generator=generator), mean, std)

@@ -1,5 +1,5 @@
 """Command line: ``python -m harness {run,report,list}``. One handler per subcommand; heavy imports
-(torch, pandas) happen inside the handlers so ``--help`` stays instant.
+(torch, pandas) happen inside the handlers, so ``--help`` and ``list`` stay fast.
 
 Exit status: 0 success, 1 some strategy failed, 2 bad input (one line on stderr), 130 interrupted.
 """
@@ -13,6 +13,8 @@ from pathlib import Path
 
 from harness.errors import UsageError
 
+LISTS = ("strategies", "datasets", "backbones", "executors", "presets")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors are one line ("harness run: error: ...") with exit status 2."""
@@ -22,64 +24,71 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def cmd_list(args: argparse.Namespace) -> int:
+    """Registry metadata only: nothing heavy is imported."""
     from harness import registry
 
-    entries = registry.load_all()
-    width = max(len(n) for n in entries)
+    what = args.what or "strategies"
+    if what == "strategies":
+        from harness.suite import get_row
+
+        rows = {name: get_row(name) for name in registry.STRATEGIES.names()}
+        width = max(map(len, rows), default=0)
+        for name, row in rows.items():
+            note = "" if row.available() else f"  [unavailable: pip install -e \".[{row.requires}]\"]"
+            print(f"{name:<{width}}  {row.family or '-':<16} {row.description}{note}")
+        return 0
+    if what == "presets":
+        from harness.presets import PRESETS
+
+        for name, p in PRESETS.items():
+            budgets = ", ".join(f"{g} {n:,}" for g, n in p.source_images.items())
+            print(f"{name:<8} {p.episodes:>5} episodes; images processed: {budgets}; {p.description}")
+        return 0
+    reg = {"datasets": registry.DATASETS, "backbones": registry.BACKBONES, "executors": registry.EXECUTORS}[what]
+    entries = reg.entries()
+    width = max(map(len, entries), default=0)
     for name in sorted(entries):
         e = entries[name]
-        note = "" if e.available() else f"  [unavailable: pip install -e \".[{e.requires}]\"]"
-        print(f"{name:<{width}}  {e.family or '-':<16} {e.description}{note}")
+        note = "" if e.available() else f"  [unavailable: {e.install_hint()}]"
+        print(f"{name:<{width}}  {e.description}{note}")
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from harness.report import write_report
-    from harness.runner import FailFast, Interrupted, Run, RunOptions, command_line
-
-    if args.resume is not None:
-        if not (args.resume / "config.json").is_file():
-            raise UsageError(f"--resume {args.resume} is not a run directory (no config.json); pass a folder "
-                             f"written by `python -m harness run`")
-        if args.out is not None and args.out != args.resume:
-            raise UsageError("--resume and --out name different directories; pass one of them")
-        args.out = args.resume
-    opts = RunOptions(names=args.strategies, all=args.all, preset=args.preset, split=args.split,
-                      ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes,
-                      seed=args.seed, device=args.device, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                      out=args.out, sets=args.set, config_file=args.config, quiet=args.quiet,
-                      fail_fast=args.fail_fast, threads=args.threads, data_label=args.data_label,
-                      command=command_line())
-
+def _log(quiet: bool):
     def log(message: str) -> None:
-        print(message, file=sys.stderr if args.quiet else sys.stdout, flush=True)
+        print(message, file=sys.stderr if quiet else sys.stdout, flush=True)
 
-    run = Run(opts, log)  # validates everything and loads the data; writes nothing on bad input
+    return log
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runconfig import from_layers
+    from harness.runner import prepare
+    from harness.session import FailFast, Interrupted
+
+    given = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "argv")}
+    recorded = None
+    if given.get("resume") is not None:
+        recorded = _recorded_settings(Path(given["resume"]), given)
+    config, tables = from_layers(given, recorded)
+    log = _log(config.quiet)
+    run = prepare(config, tables, log, ["python", "-m", "harness", "run", *(args.argv or [])])
     log(f"run directory: {run.out}")
 
     def graceful(signum: int, frame: object) -> None:
-        if run.stop_requested:  # the second Ctrl-C stops at once
+        session = run.session
+        if session is None or session.stop_requested:  # the second Ctrl-C stops at once
             raise KeyboardInterrupt
-        run.stop_requested = True
+        session.stop_requested = True
         print("\nCtrl-C: stopping after the current unit of work is saved (Ctrl-C again to stop now)",
               file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, graceful)
     try:
-        records = run.execute()
+        records = run.execute(_progress_factory(config.quiet))
     except (KeyboardInterrupt, Interrupted):
-        done = ", ".join(run.completed) or "nothing new"
+        done = ", ".join(run.session.completed) if run.session and run.session.completed else "nothing new"
         print(f"interrupted; completed in this invocation: {done}. Records are in {run.out / 'records'}; "
               f"resume with: {run.resume_command()}", file=sys.stderr)
         return 130
@@ -88,32 +97,73 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, previous)
-    report = args.report or Path("reports") / f"{run.out.name}.md"
+    from harness.report import write_report
+
+    report = Path(config.report) if config.report else run.out / "leaderboard.md"
     write_report([run.out], report)  # the same leaderboard and plots as `report RUN_DIR --out REPORT`
     _summary(records)
     print(f"leaderboard: {report}")
-    failed = [r for r in records if r["status"] == "failed"]
-    return 1 if failed else 0
+    return 1 if any(r.status == "failed" for r in records) else 0
 
 
-def _summary(records: list[dict]) -> None:
+def _recorded_settings(run_dir: Path, given: dict) -> dict:
+    """A resumed run's recorded settings; a given setting that contradicts them is an error naming both."""
+    from harness.results import read_header
+
+    if not (run_dir / "config.json").is_file():
+        raise UsageError(f"--resume {run_dir} is not a run directory (no config.json); pass a folder written by "
+                         f"`python -m harness run`")
+    if given.get("out") is not None and Path(given["out"]) != run_dir:
+        raise UsageError("--resume and --out name different directories; pass one of them")
+    recorded = dict(read_header(run_dir).run)
+    recorded["out"] = str(run_dir)
+    for key in ("preset", "dataset", "ways", "queries", "episodes", "seed", "backbone"):
+        if key in given and key in recorded and given[key] != recorded[key]:
+            raise UsageError(f"--resume {run_dir}: the run recorded {key} {recorded[key]!r}, the command gives "
+                             f"{given[key]!r}; drop --{key.replace('_', '-')} to resume, or pass a new --out")
+    if given.get("strategies") or given.get("all"):  # naming strategies adds to the recorded ones
+        recorded.pop("strategies", None)
+        recorded.pop("all", None)
+    return recorded
+
+
+def _progress_factory(quiet: bool):
+    from tqdm.auto import tqdm
+
+    class Bar:
+        def __init__(self, description: str, total: int, unit: str):
+            self.bar = tqdm(total=total, unit=unit, desc=description, disable=quiet, leave=False,
+                            dynamic_ncols=True)
+
+        def __call__(self, n: int) -> None:
+            self.bar.update(n)
+
+        def close(self) -> None:
+            self.bar.close()
+
+    return Bar
+
+
+def _summary(records: list) -> None:
     from tabulate import tabulate
 
-    shots = sorted({r["shots"] for r in records})
+    shots = sorted({r.shots for r in records})
     rows = []
-    for name in sorted({r["strategy"] for r in records}):
+    for name in sorted({r.strategy for r in records}):
         row = [name]
         for s in shots:
-            r = next((r for r in records if r["strategy"] == name and r["shots"] == s), None)
-            row.append("-" if r is None else f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
-                       if r["status"] == "ok" else r["status"])
+            r = next((r for r in records if r.strategy == name and r.shots == s), None)
+            row.append("-" if r is None else f"{100 * r.accuracy:.2f} ± {100 * r.ci95:.2f}"
+                       if r.status == "ok" else r.status)
         rows.append(row)
     print(tabulate(rows, headers=["strategy", *[f"{s}-shot acc (%)" for s in shots]], tablefmt="simple"))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import run_names, write_comparison, write_report
+    from harness.report import FORMATS, run_names, write_comparison, write_report
 
+    if args.format not in FORMATS:
+        raise UsageError(f"unknown format {args.format!r}; choose from: {', '.join(FORMATS)}")
     names = run_names(args.run_dirs)
     if args.compare:
         if len(args.run_dirs) != 2:
@@ -122,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = write_comparison(args.run_dirs, out, args.format)
         print(f"comparison: {written[0]}")
         return 0
-    out = args.out or Path("reports") / f"{names[0]}.{args.format}"
+    out = args.out or Path(args.run_dirs[0]) / f"leaderboard.{args.format}"
     written = write_report(args.run_dirs, out, args.format, plots=not args.no_plots)
     print(f"leaderboard: {written[0]}")
     for path in written[1:]:
@@ -131,45 +181,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="harness", description="Few-shot transfer strategies on fixed CIFAR-10 episodes.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from harness.runconfig import add_arguments
 
-    p = sub.add_parser("list", help="list registered strategies")
+    parser = _Parser(prog="harness", description="Few-shot transfer strategies on fixed episodes.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{run,report,list}")
+
+    p = sub.add_parser("list", help="list registered strategies (or datasets, backbones, executors, presets)")
+    p.add_argument("what", nargs="?", choices=LISTS, help="what to list (default: strategies)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("run", help="run strategies and write a results directory and a leaderboard")
-    p.add_argument("strategies", nargs="*", help="strategy names (see `list`)")
-    p.add_argument("--all", action="store_true", help="run every registered strategy")
-    p.add_argument("--preset", default="quick", help="smoke | quick (default) | paper")
-    p.add_argument("--split", default="cifar10-5-5", help="base/novel split (default cifar10-5-5)")
-    p.add_argument("--ways", type=_positive_int, default=5)
-    p.add_argument("--shots", type=_positive_int, nargs="+", default=[1, 5])
-    p.add_argument("--queries", type=_positive_int, default=15, help="query images per class")
-    p.add_argument("--episodes", type=_positive_int, default=None, help="default: the preset's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $HARNESS_DATA, else download)")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="data and source-model cache (default $HARNESS_CACHE or ~/.cache/transfer-harness)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="run directory (default runs/<time>-<id>); an existing one is resumed")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="resume an interrupted run (same as --out RUN_DIR on an existing run)")
-    p.add_argument("--set", action="append", default=[], metavar="STRATEGY.PARAM=VALUE",
-                   help="override a hyperparameter, e.g. --set frozen-features.C=2.0")
-    p.add_argument("--config", default=None, help="TOML file with a [strategy] table of hyperparameters")
-    p.add_argument("--report", type=Path, default=None, help="leaderboard file (default reports/<run>.md)")
-    p.add_argument("--data-label", default=None, help="dataset name printed in the report")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed strategy")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_arguments(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("report", help="render a leaderboard (or compare two runs) from run directories")
     p.add_argument("run_dirs", nargs="+", help="run directories written by `run` (combined into one leaderboard)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output file (default reports/<run>.<format>, or reports/<B>-vs-<A>.<format> with --compare)")
-    p.add_argument("--format", choices=["md", "csv", "json"], default="md",
+                   help="output file (default RUN_DIR/leaderboard.<format>, or reports/<B>-vs-<A>.<format> "
+                        "with --compare)")
+    p.add_argument("--format", default="md",
                    help="md: the leaderboard page (default); csv / json: the aggregated table, for pandas")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots written next to the report")
     p.add_argument("--compare", action="store_true",
@@ -179,7 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    args.argv = argv[1:] if argv and argv[0] == "run" else []
     try:
         return args.handler(args)
     except UsageError as e:

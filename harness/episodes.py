@@ -1,32 +1,38 @@
-"""N-way K-shot episodes: the one sampler used for evaluation and for episodic meta-training.
+"""N-way K-shot episodes: sampling, the sealed view strategies get, and scoring.
 
 An evaluation episode is drawn from ``(seed, shots, index)`` alone, so every strategy is scored on the
 same episodes (a paired design). Labels are remapped to 0..N-1 in a random class order per episode and
-queries are shuffled, so neither the label ids nor the query order leak the classes. Query labels stay
-with the harness in :class:`EpisodeSet`; strategies only ever get :class:`Task` objects.
+queries are shuffled. Query labels stay with the harness in :class:`EpisodeSet`, which also scores
+the strategies' outputs.
+
+Strategies get a :class:`TaskBatch`: the support images, support labels and query images of a batch of
+episodes and nothing else. Images that recur across the batch's episodes are stored once, in an order
+given by a permutation derived from the run seed through a hash the strategy never sees, so neither an
+image's position nor an index reveals its class, its place in the novel pool, or the other novel images.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
+from harness.datasets.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from harness.errors import UsageError
 
 
 @dataclass(frozen=True)
 class Episode:
-    """Indices of one episode into an image pool; ``query_labels`` never leaves the harness."""
+    """Indices of one episode into the novel pool; ``query_labels`` never leaves the harness."""
 
     support: np.ndarray  # (ways*shots,) pool indices
     support_labels: np.ndarray  # (ways*shots,) in 0..ways-1
     query: np.ndarray  # (ways*queries,) pool indices, shuffled
     query_labels: np.ndarray  # (ways*queries,)
-    classes: np.ndarray  # (ways,) original class id of episode label 0..ways-1
+    classes: np.ndarray  # (ways,) pool class of episode label 0..ways-1
     seed: int  # seed for the strategy's own randomness in this episode
 
 
@@ -56,7 +62,7 @@ def validate_protocol(class_sizes: Sequence[int], ways: int, shots: int, queries
         if value < 1:
             raise UsageError(f"{name} must be a positive integer, got {value}; pass --{name} 1 or more")
     if ways > len(class_sizes):
-        raise UsageError(f"ways={ways} exceeds the {len(class_sizes)} novel classes of the split; "
+        raise UsageError(f"ways={ways} exceeds the {len(class_sizes)} novel classes of the dataset; "
                          f"pass --ways {len(class_sizes)} or fewer")
     smallest = min(class_sizes)
     if shots + queries > smallest:
@@ -66,66 +72,155 @@ def validate_protocol(class_sizes: Sequence[int], ways: int, shots: int, queries
 
 @dataclass(frozen=True)
 class EpisodeSet:
-    """The fixed evaluation episodes for one (seed, ways, shots, queries)."""
+    """The fixed evaluation episodes for one (seed, ways, shots, queries) on one novel pool."""
 
     episodes: list[Episode]
     ways: int
     shots: int
     queries: int
     seed: int
+    data_fingerprint: str = ""
 
     @classmethod
     def draw(cls, labels: np.ndarray, classes: Sequence[int], ways: int, shots: int, queries: int,
-             episodes: int, seed: int) -> EpisodeSet:
+             episodes: int, seed: int, data_fingerprint: str = "") -> EpisodeSet:
         by_class = index_by_class(labels, classes)
         validate_protocol([len(ix) for ix in by_class], ways, shots, queries, episodes)
         drawn = [sample_episode(by_class, classes, ways, shots, queries,
                                 np.random.default_rng([seed, shots, i])) for i in range(episodes)]
-        return cls(drawn, ways, shots, queries, seed)
+        return cls(drawn, ways, shots, queries, seed, data_fingerprint)
 
     def fingerprint(self) -> str:
-        """sha256 of every index and label of every episode: equal fingerprints, equal episodes."""
-        h = hashlib.sha256(f"{self.ways}|{self.shots}|{self.queries}|{len(self.episodes)}".encode())
+        """sha256 of the data fingerprint and every index and label of every episode: equal fingerprints,
+        the same episodes of the same images."""
+        h = hashlib.sha256(f"{self.data_fingerprint}|{self.ways}|{self.shots}|{self.queries}|"
+                           f"{len(self.episodes)}".encode())
         for e in self.episodes:
             for a in (e.classes, e.support, e.support_labels, e.query, e.query_labels):
                 h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
 
-    def tasks(self, pool: torch.Tensor) -> list[Task]:
-        """What strategies see: support images and labels, query images, never query labels."""
+    def _permutation_seed(self) -> list[int]:
+        """Seeds of the de-duplication order: a hash of the run seed, never handed to strategies."""
+        digest = hashlib.sha256(f"sealed-order|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
+        return [int.from_bytes(digest.digest()[i:i + 4], "little") for i in range(0, 16, 4)]
+
+    def batch(self, pool: Any, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> TaskBatch:
+        """What strategies see: every episode's support images and labels and its query images, the
+        images stored once in a hash-derived random order, never query labels or other pool images."""
+        import torch
+
+        support = np.stack([e.support for e in self.episodes])
+        query = np.stack([e.query for e in self.episodes])
+        used = np.unique(np.concatenate([support.ravel(), query.ravel()]))
+        order = used[np.random.default_rng(self._permutation_seed()).permutation(len(used))]
+        position = np.full(len(pool), -1, dtype=np.int64)
+        position[order] = np.arange(len(order))
         device = pool.device
-        return [Task(pool, torch.as_tensor(e.support, device=device),
-                     torch.as_tensor(e.support_labels, device=device),
-                     torch.as_tensor(e.query, device=device), self.ways, e.seed) for e in self.episodes]
+        return TaskBatch(images=pool[torch.as_tensor(order, device=device)].contiguous(),
+                         support=torch.as_tensor(position[support], device=device),
+                         support_labels=torch.as_tensor(np.stack([e.support_labels for e in self.episodes]),
+                                                        device=device),
+                         query=torch.as_tensor(position[query], device=device),
+                         seeds=tuple(e.seed for e in self.episodes), ways=self.ways,
+                         mean=tuple(mean), std=tuple(std))
 
-    def correct(self, predictions: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    def correct(self, predictions: Sequence[Any]) -> list[np.ndarray]:
         """Per episode, which queries the predicted labels get right."""
-        return [p.cpu().numpy() == e.query_labels for p, e in zip(predictions, self.episodes, strict=True)]
+        return [np.asarray(p.cpu() if hasattr(p, "cpu") else p) == e.query_labels
+                for p, e in zip(predictions, self.episodes, strict=True)]
 
-    def accuracies(self, predictions: Sequence[torch.Tensor]) -> np.ndarray:
+    def accuracies(self, predictions: Sequence[Any]) -> np.ndarray:
         """Per-episode accuracy of predicted labels (one tensor of query predictions per episode)."""
         return np.array([float(c.mean()) for c in self.correct(predictions)])
+
+    def score(self, outputs: Sequence[Any], strategy: str) -> dict[str, Any]:
+        """Check and score a strategy's outputs: per-episode accuracies of "logits", and for each extra
+        named output (e.g. "robust": logits on attacked queries) the fraction of queries right on both
+        the clean and the extra output, as ``<name>_accuracy`` in ``metrics``."""
+        if len(outputs) != len(self.episodes):
+            raise ValueError(f"{strategy} returned {len(outputs)} results for {len(self.episodes)} episodes")
+        named = [o if isinstance(o, dict) else {"logits": o} for o in outputs]
+        for key in named[0]:
+            for i, out in enumerate(named):
+                check_logits(out.get(key), self.ways * self.queries, self.ways, f"{strategy} ({key})", i)
+        clean = self.correct([out["logits"].argmax(1) for out in named])
+        extras: dict[str, list[float]] = {}
+        for key in (k for k in named[0] if k != "logits"):
+            extra = self.correct([out[key].argmax(1) for out in named])
+            extras[key] = [float((c & x).mean()) for c, x in zip(clean, extra, strict=True)]
+        return {"episode_accuracies": [float(c.mean()) for c in clean], "extra_accuracies": extras}
+
+
+def check_logits(logits: Any, queries: int, ways: int, strategy: str, index: int) -> None:
+    import torch
+
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (queries, ways):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{strategy} returned logits of shape {shape} in episode {index}, "
+                         f"expected (queries, ways) = {(queries, ways)}")
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"{strategy} returned non-finite logits in episode {index}")
 
 
 @dataclass(frozen=True)
 class Task:
-    """One few-shot task as a strategy sees it. ``pool`` is the shared image tensor (N, 3, 32, 32)."""
+    """One episode as a strategy sees it."""
 
-    pool: torch.Tensor
-    support_index: torch.Tensor
-    support_labels: torch.Tensor
-    query_index: torch.Tensor
+    support_images: Any  # (ways*shots, 3, H, W) normalised float
+    support_labels: Any  # (ways*shots,) in 0..ways-1
+    query_images: Any  # (ways*queries, 3, H, W), shuffled
     ways: int
-    seed: int
-
-    @property
-    def support_images(self) -> torch.Tensor:
-        return self.pool[self.support_index]
-
-    @property
-    def query_images(self) -> torch.Tensor:
-        return self.pool[self.query_index]
+    seed: int  # the episode's own seed (for the strategy's randomness)
 
     @property
     def shots(self) -> int:
-        return len(self.support_index) // self.ways
+        return len(self.support_labels) // self.ways
+
+    def generator(self, device: Any = "cpu") -> Any:
+        """A torch generator seeded from this episode alone (its results never depend on the batch)."""
+        import torch
+
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+
+@dataclass(frozen=True, eq=False)
+class TaskBatch(Sequence[Task]):
+    """Episodes as a batch: ``images`` (U, 3, H, W) holds each image the batch uses once; ``support`` (B, n)
+    and ``query`` (B, q) index into it; ``support_labels`` (B, n) in 0..ways-1; ``seeds`` per episode;
+    ``mean``/``std`` are the dataset's normalisation (for attacks in pixel space)."""
+
+    images: Any
+    support: Any
+    support_labels: Any
+    query: Any
+    seeds: tuple[int, ...]
+    ways: int
+    mean: tuple[float, ...] = CIFAR10_MEAN
+    std: tuple[float, ...] = CIFAR10_STD
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return TaskBatch(self.images, self.support[i], self.support_labels[i], self.query[i], self.seeds[i],
+                             self.ways, self.mean, self.std)
+        return Task(self.images[self.support[i]], self.support_labels[i], self.images[self.query[i]], self.ways,
+                    self.seeds[i])
+
+    def __iter__(self) -> Iterator[Task]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def shots(self) -> int:
+        return self.support.shape[1] // self.ways
+
+    @property
+    def queries_per_episode(self) -> int:
+        return self.query.shape[1]
+
+    def chunks(self, size: int) -> Iterator[TaskBatch]:
+        """Consecutive sub-batches of at most ``size`` episodes, sharing ``images``."""
+        for start in range(0, len(self), max(1, size)):
+            yield self[start:start + max(1, size)]

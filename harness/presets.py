@@ -1,22 +1,28 @@
-"""Presets: source-phase budgets (in images processed, not epochs) and the number of episodes."""
+"""Presets: source-phase budgets (in images processed, not epochs) per budget group, and the number of
+episodes. A preset is the second layer of a run's configuration: defaults < preset < TOML < CLI."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.errors import unknown
+from harness.errors import UsageError, unknown
+
+BUDGET_GROUPS = ("pretrain", "meta", "ssl", "adversarial")
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     episodes: int
-    # images processed by each budget group of source phases (see SourcePhase.budget_group)
+    # images processed by each budget group of source phases (see Pretrainer.budget_group)
     source_images: dict[str, int] = field(default_factory=dict)
     description: str = ""
 
     def budget(self, group: str) -> int:
-        return self.source_images.get(group, self.source_images["pretrain"])
+        if group not in self.source_images:
+            raise UsageError(f"budget group {group!r} is not in preset {self.name!r} (groups: "
+                             f"{', '.join(self.source_images)}); give the pretrainer one of those budget_group values")
+        return self.source_images[group]
 
 
 PRESETS: dict[str, Preset] = {
@@ -24,11 +30,10 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("smoke", 8, {"pretrain": 1_024, "meta": 1_024, "ssl": 1_024, "adversarial": 1_024},
                "seconds on a CPU; for tests and CI, numbers are meaningless"),
-        Preset("quick", 300, {"pretrain": 100_000, "meta": 12_000, "ssl": 10_000,
-                                "adversarial": 10_000},
+        Preset("quick", 300, {"pretrain": 100_000, "meta": 12_000, "ssl": 10_000, "adversarial": 10_000},
                "the default: a meaningful ranking; run --all within 20 minutes on a 2-core CPU"),
         Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 12_000_000, "ssl": 5_000_000,
-                                "adversarial": 5_000_000},
+                               "adversarial": 5_000_000},
                "published-scale budgets (200 epochs of the base split); for a GPU"),
     )
 }

@@ -1,18 +1,21 @@
-"""The run: validate everything, then source phase (cached) and episode phase for each strategy.
+"""The thin driver of ``run``: validate everything, load the data, ``plan`` the units of work, hand them
+to an executor, and let the session write what comes back.
 
-Every strategy is scored by the harness on the same :class:`EpisodeSet` per shot setting; strategies
-get :class:`Task` objects (no query labels) and return logits, which are checked before scoring.
+    run = prepare(config, log)   # every check; nothing trained or written on bad input
+    run.execute()                # header, then units through the executor; records as they finish
+
+Every strategy is scored on the same :class:`harness.episodes.EpisodeSet` per shot setting; strategies
+get sealed :class:`harness.episodes.TaskBatch` objects and return logits, which the episodes score.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,105 +24,124 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import RESULTS_SCHEMA_VERSION, __version__, registry
-from harness.cache import SourceCache, atomic_write_json, cache_key
-from harness.config import apply_overrides, parse_set, read_toml
-from harness.data import Cifar10, load_cifar10
-from harness.episodes import EpisodeSet, Task, validate_protocol
-from harness.errors import UsageError, unknown
-from harness.faults import checkpoint
-from harness.measure import Stopwatch, device_name, resolve_device
-from harness.presets import get_preset
-from harness.results import ci95, read_json, record_path, write_record
-from harness.splits import get_split
-from harness.strategy import SourceData, Strategy
+from harness import __version__
+from harness.cache import SourceCache, cache_key
+from harness.datasets import get_dataset
+from harness.datasets.base import FewShotData, default_cache_dir
+from harness.episodes import validate_protocol
+from harness.errors import UsageError
+from harness.io import atomic_write_json, read_json
+from harness.measure import device_name, resolve_device
+from harness.overrides import apply_strategy_overrides, parse_set
+from harness.phases import Strategy, Unsupported
+from harness.presets import Preset, get_preset
+from harness.provenance import code_hash, code_version
+from harness.registry import BACKBONES, EXECUTORS, STRATEGIES
+from harness.results import read_header, record_path
+from harness.runconfig import RunConfig
+from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
+from harness.session import Session
+from harness.suite import get_row
+from harness.units import Plan, plan
+from harness.work import RunSpec, base_record
 
-PROTOCOL_KEYS = ("preset", "split", "ways", "queries", "episodes", "seed")
-
-
-@dataclass
-class RunOptions:
-    names: list[str]
-    all: bool = False
-    preset: str = "quick"
-    split: str = "cifar10-5-5"
-    ways: int = 5
-    shots: list[int] = field(default_factory=lambda: [1, 5])
-    queries: int = 15
-    episodes: int | None = None  # None: the preset's
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    cache_dir: Path | None = None
-    out: Path | None = None
-    sets: list[str] = field(default_factory=list)
-    config_file: str | None = None
-    quiet: bool = False
-    fail_fast: bool = False
-    threads: int | None = None
-    data_label: str | None = None
-    download: bool = True
-    command: str = ""
+PROTOCOL_KEYS = ("preset", "dataset", "ways", "queries", "episodes", "seed")
 
 
 @dataclass
-class Planned:
-    strategy: Strategy | None
+class Skipped:
+    """A row that cannot run here (a missing framework, an unsupported backbone): recorded as skipped."""
+
     name: str
     family: str
-    skip_reason: str | None = None
+    reason: str
 
 
-def _plan(opts: RunOptions) -> list[Planned]:
-    """Resolve names and hyperparameters; nothing is trained or written here."""
-    entries = registry.load_all()
-    if opts.all and opts.names:
+def resolve_strategies(config: RunConfig, tables: dict[str, dict]) -> tuple[list[Strategy], list[Skipped]]:
+    """Names -> strategies with the config file's and --set overrides applied and checked."""
+    entries = STRATEGIES.entries()
+    if config.all and config.strategies:
         raise UsageError("give strategy names or --all, not both")
-    if not opts.all and not opts.names:
+    if not config.all and not config.strategies:
         raise UsageError("no strategy given; name some (see `python -m harness list`) or pass --all")
-    names = sorted(entries) if opts.all else list(dict.fromkeys(opts.names))
+    names = sorted(entries) if config.all else list(dict.fromkeys(config.strategies))
     for n in names:
-        registry.get(n)  # did-you-mean for unknown names
+        STRATEGIES.get(n)  # did-you-mean for unknown names
     overrides: dict[str, dict[str, Any]] = {}
-    if opts.config_file:
-        for n, table in read_toml(opts.config_file).items():
-            if n not in entries:
-                raise unknown(f"strategy table in {opts.config_file}:", n, entries)
-            overrides[n] = table
-    for n, table in parse_set(opts.sets).items():
+    for n, table in tables.items():
         if n not in entries:
+            from harness.errors import unknown
+
+            raise unknown(f"strategy table in {config.config}:", n, entries)
+        overrides[n] = dict(table)
+    for n, table in parse_set(config.set).items():
+        if n not in entries:
+            from harness.errors import unknown
+
             raise unknown("strategy in --set", n, entries)
         if n not in names:
             raise UsageError(f"--set names {n!r}, which is not in this run; add it to the strategies to run")
         overrides.setdefault(n, {}).update(table)
-    planned = []
+    if config.backbone is not None:
+        BACKBONES.get(config.backbone)
+    strategies, skipped = [], []
     for n in names:
-        entry = entries[n]
-        if not entry.available():
-            if not opts.all:
-                entry.load()  # raises the install hint
-            hint = f"needs {entry.requires}: pip install -e \".[{entry.requires}]\""
-            planned.append(Planned(None, n, entry.family, hint))
+        row = get_row(n)
+        if not row.available():
+            if not config.all:
+                from harness.registry import ADAPTERS, PRETRAINERS
+
+                PRETRAINERS.get(row.source).load()  # raises the install hint
+                ADAPTERS.get(row.adapter).load()
+            skipped.append(Skipped(n, row.family, f"needs {row.requires}: pip install -e \".[{row.requires}]\""))
             continue
-        strategy = apply_overrides(entry.load()(), overrides.get(n, {}), n)
-        strategy.check()
-        planned.append(Planned(strategy, n, type(strategy).family))
-    return planned
+        strategy = row.build()
+        if config.backbone is not None:
+            strategy = dataclasses.replace(strategy, source=dataclasses.replace(strategy.source,
+                                                                                backbone=config.backbone))
+        strategy = apply_strategy_overrides(strategy, overrides.get(n, {}), n)
+        try:
+            strategy.check()
+        except Unsupported as e:
+            if not config.all:
+                raise
+            skipped.append(Skipped(n, strategy.family, str(e)))
+            continue
+        strategies.append(strategy)
+    return strategies, skipped
 
 
-def _check_out(opts: RunOptions, protocol: dict[str, Any]) -> Path:
-    out = opts.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+def check_base_pool(strategies: list[Strategy], data: FewShotData, config: RunConfig) -> None:
+    """Episodic source phases draw ways classes and some images per class from the base pool: check
+    that it has them before anything is trained."""
+    sizes = data.base.class_sizes()
+    for strategy in strategies:
+        need = max(strategy.source.episode_images(s, config.queries) for s in config.shots)
+        if not need:
+            continue
+        if config.ways > len(sizes):
+            raise UsageError(f"{strategy.name}: its episodic source phase draws {config.ways}-way base episodes, but "
+                             f"the dataset has {len(sizes)} base classes; pass --ways {len(sizes)} or fewer")
+        if need > min(sizes):
+            raise UsageError(f"{strategy.name}: its episodic source phase draws {need} images per base class, but the "
+                             f"smallest base class has {min(sizes)}; lower --shots or --queries, or leave it out")
+
+
+def _default_out() -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def check_out(out: Path, protocol: dict[str, Any]) -> None:
+    """The run directory is new, empty, or a run of the same protocol (resumed); else a clear error."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a directory")
     if (out / "config.json").is_file():
-        old = read_json(out / "config.json")
-        if old.get("schema_version") != RESULTS_SCHEMA_VERSION:
-            raise UsageError(f"{out} was written by an incompatible harness (results schema "
-                             f"{old.get('schema_version')}); pass a new --out")
-        differ = [k for k in PROTOCOL_KEYS if old.get("protocol", {}).get(k) != protocol[k]]
+        old = read_header(out).protocol
+        differ = [k for k in PROTOCOL_KEYS if old.get(k) != protocol[k]]
         if differ:
-            raise UsageError(f"{out} holds a run with different {', '.join(differ)}; pass a new --out to start "
-                             f"a fresh run, or the same settings to resume it")
+            detail = ", ".join(f"{k} {old.get(k)!r} there, {protocol[k]!r} now" for k in differ)
+            raise UsageError(f"{out} holds a run with different {', '.join(differ)} ({detail}); pass a new --out to "
+                             f"start a fresh run, or the same settings to resume it")
     elif out.is_dir() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not a run directory; pass a new or empty directory")
     ancestor = out
@@ -128,305 +150,164 @@ def _check_out(opts: RunOptions, protocol: dict[str, Any]) -> Path:
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to --out {out} ({ancestor} is not a writable directory); "
                          f"pass a writable directory")
-    return out
 
 
-def _create_out(out: Path) -> None:
-    try:
-        (out / "records").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot write to --out {out} ({e.strerror}); pass a writable directory") from None
-    for stale in (out / "records").glob(".*.tmp"):  # left by a run killed while writing
-        stale.unlink()
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
-def _environment(device: torch.device, data: Cifar10, opts: RunOptions) -> dict[str, Any]:
-    import torchvision
-
-    label = opts.data_label or {
-        "cifar-10-batches-py": "CIFAR-10 (official batches)",
-        "imagefolder-jpg": "CIFAR-10 (JPEG copy; pixels differ slightly from the original batches)",
-        "imagefolder-png": "CIFAR-10 (PNG ImageFolder)",
-    }[data.layout]
-    return {
-        "harness_version": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "numpy": np.__version__, "platform": platform.platform(),
-        "device": device_name(device), "device_type": device.type, "threads": torch.get_num_threads(),
-        "git_commit": _git_commit(), "dataset": label, "data_source": data.source,
-        "data_layout": data.layout, "data_fingerprint": data.fingerprint, "command": opts.command,
-    }
-
-
-def check_logits(logits: torch.Tensor, task: Task, strategy: str, index: int) -> None:
-    expected = (len(task.query_index), task.ways)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"{strategy} returned logits of shape {shape} in episode {index}, "
-                         f"expected (queries, ways) = {expected}")
-    if not torch.isfinite(logits).all():
-        raise ValueError(f"{strategy} returned non-finite logits in episode {index}")
-
-
+@dataclass
 class Run:
-    """One invocation of `run`: holds the data on the device, the cache and the output directory."""
+    config: RunConfig
+    strategies: list[Strategy]
+    skipped: list[Skipped]
+    data: FewShotData
+    preset: Preset
+    device: torch.device
+    out: Path
+    cache: SourceCache
+    plan: Plan
+    log: Callable[[str], None]
+    command: list[str] = field(default_factory=list)
+    session: Session | None = None
 
-    def __init__(self, opts: RunOptions, log: Callable[[str], None]):
-        self.opts, self.log = opts, log
-        self.preset = get_preset(opts.preset)
-        self.split = get_split(opts.split)
-        self.device = resolve_device(opts.device)
-        self.episodes = opts.episodes if opts.episodes is not None else self.preset.episodes
-        for s in opts.shots:
-            validate_protocol([10**9] * len(self.split.novel_classes), opts.ways, s, opts.queries, self.episodes)
-        self.planned = _plan(opts)
-        if opts.threads:
-            torch.set_num_threads(opts.threads)
-        self.protocol = {"preset": opts.preset, "split": opts.split, "ways": opts.ways, "queries": opts.queries,
-                         "episodes": self.episodes, "seed": opts.seed}
-        cache_dir = opts.cache_dir
-        if cache_dir is None:
-            from harness.data import default_cache_dir
-            cache_dir = default_cache_dir()
-        self.data = load_cifar10(opts.data_dir, cache_dir, download=opts.download)
-        novel = np.isin(self.data.test_labels, self.split.novel_classes)
-        self.novel_labels = self.data.test_labels[novel]
-        for s in opts.shots:
-            validate_protocol([int((self.novel_labels == c).sum()) for c in self.split.novel_classes],
-                              opts.ways, s, opts.queries, self.episodes)
-        self.out = _check_out(opts, self.protocol)
-        self.cache = SourceCache(cache_dir, warn=log)
-        from harness.augment import to_float
+    @property
+    def spec(self) -> RunSpec:
+        c = self.config
+        return RunSpec(self.data.name, c.ways, c.queries, c.episodes, c.seed, str(self.device), c.quiet)
 
-        nchw = torch.from_numpy(self.data.test_images[novel]).permute(0, 3, 1, 2)
-        self.pool = to_float(nchw.to(self.device)).contiguous()
-        base = np.isin(self.data.train_labels, self.split.base_classes)
-        remap = {c: i for i, c in enumerate(self.split.base_classes)}
-        self.base_images = torch.from_numpy(self.data.train_images[base]).permute(0, 3, 1, 2).contiguous()
-        self.base_labels = torch.tensor([remap[int(c)] for c in self.data.train_labels[base]])
-        self.episode_sets: dict[int, EpisodeSet] = {}
-        self.models: dict[str, tuple[torch.nn.Module, dict, bool]] = {}
-        self.stop_requested = False  # set by the first Ctrl-C; checked between units of work
-        self.completed: list[str] = []
+    @property
+    def protocol(self) -> dict[str, Any]:
+        c = self.config
+        return {"preset": c.preset, "dataset": self.data.name, "ways": c.ways, "queries": c.queries,
+                "episodes": c.episodes, "seed": c.seed}
 
-    def write_header(self) -> None:
-        _create_out(self.out)
-        config = {"schema_version": RESULTS_SCHEMA_VERSION, "harness_version": __version__,
-                  "protocol": self.protocol, "shots": self.opts.shots,
-                  "split_description": self.split.describe(),
-                  "novel_classes": len(self.split.novel_classes),
-                  "preset_budgets": self.preset.source_images,
-                  "strategies": {p.name: _params(p.strategy) for p in self.planned}}
+    def header(self) -> RunHeader:
+        strategies = {s.name: {**s.params(), "source": {"phase": s.source.phase_name, **s.source.params()}}
+                      for s in self.strategies}
+        strategies.update({s.name: None for s in self.skipped})
+        shots = list(self.config.shots)
         if (self.out / "config.json").is_file():  # resuming: keep what earlier invocations ran
-            old = read_json(self.out / "config.json")
-            config["strategies"] = {**old.get("strategies", {}), **config["strategies"]}
-            config["shots"] = sorted(set(old.get("shots", [])) | set(self.opts.shots))
-        atomic_write_json(self.out / "config.json", config)
-        atomic_write_json(self.out / "environment.json", _environment(self.device, self.data, self.opts))
+            old = read_header(self.out)
+            strategies = {**old.strategies, **strategies}
+            shots = sorted(set(old.shots) | set(shots))
+        return RunHeader(harness_version=__version__, protocol=self.protocol, shots=shots,
+                         dataset_description=self.data.description, novel_classes=len(self.data.novel.classes),
+                         preset_budgets=dict(self.preset.source_images), strategies=strategies,
+                         run=self.config.to_json())
 
-    def episode_set(self, shots: int) -> EpisodeSet:
-        if shots not in self.episode_sets:
-            self.episode_sets[shots] = EpisodeSet.draw(self.novel_labels, self.split.novel_classes,
-                                                       self.opts.ways, shots, self.opts.queries,
-                                                       self.episodes, self.opts.seed)
-        return self.episode_sets[shots]
+    def environment(self) -> Environment:
+        import torchvision
 
-    def source_model(self, strategy: Strategy, shots: int) -> tuple[torch.nn.Module, dict, bool]:
-        """The strategy's source model, from the cache or trained now (per shot setting when the phase
-        declares ``per_shots``, e.g. episodic meta-training with the evaluation's ways and shots)."""
-        from tqdm.auto import tqdm
-
-        phase = strategy.source
-        budget = self.preset.budget(phase.budget_group)
-        phase_shots = shots if phase.per_shots else None
-        context = {"split": self.split.name, "seed": self.opts.seed, "budget_images": budget,
-                   "data": self.data.fingerprint, "ways": self.opts.ways}
-        if phase.per_shots:
-            context.update(shots=shots, queries=self.opts.queries)
-        key = cache_key(phase, context)
-        if key in self.models:  # trained or loaded earlier in this run
-            model, meta, _ = self.models[key]
-            return model, meta, True
-        num_classes = len(self.split.base_classes)
-
-        def train() -> tuple[torch.nn.Module, dict]:
-            labels = self.base_labels.to(self.device) if phase.uses_labels else None
-            bar = tqdm(total=budget, unit="img", desc=f"{phase.phase_name}", disable=self.opts.quiet,
-                       leave=False, dynamic_ncols=True)
-            data = SourceData(self.base_images.to(self.device), labels, num_classes, self.device,
-                              self.opts.seed, _with_checkpoint(bar.update, "source-step"), ways=self.opts.ways,
-                              shots=phase_shots,
-                              queries=self.opts.queries, metrics={})
-            with Stopwatch(self.device) as watch:
-                model = phase.train(data, budget)
-            bar.close()
-            return model, {"phase": phase.phase_name, "params": phase.params(), "key": key,
-                           "budget_images": budget, "seconds": watch.seconds,
-                           "images_per_second": budget / max(watch.seconds, 1e-9),
-                           "peak_memory_mb": watch.peak_memory_mb, "device": device_name(self.device),
-                           "metrics": data.metrics, "context": context}
-
-        model, meta, cached = self.cache.get_or_train(phase, key, num_classes, self.device, train)
-        model.eval()
-        self.models = {key: (model, meta, cached)}  # keep one: runs are ordered by strategy
-        return self.models[key]
-
-    def evaluate(self, strategy: Strategy, model: torch.nn.Module, shots: int) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
-        episode_set = self.episode_set(shots)
-        tasks = episode_set.tasks(self.pool)
-        bar = tqdm(total=len(tasks), unit="ep", desc=f"{strategy.name} {shots}-shot",
-                   disable=self.opts.quiet, leave=False, dynamic_ncols=True)
-        with Stopwatch(self.device) as watch:
-            outputs = strategy.run_episodes(model, tasks, _with_checkpoint(bar.update, "episode"))
-        bar.close()
-        if len(outputs) != len(tasks):
-            raise ValueError(f"{strategy.name} returned {len(outputs)} results for {len(tasks)} episodes")
-        # an output is the query logits, or a dict with "logits" and extra named logits (e.g. "robust": on
-        # attacked queries), reported as <name>_accuracy / <name>_ci95. A query counts for an extra output
-        # only when both its clean and its extra prediction are right, so robust accuracy <= accuracy even
-        # though attacks, which never see query labels, push away from the clean prediction.
-        named = [o if isinstance(o, dict) else {"logits": o} for o in outputs]
-        for key in named[0]:
-            for i, (out, task) in enumerate(zip(named, tasks, strict=True)):
-                check_logits(out.get(key), task, f"{strategy.name} ({key})", i)
-        clean = episode_set.correct([out["logits"].argmax(1) for out in named])
-        main_accs = np.array([float(c.mean()) for c in clean])
-        metrics: dict[str, float] = {}
-        for key in (k for k in named[0] if k != "logits"):
-            extra = episode_set.correct([out[key].argmax(1) for out in named])
-            accs = np.array([float((c & x).mean()) for c, x in zip(clean, extra, strict=True)])
-            metrics[f"{key}_accuracy"], metrics[f"{key}_ci95"] = float(accs.mean()), ci95(accs)
-        n = len(tasks)
-        return {"accuracy": float(main_accs.mean()), "ci95": ci95(main_accs),
-                "episode_accuracies": [round(float(a), 6) for a in main_accs], "metrics": metrics,
-                "episode_fingerprint": episode_set.fingerprint(),
-                "episode_seconds": watch.seconds, "ms_per_episode": 1000 * watch.seconds / n,
-                "query_images_per_second": n * len(tasks[0].query_index) / max(watch.seconds, 1e-9),
-                "episode_peak_memory_mb": watch.peak_memory_mb}
-
-    def base_record(self, p: Planned, shots: int) -> dict[str, Any]:
-        s = p.strategy
-        return {"strategy": p.name, "family": p.family, "status": "ok", "reason": None, "shots": shots,
-                "ways": self.opts.ways, "queries": self.opts.queries, "episodes": self.episodes,
-                "split": self.split.name, "seed": self.opts.seed,
-                "episode_phase": type(s).episode_phase if s else None,
-                "params": s.params() if s else None, "settings": s.protocol_settings() if s else None,
-                "source_phase": s.source.phase_name if s else None,
-                "source_params": s.source.params() if s else None,
-                "device": device_name(self.device), "torch_version": torch.__version__}
-
-    def done(self, p: Planned, shots: int) -> bool:
-        path = record_path(self.out, p.name, shots)
-        if not path.is_file():
-            return False
-        try:
-            old = read_json(path)
-        except UsageError:
-            return False
-        current = self.base_record(p, shots)
-        return old.get("status") == "ok" and all(old.get(k) == current[k] for k in
-                                                 ("params", "source_params", "shots", "episodes"))
-
-    def execute(self) -> list[dict[str, Any]]:
-        self.write_header()
-        records: list[dict[str, Any]] = []
-        for p in self.planned:
-            todo = [s for s in self.opts.shots if not self.done(p, s)]
-            for s in self.opts.shots:
-                if s not in todo:
-                    records.append(read_json(record_path(self.out, p.name, s)))
-            if not todo:
-                self.log(f"{p.name}: already complete in {self.out}, skipped")
-                continue
-            if p.skip_reason:
-                for s in todo:
-                    rec = {**self.base_record(p, s), "status": "skipped", "reason": p.skip_reason}
-                    write_record(self.out, rec)
-                    records.append(rec)
-                continue
-            if self.stop_requested:
-                raise Interrupted()
-            records += self._run_strategy(p, todo)
-        return records
+        return Environment(harness_version=__version__, code_version=code_version(), python=platform.python_version(),
+                           torch=torch.__version__, torchvision=torchvision.__version__, numpy=np.__version__,
+                           platform=platform.platform(), device=device_name(self.device),
+                           device_type=self.device.type, threads=torch.get_num_threads(),
+                           dataset=self.config.data_label or self.data.label or self.data.name,
+                           data_source=self.data.source, data_layout=self.data.layout,
+                           data_fingerprint=self.data.fingerprint, command=self.command)
 
     def resume_command(self) -> str:
-        command = self.opts.command or "python -m harness run ..."
-        return command if "--out" in command.split() else f"{command} --out {self.out}"
+        import shlex
 
-    def _run_strategy(self, p: Planned, todo: list[int]) -> list[dict[str, Any]]:
-        records = []
+        return shlex.join(["python", "-m", "harness", "run", "--resume", str(self.out)])
+
+    def execute(self, progress: Any) -> list[Record]:
         try:
-            for s in todo:
-                model, meta, cached = self.source_model(p.strategy, s)
-                source = {"source_key": meta["key"], "source_budget_images": meta["budget_images"],
-                          "source_seconds": meta["seconds"], "source_images_per_second": meta["images_per_second"],
-                          "source_peak_memory_mb": meta["peak_memory_mb"], "source_device": meta["device"],
-                          "source_cached": cached, "source_metrics": meta.get("metrics", {})}
-                rec = {**self.base_record(p, s), **source, **self.evaluate(p.strategy, model, s)}
-                write_record(self.out, rec)
-                records.append(rec)
-                self.completed.append(f"{p.name} {s}-shot")
-                self.log(f"{p.name} {s}-shot: {100 * rec['accuracy']:.2f} ± {100 * rec['ci95']:.2f}%  "
-                         f"({rec['ms_per_episode']:.1f} ms/episode)")
-                if self.stop_requested:
-                    raise Interrupted()
-        except (KeyboardInterrupt, UsageError, Interrupted):
-            raise
-        except Exception as e:  # noqa: BLE001 - one strategy's failure must not end the run
-            reason = _one_line(e)
-            with open(self.out / "run.log", "a") as f:
-                f.write(f"--- {p.name} failed ---\n{traceback.format_exc()}\n")
-            self.log(f"{p.name}: FAILED: {reason} (traceback in {self.out / 'run.log'})")
-            for s in todo:
-                if not any(r["shots"] == s for r in records):
-                    rec = {**self.base_record(p, s), "status": "failed", "reason": reason}
-                    write_record(self.out, rec)
-                    records.append(rec)
-            if self.opts.fail_fast:
-                raise FailFast(reason) from e
-        return records
+            (self.out / "records").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot write to --out {self.out} ({e.strerror}); pass a writable directory") from None
+        for stale in (self.out / "records").glob(".*.tmp"):  # left by a run killed while writing
+            stale.unlink()
+        atomic_write_json(self.out / "config.json", self.header().to_json())
+        atomic_write_json(self.out / "environment.json", self.environment().to_json())
+        session = Session(self.out, self.spec, self.data, self.cache, self.device, self.log, progress,
+                          self.config.fail_fast)
+        self.session = session
+        records: list[Record] = []
+        done = self.completed_units()
+        for unit in self.plan.evaluations:
+            if unit.id in done:
+                records.append(Record.from_json(read_json(record_path(self.out, unit.strategy.name, unit.shots))))
+        if done:
+            names = sorted({u.strategy.name for u in self.plan.evaluations if u.id in done})
+            self.log(f"already complete in {self.out}, skipped: {', '.join(names)}")
+        for s in self.skipped:
+            for shots in self.config.shots:
+                record = dataclasses.replace(base_record(s, shots, self.spec, self.device), status="skipped",
+                                             reason=s.reason)
+                from harness.results import write_record
+
+                write_record(self.out, record)
+                records.append(record)
+        executor = EXECUTORS.load(self.config.executor)()
+        executor.execute(self.plan.without(done), session)
+        return records + session.records
+
+    def completed_units(self) -> set[str]:
+        """Evaluation units with an ok record of the same hyperparameters and source model."""
+        done = set()
+        for unit in self.plan.evaluations:
+            path = record_path(self.out, unit.strategy.name, unit.shots)
+            if not path.is_file():
+                continue
+            try:
+                old = Record.from_json(read_json(path))
+            except UsageError:
+                continue
+            s = unit.strategy
+            if old.status == "ok" and old.params == s.params() and old.source_params == s.source.params() \
+                    and old.source_key == unit.source_keys[0] and old.episodes == self.config.episodes:
+                done.add(unit.id)
+        return done
 
 
-def _with_checkpoint(progress: Callable[[int], Any], point: str) -> Callable[[int], None]:
-    def report(n: int) -> None:
-        progress(n)
-        checkpoint(point)
-
-    return report
-
-
-class Interrupted(Exception):
-    """Raised between units of work after a graceful stop was requested (first Ctrl-C)."""
-
-
-class FailFast(Exception):
-    """Raised after recording a failure when --fail-fast is given."""
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return f"{type(e).__name__}: {text}"[:300]
-
-
-def _params(strategy: Strategy | None) -> dict[str, Any] | None:
-    if strategy is None:
-        return None
-    return {**strategy.params(), "source": {"phase": strategy.source.phase_name, **strategy.source.params()}}
+def source_key(strategy: Strategy, shots: int | None, seed: int, data: FewShotData, ways: int, queries: int,
+               budget: int, device: torch.device) -> str:
+    """The cache key of a strategy's source model (harness/cache.py says what it covers)."""
+    phase = strategy.source
+    backbone = BACKBONES.get(phase.backbone).target if phase.any_backbone else None
+    modules = [type(phase).__module__] + ([backbone.split(":")[0] if isinstance(backbone, str)
+                                           else backbone.__module__] if backbone is not None else [])
+    ingredients: dict[str, Any] = {
+        "phase": f"{type(phase).__module__}.{type(phase).__qualname__}", "params": phase.params(),
+        "code": code_hash(*modules), "dataset": data.fingerprint, "seed": seed, "budget_images": budget,
+        "device": device.type, "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
+        "torch": ".".join(torch.__version__.split(".")[:2]),
+    }
+    if type(phase).uses_ways or type(phase).per_shots:
+        ingredients["ways"] = ways
+    if type(phase).per_shots:
+        ingredients.update(shots=shots, queries=queries)
+    return cache_key(phase.phase_name, ingredients)
 
 
-def command_line() -> str:
-    return " ".join(["python -m harness", *sys.argv[1:]])
+def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], None],
+            command: list[str] | None = None) -> Run:
+    """Validate everything and load the data; writes nothing."""
+    preset = get_preset(config.preset)
+    EXECUTORS.get(config.executor)
+    device = resolve_device(config.device)
+    strategies, skipped = resolve_strategies(config, tables)
+    dataset = get_dataset(config.dataset)
+    for s in config.shots:  # the counts themselves, before loading anything
+        validate_protocol([10**9] * config.ways, config.ways, s, config.queries, config.episodes)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    data = dataset.load(config.data_dir, cache_dir)
+    for s in config.shots:
+        validate_protocol(data.novel.class_sizes(), config.ways, s, config.queries, config.episodes)
+    check_base_pool(strategies, data, config)
+    out = Path(config.out) if config.out else _default_out()
+    protocol = {"preset": config.preset, "dataset": data.name, "ways": config.ways, "queries": config.queries,
+                "episodes": config.episodes, "seed": config.seed}
+    check_out(out, protocol)
 
+    def key_of(strategy: Strategy, shots: int | None, seed: int) -> str:
+        return source_key(strategy, shots, seed, data, config.ways, config.queries,
+                          preset.budget(type(strategy.source).budget_group), device)
+
+    units = plan(strategies, list(config.shots), key_of, lambda s: preset.budget(type(s.source).budget_group),
+                 config.seed)
+    return Run(config, strategies, skipped, data, preset, device, out, SourceCache(cache_dir, warn=log), units, log,
+               command or ["python", "-m", "harness", *sys.argv[1:]])
+
+
+__all__ = ["SCHEMA_VERSION", "Run", "prepare"]

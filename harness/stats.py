@@ -17,6 +17,11 @@ from collections.abc import Sequence
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 5000
+
+
+def ci95(accuracies: np.ndarray) -> float:
+    """Half-width of the normal 95% interval of the mean: 1.96 * std / sqrt(E) (population std)."""
+    return float(1.96 * np.std(accuracies) / math.sqrt(len(accuracies)))
 BOOTSTRAP_SEED = 0
 
 

@@ -1,23 +1,74 @@
-"""Built-in strategies: importing this package registers them (one module per strategy).
+"""The built-in strategies: pretrainers, adapters and the leaderboard rows pairing them.
 
-The Keras strategies are registered lazily: TensorFlow is imported only when one of them runs.
+Everything is registered lazily as ``"module:attr"``: listing imports no torch or TensorFlow, and a
+module is imported only when a row using it runs. A row is a (pretrainer, adapter) pair plus default
+overrides; a new adapter over every pretraining is one module and one ``register_row`` line per row.
 """
 
-from harness.registry import register_lazy
-from strategies import (  # noqa: F401
-    adversarial,
-    frozen_features,
-    maml,
-    partial_finetune,
-    protonet,
-    reptile,
-    rotation,
-    simclr,
-)
+from harness.registry import ADAPTERS, PRETRAINERS
+from harness.suite import register_row
 
-register_lazy("keras-frozen-features", "strategies.keras_transfer:KerasFrozenFeatures", family="transfer",
-              description="Keras Dense softmax head (Adam) on frozen features of a Keras-pretrained Conv-4",
-              requires="tensorflow")
-register_lazy("keras-partial-finetune", "strategies.keras_transfer:KerasPartialFinetune", family="transfer",
-              description="Keras Dense head + last Conv-4 block fine-tuned (Adam), earlier blocks frozen",
-              requires="tensorflow")
+# --- source phases: family and budget group belong here ------------------------------------------
+PRETRAINERS.register_lazy("supervised", "strategies.supervised:SupervisedPretraining", family="transfer",
+                          description="supervised pretraining on the base classes")
+PRETRAINERS.register_lazy("rotation", "strategies.rotation:RotationPretraining", family="self-supervised",
+                          description="rotation prediction (Gidaris et al. 2018), no base labels")
+PRETRAINERS.register_lazy("simclr", "strategies.simclr:SimclrPretraining", family="self-supervised",
+                          description="SimCLR (Chen et al. 2020), no base labels")
+PRETRAINERS.register_lazy("adversarial", "strategies.adversarial:AdversarialPretraining", family="adversarial",
+                          description="PGD adversarial pretraining (Madry et al. 2018)")
+PRETRAINERS.register_lazy("maml", "strategies.maml:MamlMetaTraining", family="meta-learning",
+                          description="MAML meta-training (Finn et al. 2017)")
+PRETRAINERS.register_lazy("reptile", "strategies.reptile:ReptileMetaTraining", family="meta-learning",
+                          description="Reptile meta-training (Nichol et al. 2018)")
+PRETRAINERS.register_lazy("protonet", "strategies.protonet:ProtonetTraining", family="meta-learning",
+                          description="prototypical-network training (Snell et al. 2017)")
+PRETRAINERS.register_lazy("keras-supervised", "strategies.keras_backbone:KerasSupervisedPretraining",
+                          family="transfer", requires="tensorflow",
+                          description="supervised Keras Conv-4 pretraining (TensorFlow)")
+
+# --- episode phases ------------------------------------------------------------------------------
+ADAPTERS.register_lazy("linear-probe", "strategies.probe:LinearProbe",
+                       description="logistic regression on L2-normalised frozen features")
+ADAPTERS.register_lazy("partial-finetune", "strategies.finetune:PartialFinetune",
+                       description="head (LP-FT) + last block(s) fine-tuned with Adam")
+ADAPTERS.register_lazy("sgd-inner-loop", "strategies.maml:SgdInnerLoop",
+                       description="SGD on the support set from a meta-learned init")
+ADAPTERS.register_lazy("adam-inner-loop", "strategies.reptile:AdamInnerLoop",
+                       description="Adam on support mini-batches from a meta-learned init")
+ADAPTERS.register_lazy("prototypes", "strategies.protonet:Prototypes",
+                       description="nearest class mean, squared Euclidean distance")
+ADAPTERS.register_lazy("keras-probe", "strategies.keras_transfer:KerasProbe", requires="tensorflow",
+                       description="Keras Dense head on frozen features")
+ADAPTERS.register_lazy("keras-finetune", "strategies.keras_transfer:KerasFinetune", requires="tensorflow",
+                       description="Keras Dense head + last block fine-tuned")
+
+# --- the leaderboard rows ------------------------------------------------------------------------
+register_row("frozen-features", "supervised", "linear-probe",
+             description="Linear probe (logistic regression) on L2-normalised frozen features of a supervised backbone")
+register_row("partial-finetune", "supervised", "partial-finetune",
+             description="New head plus the last block(s) fine-tuned on the support set, the rest frozen")
+register_row("ssl-rotation", "rotation", "linear-probe",
+             description="Linear probe on features learned by rotation prediction (no base labels)")
+register_row("ssl-rotation-finetune", "rotation", "partial-finetune",
+             description="Partial fine-tuning of the rotation-prediction backbone (no base labels)")
+register_row("ssl-simclr", "simclr", "linear-probe",
+             description="Linear probe on features learned by SimCLR (no base labels)")
+register_row("ssl-simclr-finetune", "simclr", "partial-finetune",
+             description="Partial fine-tuning of the SimCLR backbone (no base labels)")
+register_row("adversarial-probe", "adversarial", "linear-probe",
+             description="Linear probe on an adversarially (PGD) pretrained backbone")
+register_row("adversarial-finetune", "adversarial", "partial-finetune",
+             description="Partial fine-tuning of an adversarially (PGD) pretrained backbone")
+register_row("maml", "maml", "sgd-inner-loop",
+             description="MAML (Finn et al. 2017), second order: SGD inner loop from a meta-learned init")
+register_row("fomaml", "maml", "sgd-inner-loop", source_params={"first_order": True},
+             description="First-order MAML (Finn et al. 2017): no gradient through the inner loop")
+register_row("reptile", "reptile", "adam-inner-loop",
+             description="Reptile (Nichol et al. 2018): Adam fine-tuning on the support set from a learned init")
+register_row("protonet", "protonet", "prototypes",
+             description="Prototypical Networks (Snell et al. 2017): nearest class mean in an episodic embedding")
+register_row("keras-frozen-features", "keras-supervised", "keras-probe",
+             description="Keras Dense softmax head (Adam) on frozen features of a Keras-pretrained Conv-4")
+register_row("keras-partial-finetune", "keras-supervised", "keras-finetune",
+             description="Keras Dense head + last Conv-4 block fine-tuned (Adam), earlier blocks frozen")

@@ -13,26 +13,24 @@ generated with BatchNorm in eval mode, so attack passes do not move the running 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import random_crop, random_flip, to_float
+from harness.augment import random_crop, random_flip
 from harness.errors import UsageError
-from harness.registry import register
-from strategies.backbones import Conv4
-from strategies.frozen_features import FrozenFeatures
-from strategies.partial_finetune import PartialFinetune
+from harness.phases import SourceData
 from strategies.pgd import PGD, describe, pgd_attack
 from strategies.pretraining import SgdPretraining, channels_last
 
 
 @dataclass
 class AdversarialPretraining(SgdPretraining):
-    """Supervised base-class training on PGD adversarial examples (L-infinity, pixel units)."""
+    """Adversarial pretraining: supervised training on L-infinity PGD examples (pixel units)."""
 
+    family = "adversarial"
     budget_group = "adversarial"
 
     epsilon: float = PGD.epsilon
@@ -42,48 +40,22 @@ class AdversarialPretraining(SgdPretraining):
     def attack(self) -> PGD:
         return PGD(self.epsilon, self.step_size, self.steps)
 
+    def describe(self) -> str:
+        return f"supervised {self.backbone} pretraining on {describe(self.attack())} examples"
+
+    def settings(self) -> dict:
+        return {"source PGD": describe(self.attack())}
+
     def check(self) -> None:
+        super().check()
         if self.epsilon < 0 or self.step_size <= 0 or self.steps < 0:
             raise UsageError("source.epsilon must be >= 0, source.step_size > 0 and source.steps >= 0 "
                              f"(pixel units in [0, 1]); got {self.epsilon}, {self.step_size}, {self.steps}")
 
-    def build(self, num_classes: int) -> Conv4:
-        return Conv4(num_classes)
-
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
-        x = channels_last(random_flip(random_crop(to_float(images), 4, generator), generator))
+             generator: torch.Generator, data: SourceData) -> torch.Tensor:
+        x = channels_last(random_flip(random_crop(data.to_float(images), 4, generator), generator))
         model.eval()
-        x = pgd_attack(model, x, labels, self.attack(), generator=generator)
+        x = pgd_attack(model, x, labels, self.attack(), generator=generator, mean=data.mean, std=data.std)
         model.train()
         return F.cross_entropy(model(x), labels)
-
-
-class _AdversarialSource:
-    """Shared by the adversarial rows: check the PGD source phase, show its attack in the settings."""
-
-    family = "adversarial"
-    source: AdversarialPretraining
-
-    def check(self) -> None:
-        super().check()
-        self.source.check()
-
-    def protocol_settings(self) -> dict:
-        return {"source PGD": describe(self.source.attack()), **super().protocol_settings()}
-
-
-@register
-@dataclass
-class AdversarialProbe(_AdversarialSource, FrozenFeatures):
-    """Linear probe on an adversarially (PGD) pretrained Conv-4 (robust_eval=true: robust accuracy too)."""
-
-    source: AdversarialPretraining = field(default_factory=AdversarialPretraining)
-
-
-@register
-@dataclass
-class AdversarialFinetune(_AdversarialSource, PartialFinetune):
-    """Partial fine-tuning of an adversarially (PGD) pretrained Conv-4."""
-
-    source: AdversarialPretraining = field(default_factory=AdversarialPretraining)

@@ -7,6 +7,7 @@ batches drawn by ``strategies.pretraining.minibatches``, the ``lr_at`` warm-up/d
 Nesterov momentum and L2 weight decay added to the gradient (the update of ``torch.optim.SGD``), random
 crop (reflect padding 4) + horizontal flip as batched tensor ops. The step is a ``tf.function``.
 
+Conv-4 only: another backbone for a Keras row is a one-line error (or a skipped row under --all).
 The harness caches torch state dicts, so the trained weights travel as torch buffers of a
 :class:`KerasWeights` module (plain tensors: ``weights_only=True`` loading works, nothing is pickled);
 :func:`to_keras` rebuilds the Keras model from them. Imported only when a Keras strategy runs.
@@ -30,8 +31,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from harness.augment import CIFAR_MEAN, CIFAR_STD  # noqa: E402
-from harness.strategy import SourceData, SourcePhase  # noqa: E402
+from harness.phases import Pretrainer, SourceData  # noqa: E402
 from strategies.pretraining import lr_at, minibatches  # noqa: E402
 
 
@@ -53,14 +53,15 @@ def configure_threads() -> None:
         pass
 
 
-def conv4(num_classes: int = 0, width: int = 64) -> keras.Sequential:
+def conv4(num_classes: int = 0, width: int = 64, image_size: int = 32) -> keras.Sequential:
     """Conv-4 in Keras (channels last); a Dense head when ``num_classes`` > 0."""
     def block(i: int) -> keras.Sequential:
         return keras.Sequential([keras.layers.Conv2D(width, 3, padding="same", name="conv"),
                                  keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn"),
                                  keras.layers.ReLU(), keras.layers.MaxPooling2D(2)], name=f"block{i}")
 
-    layers = [keras.Input((32, 32, 3)), *[block(i) for i in range(4)], keras.layers.Flatten(name="flatten")]
+    layers = [keras.Input((image_size, image_size, 3)), *[block(i) for i in range(4)],
+              keras.layers.Flatten(name="flatten")]
     if num_classes:
         layers.append(keras.layers.Dense(num_classes, name="head"))
     return keras.Sequential(layers, name="conv4")
@@ -75,6 +76,7 @@ class KerasWeights(nn.Module):
 
     def __init__(self, model: keras.Model):
         super().__init__()
+        self.image_size = int(model.input_shape[1])
         for v in model.weights:
             self.register_buffer(_key(v), torch.from_numpy(np.array(v.numpy())))
 
@@ -82,15 +84,15 @@ class KerasWeights(nn.Module):
 def to_keras(weights: nn.Module, head: bool = False) -> keras.Sequential:
     """A Keras Conv-4 holding copies of ``weights`` (without the pretraining head unless ``head``)."""
     buffers = dict(weights.named_buffers())
-    model = conv4(buffers["head_kernel"].shape[1] if head else 0)
+    model = conv4(buffers["head_kernel"].shape[1] if head else 0, image_size=getattr(weights, "image_size", 32))
     for v in model.weights:
         v.assign(buffers[_key(v)].detach().cpu().numpy())
     return model
 
 
-def normalise(images: tf.Tensor) -> tf.Tensor:
-    """uint8 NHWC -> float32 with CIFAR-10 channel statistics (harness.augment.to_float)."""
-    return (tf.cast(images, tf.float32) / 255.0 - CIFAR_MEAN) / CIFAR_STD
+def normalise(images: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
+    """uint8 NHWC -> float32 with the dataset's channel statistics (harness.augment.to_float)."""
+    return (tf.cast(images, tf.float32) / 255.0 - mean) / std
 
 
 def augment(x: tf.Tensor, seed: tf.Tensor, padding: int = 4) -> tf.Tensor:
@@ -112,8 +114,10 @@ def nhwc(images: torch.Tensor) -> np.ndarray:
 
 
 @dataclass
-class KerasSupervisedPretraining(SourcePhase):
-    """Cross-entropy on the base classes with crop+flip augmentation, in TensorFlow/Keras."""
+class KerasSupervisedPretraining(Pretrainer):
+    """Supervised pretraining in TensorFlow/Keras: cross-entropy on the base classes, crop+flip."""
+
+    any_backbone = False  # the Keras Conv-4 only
 
     lr: float = 0.05
     momentum: float = 0.9
@@ -122,13 +126,25 @@ class KerasSupervisedPretraining(SourcePhase):
     label_smoothing: float = 0.0
     jit_compile: bool = False  # XLA for the training step
 
-    def build(self, num_classes: int) -> KerasWeights:
-        return KerasWeights(conv4(num_classes))
+    def describe(self) -> str:
+        return f"supervised Keras Conv-4 pretraining (SGD, lr {self.lr:g}; TensorFlow {tf.__version__})"
+
+    def settings(self) -> dict:
+        return {"framework": f"TensorFlow {tf.__version__}", "source XLA": self.jit_compile}
+
+    def check(self) -> None:  # the Keras Conv-4 is not a registered backbone: Strategy.check names the limit
+        pass
+
+    def spec(self, model: nn.Module) -> dict:
+        return {"keras": "conv4", "num_classes": int(model.head_kernel.shape[1]), "image_size": model.image_size}
+
+    def rebuild(self, spec: dict) -> KerasWeights:
+        return KerasWeights(conv4(spec["num_classes"], image_size=spec.get("image_size", 32)))
 
     def train(self, data: SourceData, budget_images: int) -> KerasWeights:
         configure_threads()
         keras.utils.set_random_seed(data.seed)
-        model = conv4(data.num_classes)
+        model = conv4(data.num_classes, image_size=data.image_size)
         images, labels = tf.constant(nhwc(data.images)), tf.constant(data.labels.cpu().numpy())
         variables = model.trainable_variables
         velocity = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
@@ -136,7 +152,7 @@ class KerasSupervisedPretraining(SourcePhase):
 
         @tf.function(jit_compile=self.jit_compile)
         def step(idx: tf.Tensor, lr: tf.Tensor, seed: tf.Tensor) -> None:
-            x = augment(normalise(tf.gather(images, idx)), seed)
+            x = augment(normalise(tf.gather(images, idx), data.mean, data.std), seed)
             y = tf.one_hot(tf.gather(labels, idx), data.num_classes)
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, model(x, training=True))

@@ -16,8 +16,7 @@ from the episode's seed) and the Adam state, then runs a compiled ``tf.function`
 # ruff: noqa: I001 - strategies.keras_backbone is imported first: it prepares TensorFlow's import and GPUs
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import strategies.keras_backbone  # noqa: F401
 import keras
@@ -26,9 +25,9 @@ import tensorflow as tf
 import torch
 from torch import nn
 
-from harness.episodes import Task
-from harness.strategy import Strategy
-from strategies.keras_backbone import KerasSupervisedPretraining, configure_threads, nhwc, to_keras
+from harness.episodes import TaskBatch
+from harness.phases import Adapter, Pretrainer, Progress, no_progress
+from strategies.keras_backbone import configure_threads, nhwc, to_keras
 
 
 class EpisodeTrainer:
@@ -80,22 +79,22 @@ def glorot(shape: tuple[int, int], seed: int) -> np.ndarray:
 
 
 @dataclass
-class KerasFrozenFeatures(Strategy):
+class KerasProbe(Adapter):
     """Keras Dense softmax head (Adam) on L2-normalised frozen features of a Keras-pretrained Conv-4."""
 
-    episode_phase = "Keras Dense head on frozen features, Adam"
     unfrozen_blocks = 0
 
-    source: KerasSupervisedPretraining = field(default_factory=KerasSupervisedPretraining)
     steps: int = 100
     head_lr: float = 0.1
     weight_decay: float = 0.0
     jit_compile: bool = False  # XLA for the episode's training loop
 
-    def protocol_settings(self) -> dict:
-        return {"framework": f"TensorFlow {tf.__version__}", "unfrozen blocks": self.unfrozen_blocks,
-                "steps": self.steps, "BN": "inference (moving statistics)", "XLA": self.jit_compile,
-                "source XLA": self.source.jit_compile}
+    def describe(self, source: Pretrainer) -> str:
+        return f"Keras Dense head on frozen features, Adam {self.steps} steps (lr {self.head_lr:g})"
+
+    def settings(self, source: Pretrainer) -> dict:
+        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inference (moving statistics)",
+                "XLA": self.jit_compile}
 
     def _inputs(self, backbone: keras.Model, images: np.ndarray) -> np.ndarray:
         """What the frozen part computes once per image: 256-d L2-normalised features."""
@@ -105,40 +104,37 @@ class KerasFrozenFeatures(Strategy):
     def _trainer(self, backbone: keras.Model, ways: int) -> EpisodeTrainer:
         return EpisodeTrainer(None, ways, 256, self.steps, 0.0, self.head_lr, self.weight_decay, self.jit_compile)
 
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor:
-        return self.run_episodes(model, [task])[0]
-
-    def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list[torch.Tensor]:
-        if not tasks:
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        if not len(tasks):
             return []
         configure_threads()
         backbone = to_keras(model)
         backbone.trainable = False
-        used = torch.unique(torch.cat([torch.cat([t.support_index, t.query_index]) for t in tasks]))
-        inputs = self._inputs(backbone, nhwc(tasks[0].pool[used]))
-        row = np.full(len(tasks[0].pool), -1)
-        row[used.cpu().numpy()] = np.arange(len(used))
-        trainer = self._trainer(backbone, tasks[0].ways)
+        inputs = self._inputs(backbone, nhwc(tasks.images))
+        trainer = self._trainer(backbone, tasks.ways)
+        support, query = tasks.support.cpu().numpy(), tasks.query.cpu().numpy()
+        labels = tasks.support_labels.cpu().numpy()
         logits = []
-        for t in tasks:
-            out = trainer.fit(inputs[row[t.support_index.cpu().numpy()]], t.support_labels.cpu().numpy(),
-                              inputs[row[t.query_index.cpu().numpy()]], glorot((256, t.ways), t.seed))
-            logits.append(torch.from_numpy(out.numpy()).to(t.pool.device))
+        for i, seed in enumerate(tasks.seeds):
+            out = trainer.fit(inputs[support[i]], labels[i], inputs[query[i]], glorot((256, tasks.ways), seed))
+            logits.append(torch.from_numpy(out.numpy()).to(tasks.images.device))
             progress(1)
         return logits
 
 
 @dataclass
-class KerasPartialFinetune(KerasFrozenFeatures):
+class KerasFinetune(KerasProbe):
     """Keras Dense head plus the last Conv-4 block fine-tuned on the support set (Adam), earlier blocks frozen."""
 
-    episode_phase = "Keras fine-tune head + last block, Adam"
     unfrozen_blocks = 1
 
     lr: float = 1e-3
     head_lr: float = 1e-2
     weight_decay: float = 1e-4
+
+    def describe(self, source: Pretrainer) -> str:
+        return (f"Keras fine-tune head + last block, Adam {self.steps} steps (lr {self.lr:g}, head "
+                f"{self.head_lr:g})")
 
     def _inputs(self, backbone: keras.Model, images: np.ndarray) -> np.ndarray:
         """The frozen prefix (blocks 0-2) once per image: 4x4x64 maps."""

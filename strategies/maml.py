@@ -6,34 +6,33 @@ per task, ``inner_steps`` SGD steps on the support set from the shared initialis
 loss at the adapted weights; the mean over a meta-batch of tasks is minimised with Adam. The second-order
 meta-gradient differentiates through the inner loop (``create_graph``); the first-order one uses the
 query-loss gradient at the adapted weights. Budget: images processed = tasks * ways * (shots + queries).
+The registered backbone runs through ``torch.func.functional_call`` (strategies/meta_common.py).
 
-Episode phase: ``steps`` SGD steps from the meta-learned initialisation on the support set, then the
-queries are predicted. BatchNorm: batch statistics (transductive, as the reference code) by default.
+Episode phase (:class:`SgdInnerLoop`): ``steps`` SGD steps from the meta-learned initialisation on the
+support set at the meta-training's inner learning rate, then the queries are predicted. BatchNorm:
+batch statistics (transductive, as the reference code) by default.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.episodes import Task
+from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
-from harness.registry import register
-from harness.strategy import SourceData, SourcePhase, Strategy
-from strategies.backbones import Conv4
+from harness.phases import EpisodeAdapter, Pretrainer, Progress, SourceData, no_progress
 from strategies.meta_common import (
     BnMode,
     Forward,
+    MetaTraining,
     Params,
-    check_bn_mode,
-    conv4,
     episode_stream,
+    make_forward,
     params_of,
     predict,
     record_peak_memory,
@@ -44,23 +43,21 @@ from strategies.meta_common import (
 
 
 def meta_loss(params: Params, tasks: Sequence[tuple[torch.Tensor, ...]], inner_steps: int, inner_lr: float,
-              first_order: bool, bn_mode: BnMode, forward: Forward = conv4) -> torch.Tensor:
+              first_order: bool, bn_mode: BnMode, forward: Forward) -> torch.Tensor:
     """Mean post-adaptation query loss of a meta-batch; backward() gives the (first-order) meta-gradient."""
-    if forward is conv4 and not first_order:
-        forward = partial(conv4, channels_last=False)  # NCHW is faster through double backward (measured)
     total = 0.0
     for xs, ys, xq, yq in tasks:
-        adapted = sgd_adapt(params, xs, ys, inner_steps, inner_lr, not first_order, forward)
+        adapted = sgd_adapt(params, xs, ys, inner_steps, inner_lr, forward, create_graph=not first_order)
         total = total + F.cross_entropy(predict(adapted, xs, xq, bn_mode, forward), yq)
     return total / len(tasks)
 
 
 @dataclass
-class MamlMetaTraining(SourcePhase):
-    """Episodic MAML meta-training of Conv-4 with a ways-way head."""
+class MamlMetaTraining(MetaTraining):
+    """MAML meta-training: episodic, SGD inner loop, a ways-way head."""
 
-    budget_group = "meta"
     per_shots = True
+    uses_ways = True
 
     first_order: bool = False
     inner_lr: float = 0.01
@@ -68,17 +65,27 @@ class MamlMetaTraining(SourcePhase):
     meta_batch: int = 4
     outer_lr: float = 1e-3
     bn_mode: BnMode = "transductive"
-    width: int = 64  # Conv-4 channels (smaller only for tests)
+    width: int = 64  # backbone channels (smaller only for tests)
 
-    def build(self, num_classes: int) -> Conv4:
-        return Conv4(5, self.width)  # the harness protocol is 5-way; train() uses the run's ways
+    def describe(self) -> str:
+        order = "first-order" if self.first_order else "second-order"
+        return (f"{order} MAML meta-training of {self.backbone}: {self.inner_steps} inner SGD steps "
+                f"(lr {self.inner_lr:g}), meta-batch {self.meta_batch}, Adam {self.outer_lr:g}")
 
-    def train(self, data: SourceData, budget_images: int) -> Conv4:
-        check_bn_mode(self.bn_mode)
+    def settings(self) -> dict:
+        return {"bn_mode": self.bn_mode, "order": "first" if self.first_order else "second",
+                "inner_steps_train": self.inner_steps, "inner_lr": self.inner_lr}
+
+    def episode_images(self, shots: int, queries: int) -> int:
+        return shots + queries
+
+    def train(self, data: SourceData, budget_images: int) -> nn.Module:
         torch.manual_seed(data.seed)
         shots = train_shots(data)
-        model = Conv4(data.ways, self.width).to(data.device)
+        model = self.build_backbone(data.ways, data, width=self.width).to(data.device)
         params = dict(model.named_parameters())
+        # NCHW is faster through double backward (measured); channels-last for the first-order loop
+        forward = make_forward(model, channels_last=self.first_order)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.outer_lr)
         per_task = data.ways * (shots + data.queries)
         stream = episode_stream(data, shots, data.queries)
@@ -89,7 +96,7 @@ class MamlMetaTraining(SourcePhase):
             # one backward per task frees that task's graph before the next one is built
             for _ in range(self.meta_batch):
                 loss = meta_loss(params, [next(stream)], self.inner_steps, self.inner_lr, self.first_order,
-                                 self.bn_mode)
+                                 self.bn_mode, forward)
                 (loss / self.meta_batch).backward()
             optimizer.step()
             if step == 0:
@@ -98,46 +105,34 @@ class MamlMetaTraining(SourcePhase):
         return model
 
 
-@register
 @dataclass
-class Maml(Strategy):
-    """MAML (Finn et al. 2017), second order: SGD inner loop from a meta-learned Conv-4 initialisation."""
+class SgdInnerLoop(EpisodeAdapter):
+    """MAML's inner loop: SGD on the support set from the meta-learned initialisation."""
 
-    family = "meta-learning"
-    episode_phase = "SGD on the support set from the meta-learned init (10 steps, lr 0.01)"
-
-    source: MamlMetaTraining = field(default_factory=MamlMetaTraining)
     steps: int = 10
 
-    def check(self) -> None:
-        check_bn_mode(self.source.bn_mode)
-        if self.steps < 0 or self.source.inner_steps < 1 or self.source.meta_batch < 1:
-            raise UsageError("steps must be >= 0, source.inner_steps and source.meta_batch >= 1")
+    def check(self, source: Pretrainer) -> None:
+        if self.steps < 0:
+            raise UsageError(f"steps must be >= 0, got {self.steps}")
 
-    def protocol_settings(self) -> dict[str, object]:
-        return {"bn_mode": self.source.bn_mode, "order": "first" if self.source.first_order else "second",
-                "inner_steps_train": self.source.inner_steps, "inner_steps_eval": self.steps,
-                "inner_lr": self.source.inner_lr}
+    def describe(self, source: Pretrainer) -> str:
+        return f"SGD on the support set from the meta-learned init ({self.steps} steps, lr {source.inner_lr:g})"
 
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor:
-        xs, xq = task.support_images, task.query_images
-        adapted = sgd_adapt(params_of(model), xs, task.support_labels, self.steps, self.source.inner_lr)
-        with torch.no_grad():
-            return predict(adapted, xs, xq, self.source.bn_mode)
+    def settings(self, source: Pretrainer) -> dict:
+        return {"inner_steps_eval": self.steps}
 
-    def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list[torch.Tensor]:
-        # a plain loop: measured faster on CPU than vmap over episodes (grouped convolutions)
-        logits = []
-        for task in tasks:
-            logits.append(self.run_episode(model, task))
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        forward = make_forward(model)  # one functional copy for the batch
+        outputs = []
+        for task in tasks:  # a plain loop: measured faster on CPU than vmap over episodes
+            outputs.append(self.adapt_episode(model, task, source, forward))
             progress(1)
-        return logits
+        return outputs
 
-
-@register
-@dataclass
-class Fomaml(Maml):
-    """First-order MAML (Finn et al. 2017): no gradient through the inner loop."""
-
-    source: MamlMetaTraining = field(default_factory=lambda: MamlMetaTraining(first_order=True))
+    def adapt_episode(self, model: nn.Module, task: Task, source: Pretrainer,
+                      forward: Forward | None = None) -> torch.Tensor:
+        forward = forward or make_forward(model)
+        xs, xq = task.support_images, task.query_images
+        adapted = sgd_adapt(params_of(model), xs, task.support_labels, self.steps, source.inner_lr, forward)
+        with torch.no_grad():
+            return predict(adapted, xs, xq, source.bn_mode, forward)

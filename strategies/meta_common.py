@@ -1,9 +1,10 @@
 """Shared code of the meta-learning strategies (MAML, FOMAML, Reptile, ProtoNet).
 
-A functional Conv-4 (same parameter names as :class:`strategies.backbones.Conv4`, so a state dict moves
-between the two), inner loops written with ``torch.autograd.grad`` (``create_graph`` for second-order
-MAML), a functional Adam step for Reptile, and the episodic task stream of meta-training, drawn with the
-harness's own sampler (:func:`harness.episodes.sample_episode`) from the base split.
+The registered backbone runs through ``torch.func.functional_call`` (:func:`make_forward`): a copy of
+the module whose BatchNorm layers always use batch statistics, called with the parameters being
+adapted; inner loops written with ``torch.autograd.grad`` (``create_graph`` for second-order MAML), a
+functional Adam step for Reptile, and the episodic task stream of meta-training, drawn with the
+harness's own sampler (:func:`harness.episodes.sample_episode`) from the base pool.
 
 BatchNorm has two modes (``bn_mode``), always from batch statistics, never running averages:
 
@@ -15,6 +16,7 @@ BatchNorm has two modes (``bn_mode``), always from batch statistics, never runni
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -22,12 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from harness.augment import to_float
 from harness.episodes import index_by_class, sample_episode
 from harness.errors import UsageError
 from harness.measure import peak_memory_mb
-from harness.strategy import SourceData
+from harness.phases import Pretrainer, SourceData
 
 BnMode = Literal["transductive", "inductive"]
 Params = dict[str, torch.Tensor]
@@ -37,6 +39,19 @@ Forward = Callable[..., torch.Tensor]
 def check_bn_mode(mode: str) -> None:
     if mode not in ("transductive", "inductive"):
         raise UsageError(f"bn_mode must be 'transductive' or 'inductive', got {mode!r}")
+
+
+class MetaTraining(Pretrainer):
+    """Shared by the meta-learning source phases: family, budget group and the checks of their fields."""
+
+    family = "meta-learning"
+    budget_group = "meta"
+
+    def check(self) -> None:
+        super().check()
+        check_bn_mode(getattr(self, "bn_mode", "transductive"))
+        if getattr(self, "inner_steps", 1) < 1 or getattr(self, "meta_batch", 1) < 1:
+            raise UsageError("source.inner_steps and source.meta_batch must be >= 1")
 
 
 def params_of(model: nn.Module, requires_grad: bool = True) -> Params:
@@ -54,24 +69,53 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stats_
     return (x - mean) * torch.rsqrt(var + 1e-5) * weight[:, None, None] + bias[:, None, None]
 
 
-def conv4(params: Params, x: torch.Tensor, stats_from: int | None = None, channels_last: bool = True) -> torch.Tensor:
-    """Conv-4 forward with the given parameters (logits if there is a head, else 256-d features);
-    blocks whose BatchNorm parameters are absent from ``params`` skip BatchNorm (used by tests).
-    Channels-last activations: about 1.5x faster convolutions on CPU (oneDNN) than NCHW, but about 15%
-    slower through double backward, so second-order MAML passes ``channels_last=False``."""
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    for i in range(4):
-        x = F.conv2d(x, params[f"blocks.{i}.0.weight"], params[f"blocks.{i}.0.bias"], padding=1)
-        if f"blocks.{i}.1.weight" in params:
-            x = batch_norm(x, params[f"blocks.{i}.1.weight"], params[f"blocks.{i}.1.bias"], stats_from)
-        x = F.max_pool2d(F.relu(x), 2)
-    x = x.flatten(1)
-    return F.linear(x, params["head.weight"], params["head.bias"]) if "head.weight" in params else x
+class EpisodicBatchNorm(nn.Module):
+    """BatchNorm2d from batch statistics only (no running averages), with the same parameter names."""
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        self.weight, self.bias = bn.weight, bn.bias
+        self.stats_from: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return batch_norm(x, self.weight, self.bias, self.stats_from)
 
 
-def sgd_adapt(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
-              create_graph: bool = False, forward: Forward = conv4) -> Params:
+def _episodic(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, EpisodicBatchNorm(child))
+        elif isinstance(child, nn.ReLU):
+            setattr(module, name, nn.ReLU())  # out of place: the graph is differentiated twice
+        else:
+            _episodic(child)
+
+
+def make_forward(model: nn.Module, channels_last: bool = True) -> Forward:
+    """``forward(params, x, stats_from=None)``: the model's logits (features when it has no head) at the
+    given parameters, BatchNorm from the batch (or its first ``stats_from`` samples). Channels-last
+    activations: about 1.5x faster convolutions on CPU (oneDNN) than NCHW, but about 15% slower through
+    double backward, so second-order MAML passes ``channels_last=False``."""
+    module = copy.deepcopy(model)
+    _episodic(module)
+    norms = [m for m in module.modules() if isinstance(m, EpisodicBatchNorm)]
+
+    def forward(params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for m in norms:
+            m.stats_from = stats_from
+        try:
+            return functional_call(module, params, (x,), strict=True)
+        finally:
+            for m in norms:
+                m.stats_from = None
+
+    return forward
+
+
+def sgd_adapt(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, forward: Forward,
+              create_graph: bool = False) -> Params:
     """``steps`` full-batch SGD steps on the support set. ``create_graph`` keeps the graph through the
     inner loop (second-order MAML); otherwise the adapted weights are params - lr * (detached grads),
     whose gradient w.r.t. params is the identity (first-order MAML)."""
@@ -84,7 +128,7 @@ def sgd_adapt(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: 
 
 
 def predict(params: Params, support: torch.Tensor, query: torch.Tensor, bn_mode: BnMode,
-            forward: Forward = conv4) -> torch.Tensor:
+            forward: Forward) -> torch.Tensor:
     """Query logits; inductive mode normalises the queries with the support set's statistics."""
     if bn_mode == "transductive":
         return forward(params, query)
@@ -92,7 +136,7 @@ def predict(params: Params, support: torch.Tensor, query: torch.Tensor, bn_mode:
 
 
 def adam_adapt(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int,
-               betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8,
+               forward: Forward, betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8,
                generator: torch.Generator | None = None) -> Params:
     """``steps`` Adam steps on mini-batches of ``batch`` samples cycling through shuffled (x, y); fresh
     optimiser state. Returns detached weights."""
@@ -105,7 +149,7 @@ def adam_adapt(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr:
             if len(order) < min(batch, len(x)):
                 order = torch.cat([order, torch.randperm(len(x), generator=generator)])
             idx, order = order[:batch].to(x.device), order[batch:]
-            loss = F.cross_entropy(conv4(params, x[idx]), y[idx])
+            loss = F.cross_entropy(forward(params, x[idx]), y[idx])
             grads = torch.autograd.grad(loss, list(params.values()))
             new = {}
             for (k, p), g in zip(params.items(), grads, strict=True):
@@ -128,7 +172,7 @@ def episode_stream(data: SourceData, shots: int, queries: int) -> Iterator[tuple
     while True:
         e = sample_episode(by_class, classes, data.ways, shots, queries, rng)
         idx = torch.as_tensor(np.concatenate([e.support, e.query]), device=data.device)
-        x = to_float(data.images[idx])
+        x = data.to_float(data.images[idx])
         y = torch.as_tensor(np.concatenate([e.support_labels, e.query_labels]), device=data.device)
         n = len(e.support)
         yield x[:n], y[:n], x[n:], y[n:]

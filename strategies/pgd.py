@@ -9,13 +9,13 @@ the epsilon-ball around the clean pixels and onto [0, 1], and normalises before 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from harness.augment import denormalize, normalize
+from harness.augment import CIFAR_MEAN, CIFAR_STD, Stats, denormalize, normalize
 
 
 @dataclass(frozen=True)
@@ -28,27 +28,38 @@ class PGD:
 
 
 def pgd_attack(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor,
-               attack: PGD, random_start: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+               attack: PGD, random_start: bool = True, generator: torch.Generator | None = None,
+               mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD, start: torch.Tensor | None = None) -> torch.Tensor:
     """Maximise the cross-entropy of ``logits_fn`` at ``labels`` within the epsilon-ball of ``x``.
 
-    ``x`` is normalised (N, 3, H, W); the result is normalised too, detached, and its pixels lie within
-    ``epsilon`` of the clean ones and within [0, 1]. With ``steps == 0`` the clean input is returned.
+    ``x`` is normalised with ``mean``/``std`` (N, 3, H, W); the result is normalised too, detached, and its
+    pixels lie within ``epsilon`` of the clean ones and within [0, 1]. The random start is uniform in the
+    ball, drawn from ``generator``, or ``start`` (uniform in [0, 1), x's shape) when given (per-episode
+    draws, :func:`episode_uniform`). With ``steps == 0`` the clean input is returned.
     """
     if attack.steps == 0 or attack.epsilon == 0:
         return x.detach()
-    clean = denormalize(x.detach())
+    clean = denormalize(x.detach(), mean, std)
     delta = torch.zeros_like(clean)
     if random_start:
-        delta = (torch.rand(clean.shape, device=clean.device, generator=generator) * 2 - 1) * attack.epsilon
+        noise = start if start is not None else torch.rand(clean.shape, device=clean.device, generator=generator)
+        delta = (noise * 2 - 1) * attack.epsilon
     adv = (clean + delta).clamp(0, 1)
     with torch.enable_grad():
         for _ in range(attack.steps):
             adv.requires_grad_(True)
-            loss = F.cross_entropy(logits_fn(normalize(adv)), labels, reduction="sum")
+            loss = F.cross_entropy(logits_fn(normalize(adv, mean, std)), labels, reduction="sum")
             (grad,) = torch.autograd.grad(loss, adv)
             adv = adv.detach() + attack.step_size * grad.sign()
             adv = torch.min(torch.max(adv, clean - attack.epsilon), clean + attack.epsilon).clamp(0, 1)
-    return normalize(adv).detach()
+    return normalize(adv, mean, std).detach()
+
+
+def episode_uniform(seeds: Sequence[int], shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    """(len(seeds), *shape) uniform [0, 1) noise, each episode's slice drawn from its own seed alone, so an
+    episode's attack never depends on the other episodes of its batch."""
+    return torch.stack([torch.rand(tuple(shape), device=device,
+                                   generator=torch.Generator(device=device).manual_seed(int(s))) for s in seeds])
 
 
 @dataclass(kw_only=True)

@@ -1,6 +1,6 @@
-"""A pretraining loop shared by source phases that differ only in their loss on a batch (rotation
-prediction, SimCLR, adversarial training): SGD with Nesterov momentum and the warm-up/decay schedule of
-supervised pretraining, which is one of them (strategies/supervised.py).
+"""A pretraining loop shared by source phases that differ only in their loss on a batch (supervised,
+rotation prediction, SimCLR, adversarial training): SGD with Nesterov momentum, a linear warm-up then
+linear decay of the learning rate, minibatches drawn epoch by epoch.
 
 The budget counts BASE images processed (one per image drawn, however many views, rotations or attack
 steps the loss derives from it), so presets size these phases by their cost per base image.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.strategy import SourceData, SourcePhase
+from harness.phases import Pretrainer, SourceData
 
 
 def lr_at(step: int, total: int, peak: float, warmup: float = 0.05) -> float:
@@ -37,7 +37,7 @@ def minibatches(n: int, batch_size: int, steps: int, generator: torch.Generator,
 
 
 @dataclass
-class SgdPretraining(SourcePhase):
+class SgdPretraining(Pretrainer):
     """A source phase trained with SGD on minibatches of base images; subclasses define the loss."""
 
     lr: float = 0.05
@@ -45,24 +45,28 @@ class SgdPretraining(SourcePhase):
     weight_decay: float = 5e-4
     batch_size: int = 128
 
-    def training_model(self, num_classes: int) -> nn.Module:
-        """What the optimiser trains: :meth:`build`'s model, or it plus a training-only head. Override."""
-        return self.build(num_classes)
+    def head_classes(self, data: SourceData) -> int:
+        """Outputs of the backbone's head: the base classes by default. Override."""
+        return data.num_classes
+
+    def training_model(self, data: SourceData) -> nn.Module:
+        """What the optimiser trains: the backbone, or it plus a training-only part. Override."""
+        return self.build_backbone(self.head_classes(data), data)
 
     @abstractmethod
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
+             generator: torch.Generator, data: SourceData) -> torch.Tensor:
         """The loss of one batch of uint8 ``images`` (and ``labels`` when the phase uses them)."""
 
     def finish(self, model: nn.Module) -> nn.Module:
-        """The trained model -> :meth:`build`'s architecture (e.g. drop a projection head). Override."""
+        """The trained model -> the backbone kept in the cache (e.g. drop a projection head). Override."""
         return model
 
     def train(self, data: SourceData, budget_images: int) -> nn.Module:
         torch.manual_seed(data.seed)
         generator = torch.Generator().manual_seed(data.seed)
         device_generator = torch.Generator(device=data.device).manual_seed(data.seed)  # augmentations
-        model = self.training_model(data.num_classes).to(data.device).to(memory_format=torch.channels_last)
+        model = self.training_model(data).to(data.device).to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay, nesterov=True)
         steps = max(1, math.ceil(budget_images / self.batch_size))
@@ -74,7 +78,7 @@ class SgdPretraining(SourcePhase):
                 group["lr"] = lr_at(step, steps, self.lr)
             labels = data.labels[idx] if self.uses_labels else None
             with autocast:
-                loss = self.loss(model, data.images[idx], labels, device_generator)
+                loss = self.loss(model, data.images[idx], labels, device_generator, data)
             if step % 25 == 0 and not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at step {step}; lower source.lr")
             optimizer.zero_grad(set_to_none=True)

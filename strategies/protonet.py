@@ -1,35 +1,33 @@
 """Prototypical Networks: Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot Learning"
 (NeurIPS).
 
-Source phase: episodic training of the Conv-4 embedding on base-class episodes with the evaluation's
+Source phase: episodic training of the backbone's embedding on base-class episodes with the evaluation's
 ways and shots (15 queries), Adam (lr 1e-3); logits are negative squared Euclidean distances to the class
 means of the support embeddings. Budget: images processed = episodes * ways * (shots + queries).
 
-Episode phase: no adaptation; prototypes from the support set, nearest prototype for each query.
-BatchNorm: inductive by default (running statistics, i.e. eval mode, as the reference code evaluates),
-so every image is embedded once for all episodes; transductive normalises each episode's support and
-query images together with their batch statistics.
+Episode phase (:class:`Prototypes`): no adaptation; prototypes from the support set, nearest prototype
+for each query. BatchNorm: inductive by default (running statistics, i.e. eval mode, as the reference
+code evaluates), so every image is embedded once for all episodes; transductive normalises each
+episode's support and query images together with their batch statistics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.episodes import Task
-from harness.registry import register
-from harness.strategy import SourceData, SourcePhase, Strategy
-from strategies.backbones import Conv4, embed
+from harness.episodes import Task, TaskBatch
+from harness.phases import EpisodeAdapter, Pretrainer, Progress, SourceData, no_progress
+from strategies.features import embed
 from strategies.meta_common import (
     BnMode,
-    check_bn_mode,
-    conv4,
+    MetaTraining,
     episode_stream,
+    make_forward,
     params_of,
     record_peak_memory,
     reset_peak_memory,
@@ -46,23 +44,27 @@ def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.T
 
 
 @dataclass
-class ProtonetTraining(SourcePhase):
-    """Episodic prototypical-network training of the Conv-4 embedding (no head)."""
+class ProtonetTraining(MetaTraining):
+    """Prototypical-network training: episodic, nearest class mean, no head."""
 
-    budget_group = "meta"
     per_shots = True
 
     lr: float = 1e-3
     bn_mode: BnMode = "inductive"
 
-    def build(self, num_classes: int) -> Conv4:
-        return Conv4(0)
+    def describe(self) -> str:
+        return f"episodic prototypical-network training of {self.backbone} (Adam {self.lr:g})"
 
-    def train(self, data: SourceData, budget_images: int) -> Conv4:
-        check_bn_mode(self.bn_mode)
+    def settings(self) -> dict:
+        return {"bn_mode": self.bn_mode}
+
+    def episode_images(self, shots: int, queries: int) -> int:
+        return shots + queries
+
+    def train(self, data: SourceData, budget_images: int) -> nn.Module:
         torch.manual_seed(data.seed)
         shots = train_shots(data)
-        model = self.build(0).to(data.device).train()
+        model = self.build_backbone(0, data).to(data.device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         per_episode = data.ways * (shots + data.queries)
         stream = episode_stream(data, shots, data.queries)
@@ -81,44 +83,33 @@ class ProtonetTraining(SourcePhase):
         return model
 
 
-@register(name="protonet")
 @dataclass
-class Protonet(Strategy):
-    """Prototypical Networks (Snell et al. 2017): nearest class mean in an episodically trained embedding."""
+class Prototypes(EpisodeAdapter):
+    """Nearest prototype (class mean of the support embeddings), squared Euclidean distance."""
 
-    family = "meta-learning"
-    episode_phase = "nearest prototype (class mean), squared Euclidean distance"
+    def describe(self, source: Pretrainer) -> str:
+        return "nearest prototype (class mean), squared Euclidean distance"
 
-    source: ProtonetTraining = field(default_factory=ProtonetTraining)
+    def settings(self, source: Pretrainer) -> dict:
+        return {"inner_steps_eval": 0}
 
-    def check(self) -> None:
-        check_bn_mode(self.source.bn_mode)
-
-    def protocol_settings(self) -> dict[str, object]:
-        return {"bn_mode": self.source.bn_mode, "inner_steps_eval": 0}
-
-    def _embed(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        if self.source.bn_mode == "inductive":
-            return embed(model, images)
-        with torch.no_grad():
-            return conv4(params_of(model, requires_grad=False), images)
-
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor:
-        feats = self._embed(model, torch.cat([task.support_images, task.query_images]))
-        n = len(task.support_index)
+    def adapt_episode(self, model: nn.Module, task: Task, source: Pretrainer) -> torch.Tensor:
+        images = torch.cat([task.support_images, task.query_images])
+        if source.bn_mode == "inductive":
+            feats = embed(model, images)
+        else:
+            with torch.no_grad():
+                feats = make_forward(model)(params_of(model, requires_grad=False), images)
+        n = len(task.support_labels)
         return prototype_logits(feats[:n], task.support_labels, feats[n:], task.ways)
 
-    def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list[torch.Tensor]:
-        if self.source.bn_mode == "transductive" or not tasks:
-            return super().run_episodes(model, tasks, progress)
-        pool = tasks[0].pool  # inductive: each image's embedding is independent, embed each once
-        used = torch.unique(torch.cat([torch.cat([t.support_index, t.query_index]) for t in tasks]))
-        embedded = embed(model, pool[used])
-        feats = torch.zeros(len(pool), embedded.shape[1], device=pool.device)
-        feats[used] = embedded
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        if source.bn_mode == "transductive" or not len(tasks):
+            return super().adapt(model, tasks, source, progress)
+        feats = embed(model, tasks.images)  # inductive: each image's embedding is independent, embed each once
         logits = []
-        for t in tasks:
-            logits.append(prototype_logits(feats[t.support_index], t.support_labels, feats[t.query_index], t.ways))
+        for i in range(len(tasks)):
+            logits.append(prototype_logits(feats[tasks.support[i]], tasks.support_labels[i], feats[tasks.query[i]],
+                                           tasks.ways))
             progress(1)
         return logits

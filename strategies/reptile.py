@@ -7,31 +7,31 @@ then the initialisation moves toward the mean adapted weights: theta += epsilon 
 epsilon annealed linearly from ``outer_step`` to 0. Budget: images processed = tasks * inner_steps *
 inner_batch.
 
-Episode phase: ``steps`` Adam steps (same optimiser) on mini-batches of ``eval_batch`` support images
-from the learned initialisation, then the queries are predicted. BatchNorm: transductive by default (the
-paper's reported setting).
+Episode phase (:class:`AdamInnerLoop`): ``steps`` Adam steps (same optimiser) on mini-batches of
+``eval_batch`` support images from the learned initialisation, then the queries are predicted.
+BatchNorm: transductive by default (the paper's reported setting).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from harness.episodes import Task
+from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
-from harness.registry import register
-from harness.strategy import SourceData, SourcePhase, Strategy
-from strategies.backbones import Conv4
+from harness.phases import EpisodeAdapter, Pretrainer, Progress, SourceData, no_progress
 from strategies.meta_common import (
     BnMode,
+    Forward,
+    MetaTraining,
     Params,
     adam_adapt,
-    check_bn_mode,
     episode_stream,
+    make_forward,
     params_of,
     predict,
     record_peak_memory,
@@ -40,18 +40,18 @@ from strategies.meta_common import (
 
 
 def reptile_step(params: Params, tasks: Sequence[tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,
-                 batch: int, epsilon: float, generator: torch.Generator | None = None) -> Params:
+                 batch: int, epsilon: float, forward: Forward, generator: torch.Generator | None = None) -> Params:
     """One outer update: theta + epsilon * (mean over tasks of the adapted weights - theta)."""
-    adapted = [adam_adapt(params, x, y, steps, lr, batch, generator=generator) for x, y in tasks]
+    adapted = [adam_adapt(params, x, y, steps, lr, batch, forward, generator=generator) for x, y in tasks]
     return {k: v.detach() + epsilon * (torch.stack([a[k] for a in adapted]).mean(0) - v.detach())
             for k, v in params.items()}
 
 
 @dataclass
-class ReptileMetaTraining(SourcePhase):
-    """Reptile meta-training of Conv-4 with a ways-way head."""
+class ReptileMetaTraining(MetaTraining):
+    """Reptile meta-training: Adam inner loops on base tasks, a ways-way head."""
 
-    budget_group = "meta"
+    uses_ways = True
 
     inner_lr: float = 1e-3
     inner_steps: int = 8
@@ -61,14 +61,23 @@ class ReptileMetaTraining(SourcePhase):
     outer_step: float = 1.0
     bn_mode: BnMode = "transductive"
 
-    def build(self, num_classes: int) -> Conv4:
-        return Conv4(5)  # the harness protocol is 5-way; train() uses the run's ways
+    def describe(self) -> str:
+        return (f"Reptile meta-training of {self.backbone}: {self.inner_steps} inner Adam steps (lr "
+                f"{self.inner_lr:g}, batch {self.inner_batch}) on {self.train_shots}-shot tasks, meta-batch "
+                f"{self.meta_batch}")
 
-    def train(self, data: SourceData, budget_images: int) -> Conv4:
-        check_bn_mode(self.bn_mode)
+    def settings(self) -> dict:
+        return {"bn_mode": self.bn_mode, "order": "first (Reptile)", "inner_steps_train": self.inner_steps,
+                "inner_lr": self.inner_lr}
+
+    def episode_images(self, shots: int, queries: int) -> int:
+        return self.train_shots
+
+    def train(self, data: SourceData, budget_images: int) -> nn.Module:
         torch.manual_seed(data.seed)
         generator = torch.Generator().manual_seed(data.seed)
-        model = Conv4(data.ways).to(data.device)
+        model = self.build_backbone(data.ways, data).to(data.device)
+        forward = make_forward(model)
         params = params_of(model, requires_grad=False)
         per_task = self.inner_steps * self.inner_batch
         total = max(1, math.ceil(budget_images / (per_task * self.meta_batch)))
@@ -79,7 +88,7 @@ class ReptileMetaTraining(SourcePhase):
             tasks = [next(stream)[:2] for _ in range(self.meta_batch)]
             epsilon = self.outer_step * (1 - step / total)
             params = reptile_step(params, tasks, self.inner_steps, self.inner_lr, self.inner_batch, epsilon,
-                                  generator)
+                                  forward, generator)
             if step == 0:
                 record_peak_memory(data)
             data.progress(per_task * self.meta_batch)
@@ -89,32 +98,37 @@ class ReptileMetaTraining(SourcePhase):
         return model
 
 
-@register
 @dataclass
-class Reptile(Strategy):
-    """Reptile (Nichol et al. 2018): Adam fine-tuning on the support set from a Reptile-learned init."""
+class AdamInnerLoop(EpisodeAdapter):
+    """Reptile's inner loop: Adam on support mini-batches from the meta-learned initialisation."""
 
-    family = "meta-learning"
-    episode_phase = "Adam (beta1=0) on support mini-batches from the meta-learned init (50 steps)"
-
-    source: ReptileMetaTraining = field(default_factory=ReptileMetaTraining)
     steps: int = 50
     eval_batch: int = 15
 
-    def check(self) -> None:
-        check_bn_mode(self.source.bn_mode)
-        if self.steps < 0 or self.eval_batch < 1 or self.source.inner_steps < 1 or self.source.meta_batch < 1:
-            raise UsageError("steps must be >= 0; eval_batch, source.inner_steps and source.meta_batch >= 1")
+    def check(self, source: Pretrainer) -> None:
+        if self.steps < 0 or self.eval_batch < 1:
+            raise UsageError("steps must be >= 0 and eval_batch >= 1")
 
-    def protocol_settings(self) -> dict[str, object]:
-        return {"bn_mode": self.source.bn_mode, "order": "first (Reptile)",
-                "inner_steps_train": self.source.inner_steps, "inner_steps_eval": self.steps,
-                "inner_lr": self.source.inner_lr}
+    def describe(self, source: Pretrainer) -> str:
+        return (f"Adam (beta1=0) on support mini-batches of {self.eval_batch} from the meta-learned init "
+                f"({self.steps} steps)")
 
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor:
+    def settings(self, source: Pretrainer) -> dict:
+        return {"inner_steps_eval": self.steps}
+
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        forward = make_forward(model)
+        outputs = []
+        for task in tasks:
+            outputs.append(self.adapt_episode(model, task, source, forward))
+            progress(1)
+        return outputs
+
+    def adapt_episode(self, model: nn.Module, task: Task, source: Pretrainer,
+                      forward: Forward | None = None) -> torch.Tensor:
+        forward = forward or make_forward(model)
         xs, xq = task.support_images, task.query_images
-        generator = torch.Generator().manual_seed(task.seed)
         adapted = adam_adapt(params_of(model, requires_grad=False), xs, task.support_labels, self.steps,
-                             self.source.inner_lr, self.eval_batch, generator=generator)
+                             source.inner_lr, self.eval_batch, forward, generator=task.generator())
         with torch.no_grad():
-            return predict(adapted, xs, xq, self.source.bn_mode)
+            return predict(adapted, xs, xq, source.bn_mode, forward)

@@ -1,25 +1,22 @@
 """Self-supervised rotation prediction (Gidaris et al. 2018, "Unsupervised Representation Learning by
 Predicting Image Rotations"): every base image is shown at 0, 90, 180 and 270 degrees and a 4-way head on
-the Conv-4 features predicts which. Base labels are never read (``uses_labels = False``).
+the backbone's features predicts which. Base labels are never read (``uses_labels = False``).
 
-The source model is a Conv-4 whose head is the 4-way rotation head, so the episode phases (linear probe,
-partial fine-tuning) use its ``.blocks`` / ``.features`` unchanged. A base image counts once in the
+The source model is the backbone whose head is the 4-way rotation head, so the episode phases (linear
+probe, partial fine-tuning) use its ``.blocks`` / ``.features`` unchanged. A base image counts once in the
 budget although it is processed four times (a batch of 128 base images is 512 rotated ones).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import random_crop, random_flip, to_float
-from harness.registry import register
-from strategies.backbones import Conv4
-from strategies.frozen_features import FrozenFeatures
-from strategies.partial_finetune import PartialFinetune
+from harness.augment import random_crop, random_flip
+from harness.phases import SourceData
 from strategies.pretraining import SgdPretraining, channels_last
 
 ROTATIONS = 4
@@ -35,34 +32,20 @@ def rotate_batch(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class RotationPretraining(SgdPretraining):
-    """Predict which of four rotations was applied to a (cropped, flipped) base image."""
+    """Self-supervised rotation prediction: which of four rotations was applied (no base labels)."""
 
+    family = "self-supervised"
     budget_group = "ssl"
     uses_labels = False
 
-    def build(self, num_classes: int) -> Conv4:
-        return Conv4(ROTATIONS)  # the base classes are not used: the head predicts rotations
+    def describe(self) -> str:
+        return f"rotation prediction, 4-way head ({self.backbone}; no base labels)"
+
+    def head_classes(self, data: SourceData) -> int:
+        return ROTATIONS  # the base classes are not used: the head predicts rotations
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
-        x = random_flip(random_crop(to_float(images), 4, generator), generator)
+             generator: torch.Generator, data: SourceData) -> torch.Tensor:
+        x = random_flip(random_crop(data.to_float(images), 4, generator), generator)
         rotated, targets = rotate_batch(x)
         return F.cross_entropy(model(channels_last(rotated)), targets)
-
-
-@register
-@dataclass
-class SslRotation(FrozenFeatures):
-    """Linear probe on Conv-4 features learned by rotation prediction (no base labels)."""
-
-    family = "self-supervised"
-    source: RotationPretraining = field(default_factory=RotationPretraining)
-
-
-@register
-@dataclass
-class SslRotationFinetune(PartialFinetune):
-    """Partial fine-tuning of the rotation-prediction Conv-4 (no base labels)."""
-
-    family = "self-supervised"
-    source: RotationPretraining = field(default_factory=RotationPretraining)

@@ -1,15 +1,15 @@
 """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations"):
 two augmented views of each base image (random resized crop, flip, colour jitter, grayscale; batched
-tensor ops on the device, harness/augment.py), a 2-layer MLP projection head on the Conv-4 features and
-the NT-Xent loss with a temperature. Base labels are never read (``uses_labels = False``).
+tensor ops on the device, harness/augment.py), a 2-layer MLP projection head on the backbone's features
+and the NT-Xent loss with a temperature. Base labels are never read (``uses_labels = False``).
 
-The projection head is dropped after pretraining: the source model is the bare Conv-4 (identity head),
+The projection head is dropped after pretraining: the source model is the bare backbone (identity head),
 whose features the episode phases use. A base image counts once in the budget (two views each).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,7 @@ from torch import nn
 
 from harness.augment import simclr_view
 from harness.errors import UsageError
-from harness.registry import register
-from strategies.backbones import FEATURE_DIM, Conv4
-from strategies.frozen_features import FrozenFeatures
-from strategies.partial_finetune import PartialFinetune
+from harness.phases import SourceData
 from strategies.pretraining import SgdPretraining, channels_last
 
 
@@ -36,13 +33,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 
 class ContrastiveModel(nn.Module):
-    """The Conv-4 backbone plus the projection head used only while pretraining."""
+    """The backbone plus the projection head used only while pretraining."""
 
-    def __init__(self, backbone: Conv4, projection_dim: int):
+    def __init__(self, backbone: nn.Module, projection_dim: int):
         super().__init__()
         self.backbone = backbone
-        self.projector = nn.Sequential(nn.Linear(FEATURE_DIM, FEATURE_DIM), nn.ReLU(inplace=True),
-                                       nn.Linear(FEATURE_DIM, projection_dim))
+        dim = backbone.feature_dim
+        self.projector = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, projection_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone.features(x))
@@ -50,55 +47,35 @@ class ContrastiveModel(nn.Module):
 
 @dataclass
 class SimclrPretraining(SgdPretraining):
-    """Contrastive pretraining: NT-Xent between two augmented views of each base image."""
+    """SimCLR contrastive pretraining: NT-Xent between two augmented views (no base labels)."""
 
+    family = "self-supervised"
     budget_group = "ssl"
     uses_labels = False
 
     temperature: float = 0.5
     projection_dim: int = 128
 
-    def build(self, num_classes: int) -> Conv4:
-        return Conv4(0)
+    def describe(self) -> str:
+        return f"SimCLR, NT-Xent at temperature {self.temperature:g} ({self.backbone}; no base labels)"
 
     def check(self) -> None:
+        super().check()
         if self.temperature <= 0:
             raise UsageError(f"source.temperature must be positive, got {self.temperature}")
 
-    def training_model(self, num_classes: int) -> ContrastiveModel:
-        return ContrastiveModel(self.build(num_classes), self.projection_dim)
+    def head_classes(self, data: SourceData) -> int:
+        return 0
+
+    def training_model(self, data: SourceData) -> ContrastiveModel:
+        return ContrastiveModel(self.build_backbone(0, data), self.projection_dim)
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
-        views = torch.cat([simclr_view(images, generator), simclr_view(images, generator)])
+             generator: torch.Generator, data: SourceData) -> torch.Tensor:
+        views = torch.cat([simclr_view(images, generator, data.mean, data.std),
+                           simclr_view(images, generator, data.mean, data.std)])
         z = model(channels_last(views))  # one forward: BatchNorm sees both views together
         return nt_xent(z[:len(images)], z[len(images):], self.temperature)
 
-    def finish(self, model: nn.Module) -> Conv4:
+    def finish(self, model: nn.Module) -> nn.Module:
         return model.backbone  # projection head dropped
-
-
-@register
-@dataclass
-class SslSimclr(FrozenFeatures):
-    """Linear probe on Conv-4 features learned by SimCLR (no base labels)."""
-
-    family = "self-supervised"
-    source: SimclrPretraining = field(default_factory=SimclrPretraining)
-
-    def check(self) -> None:
-        super().check()
-        self.source.check()
-
-
-@register
-@dataclass
-class SslSimclrFinetune(PartialFinetune):
-    """Partial fine-tuning of the SimCLR Conv-4 (no base labels)."""
-
-    family = "self-supervised"
-    source: SimclrPretraining = field(default_factory=SimclrPretraining)
-
-    def check(self) -> None:
-        super().check()
-        self.source.check()

@@ -1,4 +1,6 @@
-"""Supervised pretraining on the base classes: the source phase of the transfer baselines.
+"""Supervised pretraining on the base classes: the source phase of the transfer baselines (Chen et al.
+2019, "A Closer Look at Few-shot Classification", Baseline; Tian et al. 2020, "Rethinking Few-Shot Image
+Classification").
 
 Cross-entropy, SGD with Nesterov momentum, a linear warm-up then linear decay of the learning rate,
 random crop (reflect padding 4) and horizontal flip as batched tensor operations on the device (the loop
@@ -14,21 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import random_crop, random_flip, to_float
-from strategies.backbones import Conv4
+from harness.augment import random_crop, random_flip
+from harness.phases import SourceData
 from strategies.pretraining import SgdPretraining, channels_last
 
 
 @dataclass
 class SupervisedPretraining(SgdPretraining):
-    """Cross-entropy on the base classes with crop+flip augmentation."""
+    """Supervised pretraining: cross-entropy on the base classes with crop+flip augmentation."""
 
     label_smoothing: float = 0.0
 
-    def build(self, num_classes: int) -> Conv4:
-        return Conv4(num_classes)
+    def describe(self) -> str:
+        return f"supervised {self.backbone} pretraining (SGD, lr {self.lr:g})"
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
-        x = random_flip(random_crop(to_float(images), 4))  # the global generator, seeded by the loop
+             generator: torch.Generator, data: SourceData) -> torch.Tensor:
+        x = random_flip(random_crop(data.to_float(images), 4))  # the global generator, seeded by the loop
         return F.cross_entropy(model(channels_last(x)), labels, label_smoothing=self.label_smoothing)

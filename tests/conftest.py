@@ -27,8 +27,28 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's cache or downloads anything."""
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HARNESS_DATA", raising=False)
-    monkeypatch.setattr("harness.data._download", _no_internet)
+    monkeypatch.setattr("harness.datasets.cifar10._download", _no_internet)
+    monkeypatch.setattr("harness.datasets.cifar100._download", _no_internet)
 
 
 def _no_internet(root: Path) -> None:
     raise OSError("no internet in tests")
+
+
+@pytest.fixture
+def register_strategy():
+    """Register an adapter class as a strategy over a pretrainer for one test: ``register_strategy(cls, name)``."""
+    from harness.registry import ADAPTERS, STRATEGIES
+    from harness.suite import register
+
+    names: list[str] = []
+
+    def add(cls: type, name: str, source: str = "supervised") -> str:
+        register(cls, source=source, name=name)
+        names.append(name)
+        return name
+
+    yield add
+    for name in names:
+        STRATEGIES.unregister(name)
+        ADAPTERS.unregister(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.data import CLASSES
+from harness.datasets.cifar10 import CLASSES
 
 
 def make_images(per_class: int, seed: int = 0, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:

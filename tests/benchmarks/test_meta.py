@@ -1,7 +1,8 @@
 """Throughput of the meta-learning strategies (pytest-benchmark; plain pytest runs each once).
 
-Meta-training steps at 5-way, 15 queries, Conv-4, 32x32: MAML second order as the per-task loop
-(autograd.grad with create_graph, what the strategy uses) and batched over tasks with torch.func.vmap,
+Meta-training steps at 5-way, 15 queries, Conv-4, 32x32, the registered backbone run through make_forward:
+MAML second order as the per-task loop (autograd.grad with create_graph, what the strategy uses) and
+batched over tasks with torch.func.vmap,
 first-order MAML, Reptile, ProtoNet; then evaluation episodes per second of each strategy.
 ``extra_info["tasks_per_call"]`` turns the timings into tasks/s. The vmap variant is also checked against
 the loop's gradients (test_vmap_meta_gradient_equals_loop).
@@ -9,20 +10,19 @@ the loop's gradients (test_vmap_meta_gradient_equals_loop).
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from harness.augment import to_float
+from harness.backbone import build_backbone
 from harness.episodes import EpisodeSet
-from strategies.backbones import Conv4
-from strategies.maml import Fomaml, Maml, meta_loss
-from strategies.meta_common import conv4, params_of
-from strategies.protonet import Protonet, prototype_logits
-from strategies.reptile import Reptile, reptile_step
+from harness.suite import get_row
+from strategies.maml import meta_loss
+from strategies.meta_common import Forward, make_forward, params_of
+from strategies.protonet import prototype_logits
+from strategies.reptile import reptile_step
 
 WAYS, QUERIES, META_BATCH = 5, 15, 4
 
@@ -34,9 +34,12 @@ def make_tasks(shots: int, n: int = META_BATCH, seed: int = 0) -> list[tuple[tor
             for _ in range(n)]
 
 
-def vmap_meta_grads(params, tasks, steps: int, lr: float) -> dict[str, torch.Tensor]:
+def conv4(num_classes: int = WAYS, width: int | None = None) -> torch.nn.Module:
+    return build_backbone("conv4", num_classes, width=width)
+
+
+def vmap_meta_grads(params, tasks, steps: int, lr: float, forward: Forward) -> dict[str, torch.Tensor]:
     """Second-order MAML meta-gradient with torch.func: vmap over tasks of grad through the inner loop."""
-    forward = partial(conv4, channels_last=False)
 
     def task_loss(p, xs, ys, xq, yq):
         for _ in range(steps):
@@ -49,34 +52,41 @@ def vmap_meta_grads(params, tasks, steps: int, lr: float) -> dict[str, torch.Ten
     return {k: v.mean(0) for k, v in per_task.items()}
 
 
-def loop_meta_grads(params, tasks, steps: int, lr: float, first_order: bool = False) -> dict[str, torch.Tensor]:
+def loop_meta_grads(params, tasks, steps: int, lr: float, forward: Forward,
+                    first_order: bool = False) -> dict[str, torch.Tensor]:
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     for task in tasks:
-        (meta_loss(leaves, [task], steps, lr, first_order, "transductive") / len(tasks)).backward()
+        (meta_loss(leaves, [task], steps, lr, first_order, "transductive", forward) / len(tasks)).backward()
     return {k: v.grad for k, v in leaves.items()}
 
 
 def test_vmap_meta_gradient_equals_loop():
     torch.manual_seed(0)
-    params = params_of(Conv4(WAYS, width=8), requires_grad=False)
+    model = conv4(width=8)
+    forward = make_forward(model, channels_last=False)
+    params = params_of(model, requires_grad=False)
     tasks = make_tasks(1, n=2)
-    loop, batched = loop_meta_grads(params, tasks, 2, 0.01), vmap_meta_grads(params, tasks, 2, 0.01)
+    loop, batched = loop_meta_grads(params, tasks, 2, 0.01, forward), vmap_meta_grads(params, tasks, 2, 0.01, forward)
     for k in params:
         assert torch.allclose(loop[k], batched[k], rtol=1e-3, atol=1e-5), k
+    assert any(loop[k].abs().max() > 1e-4 for k in params)  # not trivially equal
 
 
 @pytest.mark.parametrize("shots", [1, 5])
 @pytest.mark.parametrize("variant", ["second-order-loop", "second-order-vmap", "first-order-loop"])
 def test_maml_meta_step(benchmark, shots, variant):
     torch.manual_seed(0)
-    params = params_of(Conv4(WAYS), requires_grad=False)
+    model = conv4()
+    first_order = variant.startswith("first")
+    forward = make_forward(model, channels_last=first_order)  # as MamlMetaTraining.train
+    params = params_of(model, requires_grad=False)
     tasks = make_tasks(shots)
     if variant == "second-order-vmap":
         def step():
-            return vmap_meta_grads(params, tasks, 5, 0.01)
+            return vmap_meta_grads(params, tasks, 5, 0.01, forward)
     else:
         def step():
-            return loop_meta_grads(params, tasks, 5, 0.01, first_order=variant.startswith("first"))
+            return loop_meta_grads(params, tasks, 5, 0.01, forward, first_order=first_order)
     benchmark.extra_info["tasks_per_call"] = META_BATCH
     grads = benchmark.pedantic(step, rounds=2, iterations=1)
     assert all(torch.isfinite(g).all() for g in grads.values())
@@ -84,17 +94,18 @@ def test_maml_meta_step(benchmark, shots, variant):
 
 def test_reptile_meta_step(benchmark):
     torch.manual_seed(0)
-    params = params_of(Conv4(WAYS), requires_grad=False)
+    model = conv4()
+    forward, params = make_forward(model), params_of(model, requires_grad=False)
     tasks = [(t[2], t[3]) for t in make_tasks(1, n=5)]  # 75 images (15 per class) per task
     benchmark.extra_info["tasks_per_call"] = 5
-    out = benchmark.pedantic(lambda: reptile_step(params, tasks, 8, 1e-3, 10, 1.0), rounds=2, iterations=1)
+    out = benchmark.pedantic(lambda: reptile_step(params, tasks, 8, 1e-3, 10, 1.0, forward), rounds=2, iterations=1)
     assert all(torch.isfinite(v).all() for v in out.values())
 
 
 @pytest.mark.parametrize("shots", [1, 5])
 def test_protonet_train_step(benchmark, shots):
     torch.manual_seed(0)
-    model = Conv4(0).train()
+    model = conv4(0).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     xs, ys, xq, yq = make_tasks(shots, n=1)[0]
 
@@ -111,14 +122,16 @@ def test_protonet_train_step(benchmark, shots):
 
 
 @pytest.mark.parametrize("shots", [1, 5])
-@pytest.mark.parametrize("strategy", [Maml(), Fomaml(), Reptile(), Protonet()], ids=lambda s: s.name)
-def test_evaluation_episodes(benchmark, strategy, shots):
+@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile", "protonet"])
+def test_evaluation_episodes(benchmark, name, shots):
+    strategy = get_row(name).build()
     torch.manual_seed(0)
-    model = (Conv4(0) if isinstance(strategy, Protonet) else Conv4(WAYS)).eval()
+    model = conv4(WAYS if type(strategy.source).uses_ways else 0).eval()
     labels = torch.arange(WAYS).repeat(40).numpy()
     pool = to_float(torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8))
     episodes = 4
-    tasks = EpisodeSet.draw(labels, range(WAYS), WAYS, shots, QUERIES, episodes, seed=0).tasks(pool)
+    tasks = EpisodeSet.draw(labels, range(WAYS), WAYS, shots, QUERIES, episodes, seed=0).batch(pool)
     benchmark.extra_info["tasks_per_call"] = episodes
     logits = benchmark.pedantic(lambda: strategy.run_episodes(model, tasks), rounds=1, iterations=1)
     assert len(logits) == episodes
+    assert all(lg.shape == (WAYS * QUERIES, WAYS) and torch.isfinite(lg).all() for lg in logits)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from synthetic import make_images
 
-from harness.strategy import SourceData
+from harness.phases import SourceData
 from strategies.adversarial import AdversarialPretraining
 from strategies.rotation import RotationPretraining
 from strategies.simclr import SimclrPretraining
@@ -32,7 +32,7 @@ def base():
 def test_source_phase_images_per_second(benchmark, base, name):
     phase = PHASES[name](batch_size=BATCH)
     images, labels = base
-    data = SourceData(images, labels if phase.uses_labels else None, 5, torch.device("cpu"), 0, lambda n: None)
+    data = SourceData(images, labels if phase.uses_labels else None, 5, torch.device("cpu"), 0)
     budget = BATCH * STEPS
     model = benchmark.pedantic(phase.train, args=(data, budget), rounds=2, warmup_rounds=1)
     if benchmark.stats is not None:  # absent with --benchmark-disable

@@ -29,7 +29,7 @@ def test_help_and_list_are_quick_and_complete():
     out = cli("--help")
     assert out.returncode == 0 and "run" in out.stdout and "report" in out.stdout
     listed = cli("list").stdout
-    for name in registry.load_all():
+    for name in registry.STRATEGIES.names():
         assert name in listed
 
 
@@ -39,7 +39,7 @@ def test_run_all_smoke_then_report(imagefolder_dir, tmp_path):
               "--report", str(report), "--quiet")
     assert out.returncode == 0, out.stderr
     records = [json.loads(p.read_text()) for p in (run_dir / "records").glob("*.json")]
-    names = set(registry.load_all())
+    names = set(registry.STRATEGIES.names())
     assert {(r["strategy"], r["shots"]) for r in records} == {(n, s) for n in names for s in (1, 5)}
     fingerprints = {s: {r["episode_fingerprint"] for r in records if r["shots"] == s} for s in (1, 5)}
     assert all(len(f) == 1 for f in fingerprints.values())  # every strategy scored on the same episodes
@@ -70,12 +70,14 @@ def test_run_all_smoke_then_report(imagefolder_dir, tmp_path):
 def test_shared_source_phase_trains_once(batches_dir, tmp_path):
     out = cli("run", "frozen-features", "partial-finetune", "--preset", "smoke", "--shots", "1",
               "--data-dir", str(batches_dir), "--out", str(tmp_path / "r"), "--report", str(tmp_path / "b.md"),
-              "--quiet")
+              "--quiet", env={"HARNESS_CACHE": str(tmp_path / "cache")})
     assert out.returncode == 0, out.stderr
     records = {json.loads(p.read_text())["strategy"]: json.loads(p.read_text())
                for p in (tmp_path / "r" / "records").glob("*.json")}
     assert records["frozen-features"]["source_key"] == records["partial-finetune"]["source_key"]
-    assert [r["source_cached"] for r in records.values()].count(False) == 1
+    assert [r["source_cached"] for r in records.values()] == [False, False]  # trained in this run, not loaded
+    assert records["frozen-features"]["source_seconds"] == records["partial-finetune"]["source_seconds"]
+    assert len(list((tmp_path / "cache" / "source").glob("*.pt"))) == 1  # trained once, stored once
 
 
 def exit_code(argv: list[str]) -> int:
@@ -116,15 +118,23 @@ def _setup(case: str, tmp: Path) -> list[str]:
     if case == "toml-type":
         (tmp / "c.toml").write_text('[partial-finetune]\nsteps = "many"\n')
         return ["--config", str(tmp / "c.toml")]
+    if case == "toml-run-key":
+        (tmp / "c.toml").write_text("[run]\nepsiodes = 3\n")
+        return ["--config", str(tmp / "c.toml")]
+    if case == "data-archive":
+        (tmp / "cifar.tar.gz").write_bytes(b"archive")
+        return ["--data-dir", str(tmp / "cifar.tar.gz")]
     if case == "out-unwritable":
         (tmp / "a-file").write_text("keep me")
         return ["--out", str(tmp / "a-file" / "run")]
     if case in ("old-schema", "other-protocol"):
+        from harness.schema import RunHeader
+
         old = tmp / "old"
         old.mkdir()
-        config = {"schema_version": 999} if case == "old-schema" else {
-            "schema_version": 1, "protocol": {"preset": "smoke", "split": "cifar10-5-5", "ways": 5,
-                                              "queries": 15, "episodes": 99, "seed": 0}}
+        config = {"schema_version": 1} if case == "old-schema" else RunHeader(
+            protocol={"preset": "smoke", "dataset": "cifar10-5-5", "ways": 5, "queries": 15, "episodes": 99,
+                      "seed": 0}).to_json()
         (old / "config.json").write_text(json.dumps(config))
         return ["--out", str(old), "--preset", "smoke"]
     if case == "out-not-run":
@@ -143,7 +153,12 @@ BAD_INPUTS = [
     (["run", "frozen-feature"], "", "unknown strategy 'frozen-feature' (did you mean 'frozen-features'?)"),
     (["run"], "", "no strategy given"),
     (["run", "--all", "--preset", "quik"], "", "unknown preset 'quik' (did you mean 'quick'?)"),
-    (["run", "--all", "--split", "cifar10-5"], "", "unknown split 'cifar10-5'"),
+    (["run", "--all", "--split", "cifar10-5"], "", "unknown dataset 'cifar10-5'"),
+    (["run", "--all", "--dataset", "cifar10-5-5-swaped"], "", "(did you mean 'cifar10-5-5-swapped'?)"),
+    (["run", "--all", "--backbone", "resnet"], "", "unknown backbone 'resnet'"),
+    (["run", "keras-frozen-features", "--backbone", "resnet12"], "", "runs on the conv4 backbone only"),
+    (["run", "--all", "--executor", "lokal"], "", "unknown executor 'lokal' (did you mean 'local'?)"),
+    (["run", "--all", "--set", "frozen-features.source.backbone=resnet"], "", "unknown backbone 'resnet'"),
     (["run", "--all", "--device", "tpu"], "", "unknown device 'tpu'"),
     pytest.param(["run", "--all", "--device", "cuda"], "", "no CUDA GPU is available",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
@@ -162,12 +177,15 @@ BAD_INPUTS = [
     (["run", "--all", "--ways", "6"], "", "exceeds the 5 novel classes"),
     (["run", "--all", "--shots", "25", "--queries", "10"], "", "exceeds the 30 images"),
     (["run", "--all", "--data-dir", "/nonexistent/cifar"], "", "does not exist"),
+    (["run", "--all"], "data-archive", "is an archive, not a folder; extract it first"),
+    (["run", "--all", "--dataset", "/nonexistent/birds.toml"], "", "birds.toml does not exist"),
+    (["run", "--all"], "toml-run-key", "unknown [run] setting 'epsiodes' (did you mean 'episodes'?)"),
     (["run", "--all"], "data-class", "lacks class folder(s) ship"),
     (["run", "--all"], "data-image", "cannot decode image"),
     (["run", "--all"], "data-batch", "cannot read CIFAR-10 batch"),
     (["run", "--all"], "out-unwritable", "is not a writable directory"),
     (["run", "--all"], "old-schema", "incompatible harness"),
-    (["run", "--all"], "other-protocol", "holds a run with different episodes"),
+    (["run", "--all"], "other-protocol", "holds a run with different episodes (episodes 99 there, 8 now)"),
     (["run", "--all"], "out-not-run", "exists and is not a run directory"),
     (["run", "--all"], "resume-not-run", "is not a run directory (no config.json)"),
     (["report", "/nonexistent/run"], "", "is not a run directory"),

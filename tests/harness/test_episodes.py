@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.episodes import EpisodeSet, Task, validate_protocol
+from harness.episodes import EpisodeSet, Task, TaskBatch, validate_protocol
 from harness.errors import UsageError
 
 CLASSES = (5, 6, 7, 8, 9)
@@ -55,13 +55,38 @@ def test_queries_are_shuffled_not_grouped_by_class():
 
 def test_tasks_carry_no_query_labels():
     es = draw()
-    pool = torch.zeros(len(LABELS), 3, 32, 32)
-    task = es.tasks(pool)[0]
-    names = {f.name for f in dataclasses.fields(Task)}
-    assert not any("query_label" in n for n in names)
-    for value in (getattr(task, n) for n in names):  # nothing in a task equals the query labels
+    pool = torch.arange(len(LABELS), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 4, 4)
+    batch = es.batch(pool)
+    task = batch[0]
+    names = {f.name for f in dataclasses.fields(Task)} | {f.name for f in dataclasses.fields(TaskBatch)}
+    assert not any("query_label" in n or "pool" in n for n in names)
+    for value in (getattr(task, n) for n in {f.name for f in dataclasses.fields(Task)}):
         if isinstance(value, torch.Tensor) and value.shape == es.episodes[0].query_labels.shape:
             assert not torch.equal(value, torch.as_tensor(es.episodes[0].query_labels))
+    # the images are the episode's own, in its order: pixel value = pool index here
+    assert task.query_images[:, 0, 0, 0].long().tolist() == es.episodes[0].query.tolist()
+    assert task.support_images[:, 0, 0, 0].long().tolist() == es.episodes[0].support.tolist()
+
+
+def test_batch_holds_only_the_episodes_images_in_an_order_unrelated_to_the_pool():
+    es = draw(episodes=10)
+    pool = torch.arange(len(LABELS), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 4, 4)
+    batch = es.batch(pool)
+    used = {int(i) for e in es.episodes for i in (*e.support, *e.query)}
+    held = batch.images[:, 0, 0, 0].long().tolist()
+    assert sorted(held) == sorted(used) and len(held) == len(set(held))  # each used image once, no other
+    assert held != sorted(held)  # not in pool order (sorted by class)
+    position = np.arange(len(held))  # an image's position in the batch is unrelated to its class
+    assert abs(np.corrcoef(position, LABELS[held])[0, 1]) < 0.3
+    assert len(batch) == 10 and batch[2:4].seeds == batch.seeds[2:4]
+    for i in range(10):
+        assert torch.equal(batch.images[batch.query[i]], batch[i].query_images)
+
+
+def test_episode_fingerprint_covers_the_data():
+    a = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 15, 10, 0, data_fingerprint="copy-a")
+    b = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 15, 10, 0, data_fingerprint="copy-b")
+    assert a.fingerprint() != b.fingerprint()
 
 
 def test_accuracies_scored_by_harness():
@@ -73,7 +98,7 @@ def test_accuracies_scored_by_harness():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(ways=6), "ways=6 exceeds the 5 novel classes"),
+    (dict(ways=6), "ways=6 exceeds the 5 novel classes of the dataset"),
     (dict(shots=30, queries=15), r"shots \+ queries = 45 exceeds the 40 images"),
     (dict(shots=0), "shots must be a positive integer"),
     (dict(episodes=0), "episodes must be a positive integer"),

@@ -7,8 +7,8 @@ import struct
 import pytest
 from reportdata import episodes, fixed_records, record, write_run
 
-from harness.plots import DPI, OKABE_ITO, SIZES, pareto_front, render_plots, strategy_styles
 from harness.report import leaderboard_frame
+from harness.report.plots import DPI, OKABE_ITO, SIZES, pareto_front, render_plots, strategy_styles
 from harness.results import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,8 @@ import torch
 
 from harness import registry
 from harness.cli import main
-from harness.strategy import Strategy
-from strategies.supervised import SupervisedPretraining
+from harness.executors.local import LocalExecutor
+from harness.phases import EpisodeAdapter
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIR = ["frozen-features", "partial-finetune"]
@@ -82,7 +82,7 @@ def test_ctrl_c_saves_the_current_unit_and_exits_130(imagefolder_dir, tmp_path):
 def test_corrupt_source_cache_is_rebuilt(reference, imagefolder_dir, tmp_path):
     first = run_cli(imagefolder_dir, tmp_path / "a", tmp_path / "cache", names=["frozen-features"])
     assert first.returncode == 0
-    weights = next((tmp_path / "cache" / "source").glob("*.pt"))
+    weights = next((tmp_path / "cache" / "source").glob("*.pt"))  # one entry: the supervised Conv-4
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     second = run_cli(imagefolder_dir, tmp_path / "b", tmp_path / "cache", names=["frozen-features"])
     assert second.returncode == 0, second.stderr
@@ -108,12 +108,13 @@ def test_two_runs_at_once_share_the_cache_safely(reference, imagefolder_dir, tmp
 # --- failures are contained --------------------------------------------------------------------------
 
 @dataclass
-class _Broken(Strategy):
-    source: SupervisedPretraining = field(default_factory=SupervisedPretraining)
+class _Broken(EpisodeAdapter):
+    """Fails on purpose."""
+
     mode: str = "raise"
 
-    def run_episode(self, model, task):
-        n = len(task.query_index)
+    def adapt_episode(self, model, task, source):
+        n = len(task.query_images)
         if self.mode == "raise":
             raise RuntimeError("deliberate failure\nwith a second line")
         if self.mode == "nan":
@@ -122,17 +123,8 @@ class _Broken(Strategy):
 
 
 @pytest.fixture
-def broken_strategies():
-    names = []
-    for mode in ("raise", "nan", "shape"):
-        cls = type(f"Broken{mode.title()}", (_Broken,), {"__annotations__": {}})
-        cls = dataclass(cls)
-        cls.__dataclass_fields__["mode"].default = mode
-        cls = registry.register(cls, name=f"broken-{mode}")
-        names.append(cls.name)
-    yield names
-    for n in names:
-        registry.unregister(n)
+def broken_strategies(register_strategy):
+    return [register_strategy(_Broken, f"broken-{mode}") for mode in ("raise", "nan", "shape")]
 
 
 def test_failures_become_rows_and_the_run_goes_on(broken_strategies, imagefolder_dir, tmp_path, capsys):
@@ -162,12 +154,34 @@ def test_fail_fast_stops_at_the_first_failure(broken_strategies, imagefolder_dir
     assert list(records(out)) == [("broken-raise", 1)]
 
 
-def test_every_strategy_is_deterministic_on_cpu(imagefolder_dir, tmp_path):
-    """Same seed, device and preset, separate caches (so the source phases are retrained): identical
-    per-episode accuracies for every registered strategy."""
-    names = sorted(n for n, e in registry.load_all().items() if e.available())
-    runs = [run_cli(imagefolder_dir, tmp_path / name, tmp_path / f"cache-{name}", names=names)
-            for name in ("a", "b")]
-    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
-    a, b = essentials(records(tmp_path / "a")), essentials(records(tmp_path / "b"))
-    assert a == b and len(a) == 2 * len(names)
+MEASURED = {"source_seconds", "source_images_per_second", "source_peak_memory_mb", "source_cached", "source_metrics",
+            "episode_seconds", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb"}
+
+
+class ReverseExecutor(LocalExecutor):
+    """Runs the evaluation units in reverse plan order (each source phase just before its first use)."""
+
+    def order(self, evaluations):
+        return list(reversed(evaluations))
+
+
+@pytest.mark.slow
+def test_every_strategy_is_deterministic_and_order_independent(imagefolder_dir, tmp_path, monkeypatch):
+    """The whole smoke suite twice, with separate caches (so every source phase is retrained): once in a
+    subprocess with the local executor, once here with an executor that runs the units in reverse order.
+    Every record is identical but for the measured times and memory."""
+    from harness.suite import get_row
+
+    names = sorted(n for n in registry.STRATEGIES.names() if get_row(n).available())
+    first = run_cli(imagefolder_dir, tmp_path / "a", tmp_path / "cache-a", names=names)
+    assert first.returncode == 0, first.stderr
+    monkeypatch.setitem(registry.EXECUTORS.entries(), "reverse",
+                        registry.Entry("reverse", ReverseExecutor, {}, "executor"))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-b"))
+    assert main(["run", *names, "--preset", "smoke", "--data-dir", str(imagefolder_dir), "--out",
+                 str(tmp_path / "b"), "--executor", "reverse", "--quiet"]) == 0
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert len(a) == 2 * len(names) and a.keys() == b.keys()
+    for key in a:
+        strip = [{k: v for k, v in r[key].items() if k not in MEASURED} for r in (a, b)]
+        assert strip[0] == strip[1], key

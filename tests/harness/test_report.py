@@ -6,10 +6,10 @@ regenerate them with ``HARNESS_REGENERATE=1 pytest tests/harness/test_report.py`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +18,11 @@ import pytest
 import scipy.stats
 from reportdata import EPISODES, episodes, fixed_records, record, write_run
 
-from harness import registry
 from harness.cli import main
-from harness.report import (
-    FRAME_COLUMNS,
-    compare_frame,
-    leaderboard_frame,
-    render_runs,
-    source_link,
-    strategy_module,
-)
+from harness.report import FRAME_COLUMNS, compare_frame, leaderboard_frame, render_runs
+from harness.report.cells import code_link
 from harness.results import load_run
 from harness.stats import holm
-from harness.strategy import Strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -62,14 +54,14 @@ def test_leaderboard_matches_expected_markdown(fixed_run):
     text = render_runs([fixed_run], out=ROOT / "reports" / "fixed-run.md",
                        plot_files=[f"fixed-run-{k}.png" for k in KINDS])
     expect("expected_leaderboard.md", text)
-    assert "[code](../strategies/frozen_features.py)" in text
+    assert "[code](../strategies/probe.py)" in text
     assert "| third-party-probe " in text  # not registered: no link
     assert "failed: RuntimeError: out of memory" in text and "skipped: needs tensorflow" in text
     assert "BN: transductive, order: second, inner steps: 10" in text and "Robust acc. (%)" in text
 
 
 def test_ranks_ties_and_pvalues(fixed_run):
-    records = {(r["strategy"], r["shots"]): r for r in fixed_records()}
+    records = {(r.strategy, r.shots): r.to_json() for r in fixed_records()}
     frame = leaderboard_frame([load_run(fixed_run)], ["fixed-run"])
     assert list(frame.columns) == FRAME_COLUMNS
     one = frame[frame["shots"] == 1].reset_index(drop=True)
@@ -152,9 +144,9 @@ def test_same_strategy_in_two_runs_exit_2(tmp_path, capsys):
 
 def test_combined_runs_on_the_same_episodes(tmp_path):
     records = fixed_records()
-    a = write_run(tmp_path / "run-a", [r for r in records if r["strategy"] != "third-party-probe"])
-    b = write_run(tmp_path / "run-b", [r for r in records if r["strategy"] == "third-party-probe"],
-                  command="python -m harness run third-party-probe")
+    a = write_run(tmp_path / "run-a", [r for r in records if r.strategy != "third-party-probe"])
+    b = write_run(tmp_path / "run-b", [r for r in records if r.strategy == "third-party-probe"],
+                  command=("python", "-m", "harness", "run", "third-party-probe"))
     text = render_runs([a, b], out=tmp_path / "board.md")
     assert "Combined from 2 run directories: `run-a`, `run-b`." in text and "| Run " in text
     assert "python -m harness run third-party-probe  # run-b" in text
@@ -170,11 +162,11 @@ def comparison_runs(tmp_path: Path, seed_b: int = 0) -> tuple[Path, Path]:
     a = write_run(tmp_path / "run-a", fixed_records())
     changed = []
     for r in fixed_records(fp):
-        if r["strategy"] == "frozen-features" and r["shots"] == 1:  # clearly better in B
-            r = record("frozen-features", 1, episodes(3, [1, 0, 1, 1]), r["episode_fingerprint"],
+        if r.strategy == "frozen-features" and r.shots == 1:  # clearly better in B
+            r = record("frozen-features", 1, episodes(3, [1, 0, 1, 1]), r.episode_fingerprint,
                        ms_per_episode=20.0, source_images_per_second=1000.0)
-        if r["strategy"] == "partial-finetune":  # slower episode phase, same accuracy
-            r = {**r, "ms_per_episode": 3 * r["ms_per_episode"]}
+        if r.strategy == "partial-finetune":  # slower episode phase, same accuracy
+            r = dataclasses.replace(r, ms_per_episode=3 * r.ms_per_episode)
         changed.append(r)
     return a, write_run(tmp_path / "run-b", changed, seed=seed_b)
 
@@ -188,7 +180,7 @@ def test_compare_matches_expected_markdown(tmp_path):
     assert "▲ better" in text and "3.00× (slower)" in text and "0.50× (faster)" in text
     frame = compare_frame(load_run(a), load_run(b))
     row = frame[(frame["strategy"] == "frozen-features") & (frame["shots"] == 1)].iloc[0]
-    ra = next(r for r in fixed_records() if r["strategy"] == "frozen-features" and r["shots"] == 1)
+    ra = next(r.to_json() for r in fixed_records() if r.strategy == "frozen-features" and r.shots == 1)
     xb = episodes(3, [1, 0, 1, 1])
     assert row["test"] == "paired t"
     assert abs(row["p_value"] - scipy.stats.ttest_rel(xb, ra["episode_accuracies"]).pvalue) <= 1e-10
@@ -235,40 +227,21 @@ def test_bad_format_and_missing_run_exit_2(tmp_path, capsys):
     assert "is not a run directory" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
 
 
-@dataclass
-class OutsideStrategy(Strategy):
-    """A strategy defined outside the strategies package (like a third-party one)."""
-
-    family = "transfer"
-
-    def run_episode(self, model, task):  # pragma: no cover - never run
-        raise NotImplementedError
-
-
-def test_links_only_for_builtin_strategy_modules(tmp_path):
-    assert strategy_module("frozen-features") == "strategies.frozen_features"
-    assert strategy_module("no-such-strategy") is None
-    registry.register(OutsideStrategy, name="outside-strategy-for-test")
-    registry.register_lazy("needs-missing-package", "nowhere:Nothing", family="transfer", description="x",
-                           requires="a_package_that_is_not_installed")
-    try:
-        assert strategy_module("outside-strategy-for-test") is None
-        assert strategy_module("needs-missing-package") is None
-    finally:
-        registry.unregister("outside-strategy-for-test")
-        registry.unregister("needs-missing-package")
-    link = source_link("strategies.frozen_features", tmp_path / "a" / "b" / "board.md")
-    assert (tmp_path / "a" / "b" / link).resolve() == (ROOT / "strategies" / "frozen_features.py").resolve()
-    assert source_link("strategies.not_a_module", tmp_path / "x.md") is None
+def test_code_links_only_for_files_of_this_checkout(tmp_path):
+    link = code_link("strategies/probe.py", tmp_path / "a" / "b" / "board.md")
+    assert (tmp_path / "a" / "b" / link).resolve() == (ROOT / "strategies" / "probe.py").resolve()
+    assert code_link("strategies/not_a_module.py", tmp_path / "x.md") is None
+    assert code_link(None, tmp_path / "x.md") is None
+    text = render_runs([write_run(tmp_path / "r", fixed_records())], out=tmp_path / "board.md")
+    assert "| third-party-probe " in text  # its code lies outside this checkout: no link
 
 
 def test_records_without_episode_accuracies_are_not_tied(tmp_path):
     best = record("frozen-features", 1, episodes(0, [0]), "fp")
-    old = record("partial-finetune", 1, episodes(0, [0, -1]), "fp")
-    del old["episode_accuracies"]
+    old = dataclasses.replace(record("partial-finetune", 1, episodes(0, [0, -1]), "fp"), episode_accuracies=None)
     frame = leaderboard_frame([load_run(write_run(tmp_path / "r", [best, old]))])
     assert frame["rank_label"].tolist() == ["1", "2"] and frame["p_holm"].isna().all()
-    assert EPISODES == len(best["episode_accuracies"])
+    assert EPISODES == len(best.episode_accuracies)
 
 
 def test_pipes_and_newlines_in_cells_do_not_break_the_table(tmp_path):

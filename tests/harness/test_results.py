@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from harness.cache import atomic_write_json
-from harness.results import ci95
+from harness.io import atomic_write_json
+from harness.stats import ci95
 
 
 def test_ci95_formula():

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from harness import registry
 from harness.cli import main
-from harness.strategy import Strategy
-from strategies.backbones import embed
-from strategies.supervised import SupervisedPretraining
+from harness.phases import EpisodeAdapter
+from strategies.features import embed
 
 
 @dataclass
-class _WithExtra(Strategy):
+class _WithExtra(EpisodeAdapter):
     """Nearest class mean, plus an extra output derived from the clean logits."""
 
-    episode_phase = "test"
-    source: SupervisedPretraining = field(default_factory=SupervisedPretraining)
     shift: int = 0  # the extra output predicts clean + shift (mod ways)
 
-    def run_episode(self, model, task):
+    def adapt_episode(self, model, task, source):
         s, q = embed(model, task.support_images), embed(model, task.query_images)
         means = torch.stack([s[task.support_labels == c].mean(0) for c in range(task.ways)])
         logits = -torch.cdist(q, means)
@@ -31,10 +27,8 @@ class _WithExtra(Strategy):
 
 
 @pytest.fixture
-def with_extra():
-    registry.register(_WithExtra, name="with-extra")
-    yield "with-extra"
-    registry.unregister("with-extra")
+def with_extra(register_strategy):
+    return register_strategy(_WithExtra, "with-extra")
 
 
 @pytest.mark.parametrize("shift", [0, 1])

@@ -18,7 +18,7 @@ from synthetic import make_images
 
 from harness import registry
 from harness.cli import main
-from harness.strategy import SourceData
+from harness.phases import SourceData
 
 ROOT = Path(__file__).resolve().parents[2]
 KERAS = ("keras-frozen-features", "keras-partial-finetune")
@@ -31,8 +31,10 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 def test_list_and_registry_never_import_tensorflow():
     out = python("import sys\nfrom harness import registry\nfrom harness.cli import main\n"
-                 "entries = registry.load_all()\nassert main(['list']) == 0\n"
-                 "assert all(entries[n].available() for n in ('keras-frozen-features', 'keras-partial-finetune'))\n"
+                 "from harness.suite import get_row\n"
+                 "rows = {n: get_row(n) for n in registry.STRATEGIES.names()}\nassert main(['list']) == 0\n"
+                 "keras = ('keras-frozen-features', 'keras-partial-finetune')\n"
+                 "assert all(rows[n].available() and rows[n].family == 'transfer' for n in keras)\n"
                  "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     assert out.returncode == 0, out.stderr
     assert "keras-frozen-features" in out.stdout and out.stdout.strip().endswith("[]")
@@ -50,13 +52,14 @@ def test_memory_growth_is_set_for_every_gpu_at_import():
 
 @pytest.fixture
 def without_tensorflow(monkeypatch):
-    """Pretend TensorFlow is not installed (and the Keras entries not imported yet)."""
+    """Pretend TensorFlow is not installed (and the Keras pretrainer and adapters not imported yet)."""
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
-    entries = registry.load_all()
-    for name in KERAS:
-        monkeypatch.setattr(entries[name], "target", entries[name].target if isinstance(entries[name].target, str)
-                            else f"strategies.keras_transfer:{entries[name].target.__name__}")
+    for reg in (registry.PRETRAINERS, registry.ADAPTERS):
+        for entry in reg.entries().values():
+            if entry.requires == "tensorflow" and not isinstance(entry.target, str):
+                target = entry.target
+                monkeypatch.setattr(entry, "target", f"{target.__module__}:{target.__qualname__}")
 
 
 def test_without_tensorflow_list_shows_the_install_command(without_tensorflow, capsys):
@@ -77,8 +80,8 @@ def test_without_tensorflow_naming_one_is_a_clear_error(without_tensorflow, imag
 
 def test_without_tensorflow_run_all_skips_them_with_the_reason(without_tensorflow, imagefolder_dir, tmp_path,
                                                                  monkeypatch):
-    entries = registry.load_all()
-    monkeypatch.setattr(registry, "_REGISTRY", {n: entries[n] for n in KERAS})  # nothing to train: fast
+    entries = registry.STRATEGIES.entries()
+    monkeypatch.setattr(registry.STRATEGIES, "_entries", {n: entries[n] for n in KERAS})  # nothing to train: fast
     report = tmp_path / "board.md"
     assert main(["run", "--all", "--preset", "smoke", "--shots", "1", "--data-dir", str(imagefolder_dir),
                  "--out", str(tmp_path / "r"), "--report", str(report), "--quiet"]) == 0
@@ -92,26 +95,29 @@ def test_without_tensorflow_run_all_skips_them_with_the_reason(without_tensorflo
 
 
 def test_keras_conv4_matches_the_pytorch_one():
-    from strategies.backbones import FEATURE_DIM, Conv4
+    from harness.backbone import build_backbone
     from strategies.keras_backbone import conv4
 
-    keras_model, torch_model = conv4(5), Conv4(5)
+    keras_model, torch_model = conv4(5), build_backbone("conv4", 5)
+    feature_dim = torch_model.feature_dim
+    assert feature_dim == 256
     trainable = sum(int(np.prod(v.shape)) for v in keras_model.trainable_weights)
     statistics = sum(int(np.prod(v.shape)) for v in keras_model.non_trainable_weights)
     assert trainable == sum(p.numel() for p in torch_model.parameters())
     assert statistics == sum(b.numel() for n, b in torch_model.named_buffers() if "running" in n)
     features = conv4()(np.zeros((2, 32, 32, 3), np.float32), training=False)
-    assert tuple(features.shape) == (2, FEATURE_DIM) == tuple(torch_model.features(torch.zeros(2, 3, 32, 32)).shape)
+    assert tuple(features.shape) == (2, feature_dim) == tuple(torch_model.features(torch.zeros(2, 3, 32, 32)).shape)
 
 
 def small_source(seed: int = 0) -> SourceData:
     images, labels = make_images(12, seed=3, classes=5)
     return SourceData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), 5,
-                      torch.device("cpu"), seed, lambda n: None)
+                      torch.device("cpu"), seed)
 
 
 def test_pretraining_is_deterministic_and_survives_the_torch_cache(tmp_path):
     from harness.cache import SourceCache
+    from harness.units import SourceResult
     from strategies.keras_backbone import KerasSupervisedPretraining, to_keras
 
     phase = KerasSupervisedPretraining(batch_size=16)
@@ -119,9 +125,14 @@ def test_pretraining_is_deterministic_and_survives_the_torch_cache(tmp_path):
     assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
     assert not torch.equal(first.state_dict()["block0_bn_moving_mean"], torch.zeros(64))  # BN statistics trained
 
+    # what the harness does (harness/work.py): spec + CPU state dict stored, rebuilt from the spec, loaded
     cache = SourceCache(tmp_path)
-    cache.store(phase, "k", first, {"key": "k"})
-    loaded, _ = cache.load(phase, "k", 5, torch.device("cpu"))  # torch.load(weights_only=True) inside
+    state = {k: v.detach().cpu().clone() for k, v in first.state_dict().items()}
+    cache.store(SourceResult("k", phase.spec(first), state, {}))
+    result = cache.load("k")  # torch.load(weights_only=True) inside
+    assert result is not None and result.cached and result.spec["num_classes"] == 5
+    loaded = phase.rebuild(result.spec)
+    loaded.load_state_dict(result.state)
     x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(to_keras(first, head=True)(x, training=False),
                                   to_keras(loaded, head=True)(x, training=False))
@@ -163,3 +174,10 @@ def test_keras_and_pytorch_strategies_share_the_episodes(imagefolder_dir, tmp_pa
     assert len({r["episode_fingerprint"] for r in records}) == 1
     keras_record = next(r for r in records if r["strategy"] == "keras-partial-finetune")
     assert keras_record["settings"]["framework"].startswith("TensorFlow")
+
+
+def test_naming_one_on_another_backbone_is_a_clear_error(imagefolder_dir, tmp_path, capsys):
+    code = main(["run", "keras-frozen-features", "--backbone", "resnet12", "--preset", "smoke", "--data-dir",
+                 str(imagefolder_dir), "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "conv4 backbone only" in err and "keras-frozen-features" in err, err

@@ -1,20 +1,25 @@
-"""MAML / first-order MAML: meta-gradients against finite differences and a hand-written closed form,
-and a learning check on synthetic few-shot tasks."""
+"""MAML / first-order MAML: meta-gradients against finite differences (a hand-written smooth net, and the
+registered Conv-4 and ResNet-12 through make_forward) and a hand-written closed form, and a learning
+check on synthetic few-shot tasks."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from synthetic import make_images
+from torch import nn
 
 from harness.augment import to_float
+from harness.backbone import build_backbone
 from harness.episodes import EpisodeSet
-from harness.strategy import SourceData
-from strategies.backbones import Conv4
-from strategies.maml import Fomaml, Maml, MamlMetaTraining, meta_loss
-from strategies.meta_common import batch_norm
+from harness.phases import SourceData, Strategy
+from harness.suite import get_row
+from strategies.maml import MamlMetaTraining, SgdInnerLoop, meta_loss
+from strategies.meta_common import batch_norm, make_forward, params_of
 
 
 def tiny_tasks(n_tasks: int = 2, ways: int = 3, shots: int = 2, queries: int = 3, seed: int = 0, size: int = 32):
@@ -112,12 +117,81 @@ def test_one_step_meta_gradients_match_closed_form_for_a_linear_model():
     assert not torch.allclose(second_order, g_query, atol=1e-6)  # the test can tell the two apart
 
 
-def test_protocol_settings_and_first_order_default():
-    assert Fomaml().source.first_order and not Maml().source.first_order
-    settings = Maml().protocol_settings()
+def smooth(module: nn.Module) -> nn.Module:
+    """Swap a backbone's non-smooth modules for smooth ones in place (ReLU / leaky ReLU -> softplus, max
+    pooling -> average pooling), keeping its convolutions, BatchNorm layers, shortcuts and parameter names."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.ReLU, nn.LeakyReLU)):
+            setattr(module, name, nn.Softplus())
+        elif isinstance(child, nn.MaxPool2d):
+            setattr(module, name, nn.AvgPool2d(child.kernel_size))
+        else:
+            smooth(child)
+    return module
+
+
+@pytest.mark.parametrize("bn_mode", ["transductive", "inductive"])
+@pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
+def test_meta_gradient_through_registered_backbones_matches_finite_differences(backbone, bn_mode):
+    """Second-order meta-gradients of the production path (make_forward: functional_call on a copy of the
+    registered module, episodic BatchNorm, ResNet-12's 1x1 shortcuts) against central differences along
+    a random direction in each parameter tensor and in all of them at once."""
+    torch.manual_seed(0)
+    model = smooth(build_backbone(backbone, num_classes=3, width=2, image_size=16)).double()
+    assert not any(isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d)) for m in model.modules())
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert norms == (4 if backbone == "conv4" else 16)  # ResNet-12: 3 per stage + the shortcut's
+    forward = make_forward(model, channels_last=False)
+    g = torch.Generator().manual_seed(1)
+    params = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype)  # off BatchNorm's (1, 0) init
+              for k, v in params_of(model, requires_grad=False).items()}
+    tasks = tiny_tasks(size=16)
+
+    def loss_at(p, first_order=False):
+        return meta_loss(p, tasks, inner_steps=2, inner_lr=0.1, first_order=first_order, bn_mode=bn_mode,
+                         forward=forward)
+
+    def gradient(first_order=False):
+        leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+        return dict(zip(leaves, torch.autograd.grad(loss_at(leaves, first_order), list(leaves.values())),
+                        strict=True))
+
+    directions = []
+    for k, v in params.items():  # one direction per tensor: every conv, BatchNorm, shortcut and the head
+        d = {j: torch.zeros_like(w) for j, w in params.items()}
+        d[k] = torch.randn(v.shape, generator=g, dtype=v.dtype)
+        directions.append(d)
+    directions += [{k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in params.items()}
+                   for _ in range(3)]
+
+    def along(grads):
+        return torch.stack([sum((grads[k] * d[k]).sum() for k in d) for d in directions])
+
+    def loss_value(d, step):  # the inner loop differentiates, so the perturbed weights need grad
+        return loss_at({k: (v + step * d[k]).requires_grad_() for k, v in params.items()}).item()
+
+    h = 1e-5
+    numeric = torch.tensor([(loss_value(d, h) - loss_value(d, -h)) / (2 * h) for d in directions],
+                           dtype=torch.float64)
+    analytic = along(gradient())
+    rel = (analytic - numeric).norm() / numeric.norm()
+    assert rel < 1e-5, f"{backbone} {bn_mode}: relative error {rel:.2e}"
+    # the first-order gradient is measurably different, so the comparison can fail
+    first = along(gradient(first_order=True))
+    assert (first - analytic).norm() / analytic.norm() > 1e-3
+
+
+def test_settings_and_first_order_default():
+    maml, fomaml = get_row("maml").build(), get_row("fomaml").build()
+    assert fomaml.source.first_order and not maml.source.first_order
+    assert dataclasses.replace(fomaml.source, first_order=False) == maml.source  # otherwise the same rows
+    assert isinstance(maml.adapter, SgdInnerLoop) and maml.adapter == fomaml.adapter
+    assert MamlMetaTraining.per_shots and MamlMetaTraining.uses_ways and maml.family == "meta-learning"
+    settings = maml.settings()
     assert settings["bn_mode"] == "transductive" and settings["order"] == "second"
     assert settings["inner_steps_train"] == 5 and settings["inner_steps_eval"] == 10
-    assert Fomaml().protocol_settings()["order"] == "first"
+    assert fomaml.settings()["order"] == "first"
+    assert "second-order" in maml.source.describe() and "first-order" in fomaml.source.describe()
 
 
 def noisy_images(per_class: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -135,14 +209,16 @@ def test_meta_training_beats_random_init_on_held_out_tasks():
     phase = MamlMetaTraining(width=8, inner_lr=0.1, outer_lr=3e-3, inner_steps=2)
     trained = phase.train(data, 5 * 16 * 4 * 15)  # 15 meta-steps of 4 tasks
     assert "meta_step_peak_memory_mb" in data.metrics
+    assert trained.spec == {"name": "conv4", "num_classes": 5, "width": 8, "image_size": 32}
     pool = to_float(images[~base])
     es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 15, 30, seed=2)
-    strategy = Maml(source=phase, steps=5)
+    strategy = Strategy("maml", phase, SgdInnerLoop(steps=5))
+    tasks = es.batch(pool)
 
     def accuracy(model):
-        logits = strategy.run_episodes(model, es.tasks(pool))
+        logits = strategy.run_episodes(model.eval(), tasks)
         return es.accuracies([lg.argmax(1) for lg in logits]).mean()
 
     torch.manual_seed(0)
-    meta, scratch = accuracy(trained), accuracy(Conv4(5, width=8))
+    meta, scratch = accuracy(trained), accuracy(build_backbone("conv4", 5, width=8))
     assert meta > scratch + 0.1, (meta, scratch)

@@ -10,7 +10,7 @@ from synthetic import make_images
 from torch import nn
 
 from harness.augment import denormalize, to_float
-from strategies.pgd import PGD, pgd_attack
+from strategies.pgd import PGD, episode_uniform, pgd_attack
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,21 @@ def test_no_parameter_gradients_accumulate(toy):
     model.zero_grad(set_to_none=True)
     pgd_attack(model, x, y, PGD())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_explicit_start_replaces_the_generator_draw(toy):
+    model, x, y = toy
+    attack = PGD(8 / 255, 2 / 255, 3)
+    start = torch.rand(x.shape, generator=torch.Generator().manual_seed(3))
+    with_start = pgd_attack(model, x, y, attack, start=start, generator=torch.Generator().manual_seed(0))
+    same_draw = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(3))
+    other_draw = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(with_start, same_draw) and not torch.equal(with_start, other_draw)
+
+
+def test_episode_uniform_depends_on_each_episode_seed_only():
+    batch = episode_uniform([5, 9, 11], (2, 3), torch.device("cpu"))
+    assert batch.shape == (3, 2, 3) and batch.min() >= 0 and batch.max() < 1
+    assert torch.equal(batch[1], episode_uniform([9], (2, 3), torch.device("cpu"))[0])
+    assert torch.equal(batch[1], episode_uniform([1, 9], (2, 3), torch.device("cpu"))[1])
+    assert not torch.equal(batch[0], batch[1])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,16 @@ def _hints(obj: Any) -> dict[str, Any]:
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """Convert a string (from --set) or a TOML value to the field's type, or fail clearly."""
     origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        if len(options) == 1:
+            return _coerce(value, options[0], where)
+    if origin is list:
+        (item,) = typing.get_args(kind) or (str,)
+        items = value if isinstance(value, list) else str(value).replace(",", " ").split()
+        return [_coerce(v, item, where) for v in items]
     if origin is Literal:
         choices = typing.get_args(kind)
         if value not in choices:
@@ -138,16 +149,44 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read a config file: one table per strategy, values typed by TOML."""
+def load_toml(path: str | Path, what: str = "config file", flag: str = "--config") -> dict[str, Any]:
+    """A TOML file's contents; one-line errors for a missing or malformed file."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist; pass --config with an existing TOML file") from None
+        return tomllib.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise UsageError(f"{what} {path} does not exist; pass {flag} with an existing TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"config file {path} is not valid TOML ({e}); fix the syntax") from None
+        raise UsageError(f"{what} {path} is not valid TOML ({' '.join(str(e).split())}); fix the syntax") from None
+
+
+def read_toml(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Read a config file: its ``[run]`` table (run settings) and one table per strategy (flattened,
+    ``source`` sub-tables as ``source.NAME``), values typed by TOML."""
+    data = load_toml(path)
+    run = data.pop("run", {})
+    if not isinstance(run, dict):
+        raise UsageError(f"config file {path}: 'run' must be a [run] table of run settings")
     for name, table in data.items():
         if not isinstance(table, dict):
-            raise UsageError(f"config file {path}: top-level key {name!r} must be a [strategy] table")
-    return {name: _flatten(table) for name, table in data.items()}
+            raise UsageError(f"config file {path}: top-level key {name!r} must be a [strategy] table or [run]")
+    return run, {name: _flatten(table) for name, table in data.items()}
+
+
+def apply_strategy_overrides(strategy: Any, overrides: dict[str, Any], where: str) -> Any:
+    """A copy of a :class:`harness.phases.Strategy` with overrides applied: ``NAME`` sets an adapter
+    (episode-phase) field, ``source.NAME`` a pretrainer (source-phase) field."""
+    source = {k[len("source."):]: v for k, v in overrides.items() if k.startswith("source.")}
+    episode = {k: v for k, v in overrides.items() if not k.startswith("source.")}
+    if "source" in episode:
+        if not isinstance(episode["source"], dict):
+            raise UsageError(f"{where}: 'source' is a group of parameters; set source.<name>=value")
+        source.update(_flatten(episode.pop("source")))
+    fields = {f.name for f in dataclasses.fields(strategy.adapter)}
+    for key in episode:
+        if key.partition(".")[0] not in fields:
+            settable = sorted(_settable(strategy.adapter)) + sorted(f"source.{n}" for n in _settable(strategy.source))
+            raise UsageError(f"{where}: unknown parameter {key!r}{did_you_mean(key, [*fields, 'source'])}; "
+                             f"parameters: {', '.join(settable)}")
+    return dataclasses.replace(strategy, adapter=apply_overrides(strategy.adapter, episode, where),
+                               source=apply_overrides(strategy.source, source, f"{where}.source"))

@@ -1,5 +1,5 @@
 """Partial fine-tuning (Yosinski et al. 2014, "How transferable are features in deep neural networks?";
-Chen et al. 2019's fine-tuned Baseline): a new linear head plus the last ``unfrozen_blocks`` Conv-4
+Chen et al. 2019's fine-tuned Baseline): a new linear head plus the last ``unfrozen_blocks`` backbone
 blocks are trained on the support set with Adam; earlier blocks stay frozen. By default the head starts
 from the converged linear probe on the frozen, L2-normalised features (LP-FT, Kumar et al. 2022,
 "Fine-Tuning can Distort Pretrained Features"), which on the quick preset beat a random head by about
@@ -14,8 +14,8 @@ arithmetic as one episode at a time, batched).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -23,14 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from harness.episodes import Task
+from harness.episodes import TaskBatch
 from harness.errors import UsageError
-from harness.registry import register
-from harness.strategy import Strategy
-from strategies.backbones import FEATURE_DIM, chunks, embed_pool
-from strategies.frozen_features import fit_probe
-from strategies.pgd import RobustEval, pgd_attack
-from strategies.supervised import SupervisedPretraining
+from harness.phases import Adapter, Pretrainer, Progress, no_progress
+from strategies.features import embed
+from strategies.pgd import RobustEval, episode_uniform, pgd_attack
+from strategies.probe import fit_probe
 
 
 def adam_step(params: dict, grads: dict, state: dict, step: int, lrs: dict[str, float], weight_decay: float,
@@ -49,14 +47,10 @@ def adam_step(params: dict, grads: dict, state: dict, step: int, lrs: dict[str, 
     return out
 
 
-@register
 @dataclass
-class PartialFinetune(Strategy, RobustEval):
-    """New head plus the last conv block(s) fine-tuned on the support set, the rest frozen."""
+class PartialFinetune(Adapter, RobustEval):
+    """Partial fine-tuning: a new head plus the last block(s) trained on the support set, the rest frozen."""
 
-    episode_phase = "fine-tune head + last block(s), Adam"
-
-    source: SupervisedPretraining = field(default_factory=SupervisedPretraining)
     unfrozen_blocks: int = 1
     steps: int = 50
     lr: float = 1e-4
@@ -66,43 +60,52 @@ class PartialFinetune(Strategy, RobustEval):
     probe_C: float = 10.0  # the probe's inverse L2 strength when head_init = "probe"
     episode_batch: int = 50  # episodes trained at once: memory vs speed (results equal up to rounding)
 
-    def check(self) -> None:
+    def check(self, source: Pretrainer) -> None:
         if not 1 <= self.unfrozen_blocks <= 4:
-            raise UsageError(f"partial-finetune.unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
+            raise UsageError(f"unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
 
-    def protocol_settings(self) -> dict:
+    def describe(self, source: Pretrainer) -> str:
+        head = "probe-initialised (LP-FT)" if self.head_init == "probe" else "random"
+        return (f"fine-tune {head} head + last {self.unfrozen_blocks} block(s), Adam {self.steps} steps "
+                f"(lr {self.lr:g}, head {self.head_lr:g})")
+
+    def settings(self, source: Pretrainer) -> dict:
         return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive",
                 **self.robust_settings()}
 
-    def adapt(self, model: nn.Module, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
-              ways: int, seeds: Sequence[int], query_images: torch.Tensor | None = None) -> list:
+    def fine_tune(self, model: nn.Module, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
+                  ways: int, seeds: Sequence[int], query_images: torch.Tensor | None = None,
+                  mean: Sequence[float] = (), std: Sequence[float] = ()) -> list:
         """Fine-tune B episodes at once: support/query (B, n|q, ...) prefix features, labels (B, n). Returns
         B logits (q, ways), or with ``query_images`` (B, q, 3, H, W) B dicts with "logits" and "robust"."""
         stop = len(model.blocks) - self.unfrozen_blocks
-        blocks = model.blocks[stop:]
-        buffers = {k: v.detach() for k, v in blocks.named_buffers()}
+        tail = model.tail(stop)
+        buffers = {k: v.detach() for k, v in tail.named_buffers()}
         batch = len(seeds)
-        params = {f"blocks.{k}": v.detach().unsqueeze(0).repeat(batch, *[1] * v.dim())
-                  for k, v in blocks.named_parameters()}
+        params = {f"tail.{k}": v.detach().unsqueeze(0).repeat(batch, *[1] * v.dim())
+                  for k, v in tail.named_parameters()}
         was_training = model.training
         model.eval()  # BatchNorm uses the pretrained running statistics throughout
         try:
             if self.head_init == "probe":  # LP-FT: start from the converged linear probe
                 with torch.no_grad():
-                    feats = blocks(support.flatten(0, 1)).flatten(1).view(batch, support.shape[1], -1)
-                w, b = fit_probe(feats, labels, ways, self.probe_C, 1000, 1e-6)
+                    feats = tail(support.flatten(0, 1)).view(batch, support.shape[1], -1)
+                # a tight tolerance: the batch's probes stop together, and Adam's first steps from the optimum
+                # follow the sign of the leftover gradient, so at 1e-6 an episode's logits moved by up to 1e-3
+                # with the other episodes of its batch
+                w, b = fit_probe(feats, labels, ways, self.probe_C, 1000, 1e-9)
             else:  # the head's initialisation depends on the episode's seed only
                 heads = []
                 for seed in seeds:
                     torch.manual_seed(seed)
-                    heads.append(nn.Linear(FEATURE_DIM, ways).to(support.device))
+                    heads.append(nn.Linear(model.feature_dim, ways).to(support.device))
                 w, b = (torch.stack([getattr(h, k).detach() for h in heads]) for k in ("weight", "bias"))
             params["head.weight"], params["head.bias"] = w.float(), b.float()
             lrs = {k: self.head_lr if k.startswith("head.") else self.lr for k in params}
 
             def logits_of(p: dict, x: torch.Tensor) -> torch.Tensor:
-                block_params = {k[len("blocks."):]: v for k, v in p.items() if k.startswith("blocks.")}
-                feats = F.normalize(functional_call(blocks, (block_params, buffers), (x,)).flatten(1), dim=1)
+                tail_params = {k[len("tail."):]: v for k, v in p.items() if k.startswith("tail.")}
+                feats = F.normalize(functional_call(tail, (tail_params, buffers), (x,)), dim=1)
                 return feats @ p["head.weight"].T + p["head.bias"]
 
             def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -122,27 +125,28 @@ class PartialFinetune(Strategy, RobustEval):
             def attacked(x: torch.Tensor) -> torch.Tensor:  # (B*q, 3, H, W) -> (B*q, ways)
                 return vmap(logits_of)(params, model.features(x, 0, stop).view(query.shape)).flatten(0, 1)
 
+            start = episode_uniform(seeds, query_images.shape[1:], query.device).flatten(0, 1)
             adv = pgd_attack(attacked, query_images.flatten(0, 1), logits.argmax(-1).flatten(), self.attack(),
-                             generator=torch.Generator(device=query.device).manual_seed(seeds[0]))
+                             mean=mean, std=std, start=start)
             with torch.no_grad():
                 robust = attacked(adv).view_as(logits)
             return [{"logits": c, "robust": r} for c, r in zip(logits, robust, strict=True)]
         finally:
             model.train(was_training)
 
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor | dict[str, torch.Tensor]:
-        return self.run_episodes(model, [task])[0]
-
-    def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list:
-        if not tasks:
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
+              progress: Progress = no_progress) -> list:
+        if not len(tasks):
             return []
-        pool = tasks[0].pool
-        prefix = embed_pool(model, tasks, stop=len(model.blocks) - self.unfrozen_blocks)
+        if self.unfrozen_blocks > len(model.blocks):
+            raise UsageError(f"unfrozen_blocks={self.unfrozen_blocks} exceeds the {len(model.blocks)} blocks "
+                             f"of the {source.backbone} backbone")
+        prefix = embed(model, tasks.images, stop=len(model.blocks) - self.unfrozen_blocks)
         outputs: list = []
-        for chunk, index in chunks(tasks, self.episode_batch):
-            outputs += self.adapt(model, prefix[index["support"]], index["labels"], prefix[index["query"]],
-                                  chunk[0].ways, [t.seed for t in chunk],
-                                  pool[index["query"]] if self.robust_eval else None)
+        for chunk in tasks.chunks(self.episode_batch):
+            outputs += self.fine_tune(model, prefix[chunk.support], chunk.support_labels, prefix[chunk.query],
+                                      tasks.ways, chunk.seeds,
+                                      tasks.images[chunk.query] if self.robust_eval else None,
+                                      tasks.mean, tasks.std)
             progress(len(chunk))
         return outputs

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from synthetic import make_images, write_batches, write_imagefolder
 
-import harness.data as data
-from harness.data import load_cifar10
+import harness.datasets.cifar10 as data
+from harness.datasets import get_dataset
+from harness.datasets.cifar10 import load_cifar10
 from harness.errors import UsageError
 
-TARBALL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
+TARBALL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def test_imagefolder_png_matches_the_pixels_and_cifar_class_order(tmp_path):
@@ -107,3 +108,34 @@ def test_real_cifar10_copy_counts(tmp_path_factory):
     assert d.train_images.shape == (50_000, 32, 32, 3) and d.test_images.shape == (10_000, 32, 32, 3)
     assert np.bincount(d.train_labels).tolist() == [5_000] * 10
     assert np.bincount(d.test_labels).tolist() == [1_000] * 10
+    assert d.label == "CIFAR-10 (JPEG q75 copy)"  # recognised from its pixels
+    split = get_dataset("cifar10-5-5").load(root, Path(os.environ["HARNESS_CACHE"]))
+    assert split.base.classes == ("airplane", "automobile", "bird", "cat", "deer")
+    assert split.base.class_sizes() == [5_000] * 5 and split.novel.class_sizes() == [1_000] * 5
+
+
+def test_splits_draw_base_from_train_and_novel_from_test(tmp_path):
+    root = write_batches(tmp_path / "b", train_per_class=3, test_per_class=2)
+    raw = load_cifar10(root, tmp_path / "cache")
+    train, train_y, test, test_y = raw.train_images, raw.train_labels, raw.test_images, raw.test_labels
+    for name, base, novel in (("cifar10-5-5", range(5), range(5, 10)), ("cifar10-5-5-swapped", range(5, 10), range(5))):
+        d = get_dataset(name).load(root, tmp_path / "cache")
+        assert d.base.classes == tuple(data.CLASSES[c] for c in base)
+        assert d.novel.classes == tuple(data.CLASSES[c] for c in novel)
+        assert np.array_equal(d.base.images, train[np.isin(train_y, list(base))])
+        assert np.array_equal(d.novel.images, test[np.isin(test_y, list(novel))])
+        assert np.array_equal(d.base.labels, train_y[np.isin(train_y, list(base))] - min(base))  # relabelled 0..4
+        assert d.label == "CIFAR-10 (unknown copy)" and d.mean == data.CIFAR10_MEAN
+    fingerprints = {get_dataset(n).load(root, tmp_path / "cache").fingerprint for n in ("cifar10-5-5",
+                                                                                         "cifar10-5-5-swapped")}
+    assert len(fingerprints) == 2  # the pools are part of the fingerprint
+
+
+def test_archive_and_nested_folder_messages(tmp_path):
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    archive.write_bytes(b"not really")
+    with pytest.raises(UsageError, match="is an archive, not a folder; extract it first"):
+        load_cifar10(archive, tmp_path / "cache")
+    write_imagefolder(tmp_path / "outer" / "cifar", train_per_class=1, test_per_class=1)
+    with pytest.raises(UsageError, match="it holds one in .*cifar: pass --data-dir"):
+        load_cifar10(tmp_path / "outer", tmp_path / "cache")

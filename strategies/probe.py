@@ -1,5 +1,5 @@
-"""Frozen-feature transfer: a linear probe on the pretrained Conv-4 (Chen et al. 2019, "A Closer Look
-at Few-shot Classification", Baseline; Tian et al. 2020, "Rethinking Few-Shot Image Classification").
+"""The linear probe on frozen features (Chen et al. 2019, "A Closer Look at Few-shot Classification",
+Baseline; Tian et al. 2020, "Rethinking Few-Shot Image Classification").
 
 Episode phase: multinomial logistic regression on L2-normalised frozen features, fitted with L-BFGS to
 convergence (gradient tolerance), with scikit-learn's L2 penalty convention (``C`` is the inverse
@@ -8,26 +8,24 @@ strength). Features of every image the episodes use are computed once, in eval m
 
 With ``robust_eval`` the queries are also attacked with L-infinity PGD (strategies/pgd.py) through the
 frozen backbone and the episode's fitted probe, and the logits on the attacked queries are returned as
-"robust" (the harness reports ``robust_accuracy``). Query labels are never seen: the attack pushes away
-from the probe's clean prediction. Off by default: each attack step is a forward/backward pass through
-the backbone for every query of every episode.
+"robust". Query labels are never seen: the attack pushes away from the probe's clean prediction. Off by
+default: each attack step is a forward/backward pass through the backbone for every query of every
+episode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.episodes import Task
-from harness.registry import register
-from harness.strategy import Strategy
-from strategies.backbones import chunks, embed, embed_pool
-from strategies.pgd import PGD, RobustEval, pgd_attack
-from strategies.supervised import SupervisedPretraining
+from harness.episodes import TaskBatch
+from harness.phases import Adapter, Pretrainer, Progress, no_progress
+from strategies.features import embed
+from strategies.pgd import PGD, RobustEval, episode_uniform, pgd_attack
 
 
 def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: float, max_iter: int,
@@ -70,9 +68,10 @@ def apply_probe(query: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.
 
 
 def attack_probes(model: nn.Module, queries: torch.Tensor, w: torch.Tensor, b: torch.Tensor, clean: torch.Tensor,
-                  attack: PGD, seed: int) -> torch.Tensor:
+                  attack: PGD, seeds: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """PGD on each episode's queries (B, q, 3, H, W) through the frozen backbone and its probe, at the clean
-    predictions (B, q, ways); returns the logits on the attacked queries (B, q, ways)."""
+    predictions (B, q, ways); returns the logits on the attacked queries (B, q, ways). Each episode's
+    random start comes from its own seed."""
     batch, q = queries.shape[:2]
     wf, bf = w.float(), b.float()
 
@@ -80,53 +79,49 @@ def attack_probes(model: nn.Module, queries: torch.Tensor, w: torch.Tensor, b: t
         feats = F.normalize(model.features(x), dim=1).view(batch, q, -1)
         return torch.baddbmm(bf[:, None], feats, wf.transpose(1, 2)).flatten(0, 1)
 
-    generator = torch.Generator(device=queries.device).manual_seed(seed)
+    start = episode_uniform(seeds, queries.shape[1:], queries.device).flatten(0, 1)
     was_training = model.training
     model.eval()
     try:
-        adv = pgd_attack(logits_fn, queries.flatten(0, 1), clean.argmax(-1).flatten(), attack, generator=generator)
+        adv = pgd_attack(logits_fn, queries.flatten(0, 1), clean.argmax(-1).flatten(), attack, mean=mean, std=std,
+                         start=start)
     finally:
         model.train(was_training)
     return apply_probe(embed(model, adv).view(batch, q, -1), w, b)
 
 
-@register
 @dataclass
-class FrozenFeatures(Strategy, RobustEval):
-    """Linear probe (logistic regression) on L2-normalised frozen features of the pretrained Conv-4."""
+class LinearProbe(Adapter, RobustEval):
+    """Linear probe: logistic regression on L2-normalised frozen features."""
 
-    episode_phase = "linear probe, L-BFGS to convergence"
-
-    source: SupervisedPretraining = field(default_factory=SupervisedPretraining)
     C: float = 10.0
     max_iter: int = 1000
     tolerance: float = 1e-6
     episode_batch: int = 100  # probes fitted together (speed only; each converges to its own optimum)
 
-    def protocol_settings(self) -> dict:
+    def describe(self, source: Pretrainer) -> str:
+        return f"linear probe (C={self.C:g}), L-BFGS to max |gradient| < {self.tolerance:g}"
+
+    def settings(self, source: Pretrainer) -> dict:
         return self.robust_settings()
 
-    def _episodes(self, model: nn.Module, feats: torch.Tensor, pool: torch.Tensor, index: dict[str, torch.Tensor],
-                  ways: int, seed: int) -> list:
-        w, b = fit_probe(feats[index["support"]], index["labels"], ways, self.C, self.max_iter, self.tolerance)
-        logits = apply_probe(feats[index["query"]], w, b)
-        if not self.robust_eval:
-            return list(logits)
-        robust = attack_probes(model, pool[index["query"]], w, b, logits, self.attack(), seed)
-        return [{"logits": c, "robust": r} for c, r in zip(logits, robust, strict=True)]
-
-    def run_episode(self, model: nn.Module, task: Task) -> torch.Tensor | dict[str, torch.Tensor]:
-        return self.run_episodes(model, [task])[0]
-
-    def run_episodes(self, model: nn.Module, tasks: Sequence[Task],
-                     progress: Callable[[int], None] = lambda n: None) -> list:
-        if not tasks:
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
+              progress: Progress = no_progress) -> list:
+        if not len(tasks):
             return []
-        feats = embed_pool(model, tasks)
-        size = min(self.episode_batch, max(1, 1000 // len(tasks[0].query_index))) if self.robust_eval \
+        feats = embed(model, tasks.images)
+        size = min(self.episode_batch, max(1, 1000 // tasks.queries_per_episode)) if self.robust_eval \
             else self.episode_batch
         outputs: list = []
-        for chunk, index in chunks(tasks, size):
-            outputs += self._episodes(model, feats, tasks[0].pool, index, chunk[0].ways, chunk[0].seed)
+        for chunk in tasks.chunks(size):
+            w, b = fit_probe(feats[chunk.support], chunk.support_labels, tasks.ways, self.C, self.max_iter,
+                             self.tolerance)
+            logits = apply_probe(feats[chunk.query], w, b)
+            if not self.robust_eval:
+                outputs += list(logits)
+            else:
+                robust = attack_probes(model, tasks.images[chunk.query], w, b, logits, self.attack(), chunk.seeds,
+                                       tasks.mean, tasks.std)
+                outputs += [{"logits": c, "robust": r} for c, r in zip(logits, robust, strict=True)]
             progress(len(chunk))
         return outputs

@@ -3,8 +3,8 @@ from typing import Literal
 
 import pytest
 
-from harness.config import apply_overrides, parse_set, read_toml
 from harness.errors import UsageError
+from harness.overrides import apply_overrides, apply_strategy_overrides, parse_set, read_toml
 
 
 @dataclass
@@ -57,8 +57,8 @@ def test_bad_overrides(overrides, message):
 def test_toml_typed_values_and_errors(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text('[s]\nC = 3\nmode = "transductive"\n[s.source]\nsteps = 7\n')
-    table = read_toml(good)
-    assert table == {"s": {"C": 3, "mode": "transductive", "source.steps": 7}}
+    run, table = read_toml(good)
+    assert run == {} and table == {"s": {"C": 3, "mode": "transductive", "source.steps": 7}}
     assert apply_overrides(Outer(), table["s"], "s") == Outer(source=Inner(steps=7), C=3.0, mode="transductive")
     bad = tmp_path / "bad.toml"
     bad.write_text("[s\nC = 3\n")
@@ -68,3 +68,30 @@ def test_toml_typed_values_and_errors(tmp_path):
         read_toml(tmp_path / "missing.toml")
     with pytest.raises(UsageError, match="expected a value of type int"):
         apply_overrides(Outer(), {"iters": "ten"}, "s")
+
+
+def test_strategy_overrides_split_between_adapter_and_source():
+    from harness.suite import get_row
+
+    strategy = get_row("partial-finetune").build()
+    changed = apply_strategy_overrides(strategy, {"steps": "7", "source.lr": "0.2", "source.backbone": "resnet12"},
+                                       "partial-finetune")
+    assert changed.adapter.steps == 7 and changed.source.lr == 0.2 and changed.source.backbone == "resnet12"
+    assert strategy.adapter.steps == 50 and strategy.source.lr == 0.05  # the original is untouched
+    with pytest.raises(UsageError, match=r"unknown parameter 'step' \(did you mean 'steps'\?\); parameters: .*"
+                                         r"source\.lr"):
+        apply_strategy_overrides(strategy, {"step": "1"}, "partial-finetune")
+    with pytest.raises(UsageError, match=r"partial-finetune.source: unknown parameter 'lrr'"):
+        apply_strategy_overrides(strategy, {"source.lrr": "1"}, "partial-finetune")
+
+
+def test_optional_and_list_types():
+    from typing import Optional
+
+    @dataclass
+    class Opt:
+        width: Optional[int] = None  # noqa: UP045 - the runtime form of `int | None` in older code
+        names: list[int] = field(default_factory=list)
+
+    assert apply_overrides(Opt(), {"width": "8", "names": "1,5"}, "o") == Opt(8, [1, 5])
+    assert apply_overrides(Opt(width=3), {"width": "none"}, "o") == Opt(None, [])

@@ -96,7 +96,7 @@ def accuracy_vs_shots(ok: pd.DataFrame, styles: dict, protocol: dict) -> bytes:
         ax.set_xlim(shots[0] / 2, shots[0] * 2)
     ax.set_xlabel("Shots per class, K (log scale)")
     ax.set_ylabel("Query accuracy (%)")
-    ax.set_title(f"{protocol['ways']}-way accuracy vs shots on {protocol['split']} "
+    ax.set_title(f"{protocol['ways']}-way accuracy vs shots on {protocol['dataset']} "
                  f"({protocol['episodes']} episodes; bars: 95% CI)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="Strategy")
     fig.tight_layout()
@@ -132,7 +132,7 @@ def accuracy_vs_cost(ok: pd.DataFrame, styles: dict, protocol: dict) -> bytes:
     handles = _legend_handles(names, styles, lines=False) + [
         Line2D([], [], color="0.4", linestyle="--", marker="o", markerfacecolor="none", markeredgecolor="0.2",
                markersize=12, label="Pareto front")]
-    fig.suptitle(f"{protocol['ways']}-way accuracy vs adaptation cost on {protocol['split']} "
+    fig.suptitle(f"{protocol['ways']}-way accuracy vs adaptation cost on {protocol['dataset']} "
                  "(circled: no strategy is both faster and more accurate)")
     fig.legend(handles=handles, loc="center right", title="Strategy")
     fig.tight_layout(rect=(0, 0, 0.85, 1))

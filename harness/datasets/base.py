@@ -1,0 +1,154 @@
+"""The dataset contract: what a few-shot dataset hands the harness.
+
+A :class:`Dataset` knows its classes and how its base (source phase), optional validation and novel
+(episodes) pools are drawn; :meth:`Dataset.load` returns a :class:`FewShotData` of uint8 images with the
+channel statistics used to normalise them and a fingerprint of the exact pixels and class lists.
+Datasets are registered in ``harness.registry.DATASETS`` (``python -m harness list datasets``); a user's
+own ImageFolder is described by a TOML file (harness/datasets/imagefolder.py).
+
+This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Images (N, H, W, 3) uint8 and labels (N,) int64 in 0..len(classes)-1."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+
+    def class_sizes(self) -> list[int]:
+        return np.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+    def nchw(self) -> np.ndarray:
+        return np.ascontiguousarray(self.images.transpose(0, 3, 1, 2))
+
+
+@dataclass(frozen=True)
+class FewShotData:
+    """A loaded few-shot dataset: the pools, normalisation and provenance."""
+
+    name: str  # the dataset's registered name (or the TOML file's [dataset] name)
+    base: Pool  # source phase
+    novel: Pool  # evaluation episodes
+    validation: Pool | None  # held out (not used by the built-in strategies)
+    mean: tuple[float, float, float]  # channel statistics in [0, 1] pixel units
+    std: tuple[float, float, float]
+    source: str  # where the files were read from
+    layout: str  # e.g. "cifar-10-batches-py", "imagefolder-jpg"
+    fingerprint: str  # sha256 of the pixels, labels and class lists of every pool
+    description: str  # "base: ...; novel: ..." for the report
+    label: str = ""  # how the report names the data, e.g. "CIFAR-10 (JPEG q75 copy)"
+
+    @property
+    def image_size(self) -> int:
+        return int(self.base.images.shape[1])
+
+
+class Dataset(ABC):
+    """A registered few-shot dataset."""
+
+    name: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def load(self, data_dir: str | os.PathLike | None, cache_dir: Path, download: bool = True) -> FewShotData:
+        """Read (or fetch) the files, decode once (cached), split into pools; UsageError on bad input."""
+
+
+def fingerprint_arrays(*arrays: np.ndarray, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def pool_of(images: np.ndarray, labels: np.ndarray, classes: Sequence[int], names: Sequence[str]) -> Pool:
+    """The images whose label is in ``classes`` (original order), relabelled 0..len(classes)-1 in the order of
+    ``classes``; ``names`` are all the original class names."""
+    keep = np.isin(labels, classes)
+    remap = np.full(int(max(labels.max(initial=0), max(classes, default=0))) + 1, -1, dtype=np.int64)
+    remap[list(classes)] = np.arange(len(classes))
+    return Pool(np.ascontiguousarray(images[keep]), remap[labels[keep]], tuple(names[c] for c in classes))
+
+
+def data_fingerprint(base: Pool, novel: Pool, validation: Pool | None, raw: str) -> str:
+    """A fingerprint of the raw arrays (``raw``) and of how the pools are drawn from them."""
+    parts = [f"{raw}|base:{','.join(base.classes)}|novel:{','.join(novel.classes)}"]
+    if validation is not None:
+        parts.append(f"|val:{','.join(validation.classes)}")
+    counts = f"|{len(base.labels)},{len(novel.labels)},{0 if validation is None else len(validation.labels)}"
+    return hashlib.sha256(("".join(parts) + counts).encode()).hexdigest()[:16]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None, env: str = "HARNESS_DATA") -> Path | None:
+    """``--data-dir`` or ``$HARNESS_DATA`` as a Path (None when neither is set); UsageError when missing."""
+    explicit = data_dir or os.environ.get(env)
+    if not explicit:
+        return None
+    root = Path(explicit).expanduser()
+    if root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar", ".zip")):
+        raise UsageError(f"data directory {root} is an archive, not a folder; extract it first "
+                         f"(tar -xzf {root} -C DIR) and pass --data-dir DIR")
+    if not root.is_dir():
+        raise UsageError(f"data directory {root} does not exist; pass --data-dir with an existing folder")
+    return root
+
+
+def find_data(data_dir: str | os.PathLike | None, default: Path, present: Callable[[Path], object],
+              download: Callable[[Path], None] | None, what: str, expected: str) -> Path:
+    """The data folder: ``--data-dir`` / ``$HARNESS_DATA``, else ``default`` (fetched there by ``download``
+    when absent, on a machine with internet). ``present(folder)`` is falsy when the files are not there."""
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        return root
+    if not present(default) and download is not None:
+        try:
+            download(default)
+        except Exception:  # noqa: BLE001 - no internet, blocked host, partial file...
+            pass
+    if present(default):
+        return default
+    tried = "download failed" if download is not None else "download disabled"
+    raise UsageError(f"no {what} found: tried $HARNESS_DATA/--data-dir (not set) and {default} ({tried}); either "
+                     f"pass --data-dir DIR ({expected}) or run once on a machine with internet so torchvision "
+                     f"downloads it to {default}")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "transfer-harness")
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write a decoded-array cache (``np.load(..., allow_pickle=False)`` reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None (a damaged cache is deleted, never used)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except Exception:  # noqa: BLE001 - rebuilt, never used
+        path.unlink(missing_ok=True)
+        return None

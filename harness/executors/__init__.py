@@ -1,0 +1,11 @@
+"""Executors run a plan's units of work (harness/units.py) and hand each result to the driver's
+:class:`harness.session.Session`, which writes records and caches. Registered lazily; a third-party
+executor registers through the ``harness.executors`` entry-point group.
+
+- ``local``: this process, one unit at a time, each source phase just before its first evaluation.
+"""
+
+from harness.registry import EXECUTORS
+
+EXECUTORS.register_lazy("local", "harness.executors.local:LocalExecutor",
+                        description="this process, one unit at a time (default)")

@@ -1,0 +1,32 @@
+"""The executor interface: ``execute(plan, session)`` runs every unit, respecting that an evaluation
+unit needs its source units' results, and reports each outcome to the session (the driver):
+
+- ``session.obtain_source(unit, train)``: a source result from the cache, or trained by ``train()`` and
+  stored (under the cache lock);
+- ``session.eval_done(unit, record)`` / ``session.failed(unit, error)``: write the record(s);
+- ``session.check_stop()``: raises between units after Ctrl-C (records so far are kept) or --fail-fast.
+
+Executors never write records or cache entries themselves, so resume, failure isolation, Ctrl-C and
+fail-fast behave the same under every executor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from harness.units import Plan
+
+
+class Executor(ABC):
+    """Runs a plan; subclasses are registered in ``harness.registry.EXECUTORS``."""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def check(self) -> None:
+        """Reject unusable settings before anything runs (raise UsageError). Override."""
+
+    @abstractmethod
+    def execute(self, plan: Plan, session: Any) -> None:
+        """Run every unit of ``plan``; report outcomes to ``session``."""

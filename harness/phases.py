@@ -1,0 +1,220 @@
+"""The two halves of a strategy (CloserLookAgain's train x adapt split; easyfsl's support-set API).
+
+- A :class:`Pretrainer` (source phase: supervised, self-supervised, adversarial pretraining or
+  meta-training) is a dataclass of hyperparameters whose :meth:`Pretrainer.train` turns the base pool
+  into a model. The harness caches that model under a key of the phase's class, fields, code, data,
+  seed, budget, device and precision, so rows whose source phases are equal share one entry. Family,
+  budget group and whether labels are read belong here.
+- An :class:`Adapter` (episode phase: probe, fine-tuning, inner loop, prototypes) is a dataclass of
+  hyperparameters whose :meth:`Adapter.adapt` takes the cached model and a :class:`TaskBatch` of
+  episodes and returns query logits per episode. It never modifies the model. :class:`EpisodeAdapter`
+  is the helper for adapters written one episode at a time.
+- A :class:`Strategy` is one leaderboard row: a named (pretrainer, adapter) pair; the rows are a table
+  (strategies/__init__.py, harness/suite.py).
+
+Hyperparameters are plain dataclass fields with defaults (scikit-learn style); descriptions and the
+settings shown in the leaderboard are generated from the field values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from harness.episodes import Task, TaskBatch
+from harness.errors import UsageError
+from harness.registry import BACKBONES, first_line
+
+Progress = Callable[[int], None]
+
+
+def no_progress(n: int) -> None:
+    pass
+
+
+def fields_of(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in exclude}
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """The base pool handed to a source phase. ``labels`` is None for phases that must not see them."""
+
+    images: torch.Tensor  # (N, 3, H, W) uint8 on the run's device
+    labels: torch.Tensor | None  # (N,) int64 in 0..num_classes-1
+    num_classes: int
+    device: torch.device
+    seed: int  # the training seed
+    progress: Progress = no_progress  # call with the number of images just processed
+    ways: int = 5  # the evaluation protocol's ways...
+    shots: int | None = None  # ...and shots (set only for phases with per_shots = True)
+    queries: int = 15
+    mean: tuple[float, ...] = (0.4914, 0.4822, 0.4465)  # the dataset's channel statistics
+    std: tuple[float, ...] = (0.2470, 0.2435, 0.2616)
+    #: measurements the phase wants in the results (e.g. peak memory of one meta-step), JSON-able values
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def to_float(self, images: torch.Tensor) -> torch.Tensor:
+        from harness.augment import to_float
+
+        return to_float(images, self.mean, self.std)
+
+
+@dataclass
+class Pretrainer(ABC):
+    """Hyperparameters of a source phase; subclasses add their own fields (with defaults)."""
+
+    family: ClassVar[str] = "transfer"  # transfer / meta-learning / self-supervised / adversarial / external
+    #: which preset budget applies ("pretrain", "meta", "ssl", "adversarial"); budgets count images processed
+    budget_group: ClassVar[str] = "pretrain"
+    #: False for self-supervised phases: the harness then passes labels=None
+    uses_labels: ClassVar[bool] = True
+    #: True for phases trained per shot setting (episodic meta-training with the evaluation's ways and
+    #: shots): the harness then trains and caches one model per shots value and sets SourceData.shots
+    per_shots: ClassVar[bool] = False
+    #: True when the model depends on the evaluation's ways (an episodic ways-way head)
+    uses_ways: ClassVar[bool] = False
+    #: False for phases that can only use one backbone (e.g. the Keras Conv-4)
+    any_backbone: ClassVar[bool] = True
+
+    backbone: str = "conv4"  # a registered backbone (`python -m harness list backbones`)
+
+    @property
+    def phase_name(self) -> str:
+        return type(self).__name__
+
+    def check(self) -> None:
+        """Reject impossible hyperparameters before any training (raise UsageError). Extend, call super()."""
+        BACKBONES.get(self.backbone)  # did-you-mean for an unknown backbone
+
+    def describe(self) -> str:
+        """One line for the leaderboard: what the phase does, from its field values. Override."""
+        return f"{first_line(type(self)).rstrip('.')} ({self.backbone})"
+
+    def settings(self) -> dict[str, Any]:
+        """Source-phase settings a reader must see next to the accuracy (e.g. the PGD attack). Override."""
+        return {}
+
+    @abstractmethod
+    def train(self, data: SourceData, budget_images: int) -> nn.Module:
+        """Train on the base pool for ``budget_images`` images processed; return the model."""
+
+    def episode_images(self, shots: int, queries: int) -> int:
+        """Images of each class an episodic source phase draws per base episode (0: not episodic); the
+        harness checks the base pool has that many before training. Override."""
+        return 0
+
+    def build_backbone(self, num_classes: int, data: SourceData, **kwargs: Any) -> nn.Module:
+        from harness.backbone import build_backbone
+
+        return build_backbone(self.backbone, num_classes=num_classes, image_size=data.image_size, **kwargs)
+
+    def spec(self, model: nn.Module) -> dict[str, Any]:
+        """What :meth:`rebuild` needs to make an empty model of the trained one's architecture (stored
+        with the cache entry, so loading never depends on the current run's ways or hyperparameters)."""
+        spec = getattr(model, "spec", None)
+        if spec is None:
+            raise TypeError(f"{self.phase_name}.train returned a model without .spec; build it with "
+                            f"build_backbone() or override spec() and rebuild()")
+        return dict(spec)
+
+    def rebuild(self, spec: dict[str, Any]) -> nn.Module:
+        from harness.backbone import build_backbone
+
+        return build_backbone(**spec)
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Adapter(ABC):
+    """Hyperparameters of an episode phase; subclasses add their own fields (with defaults)."""
+
+    def check(self, source: Pretrainer) -> None:
+        """Reject impossible hyperparameters (raise UsageError). Override."""
+
+    def describe(self, source: Pretrainer) -> str:
+        """One line for the leaderboard, from the field values. Override."""
+        return first_line(type(self)).rstrip(".")
+
+    def settings(self, source: Pretrainer) -> dict[str, Any]:
+        """Protocol settings a reader must see next to the accuracy (BN mode, inner steps...). Override."""
+        return {}
+
+    @abstractmethod
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
+              progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
+        """Adapt (copies of) ``model`` to each episode's support set; return one output per episode:
+        (queries, ways) logits, or a dict with "logits" and further named logits (e.g. "robust": on
+        attacked queries). Each episode's output must not depend on the other episodes of the batch;
+        call ``progress(n)`` after n episodes. Never modify ``model``."""
+
+    def params(self) -> dict[str, Any]:
+        return fields_of(self)
+
+
+@dataclass
+class EpisodeAdapter(Adapter):
+    """An adapter written one episode at a time: implement :meth:`adapt_episode`."""
+
+    @abstractmethod
+    def adapt_episode(self, model: nn.Module, task: Task, source: Pretrainer) -> torch.Tensor:
+        """(queries, ways) logits for one episode."""
+
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
+              progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
+        outputs = []
+        for task in tasks:
+            torch.manual_seed(task.seed)  # an episode's randomness depends on its own seed only
+            outputs.append(self.adapt_episode(model, task, source))
+            progress(1)
+        return outputs
+
+
+@dataclass
+class Strategy:
+    """One leaderboard row: a named pretrainer x adapter pair (after the run's overrides)."""
+
+    name: str
+    source: Pretrainer
+    adapter: Adapter
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        self.family = self.family or type(self.source).family
+
+    def check(self) -> None:
+        self.source.check()
+        if not type(self.source).any_backbone and self.source.backbone != "conv4":
+            raise Unsupported(f"{self.name} runs on the conv4 backbone only (got {self.source.backbone!r}); "
+                              f"drop --backbone for it or pass --set {self.name}.source.backbone=conv4")
+        self.adapter.check(self.source)
+
+    def params(self) -> dict[str, Any]:
+        return self.adapter.params()
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.source.settings(), **self.adapter.settings(self.source)}
+
+    def episode_phase(self) -> str:
+        return self.adapter.describe(self.source)
+
+    def run_episodes(self, model: nn.Module, tasks: TaskBatch,
+                     progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
+        return self.adapter.adapt(model, tasks, self.source, progress)
+
+
+class Unsupported(UsageError):
+    """A valid strategy that cannot run with this run's settings (e.g. another backbone): an error when the
+    strategy is named, a skipped row under --all."""

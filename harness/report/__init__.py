@@ -1,0 +1,23 @@
+"""Reports: pure functions of run directories' files (records, config.json, environment.json). No torch
+and no strategy module is imported; what a report shows (code links, settings, descriptions) is written
+into the records by the run.
+
+- ranking (harness/report/frame.py) apart from rendering;
+- renderers behind one interface (harness/report/formats.py), registered as ``md``, ``csv``, ``json``;
+- ``write_report`` / ``write_comparison``: compute everything, then write.
+"""
+
+from harness.registry import REPORT_FORMATS
+
+REPORT_FORMATS.register_lazy("md", "harness.report.formats:MARKDOWN", description="the leaderboard page, with plots")
+REPORT_FORMATS.register_lazy("csv", "harness.report.formats:CSV", description="the aggregated table, for pandas")
+REPORT_FORMATS.register_lazy("json", "harness.report.formats:JSON", description="the aggregated table, for pandas")
+FORMATS = ("md", "csv", "json")
+
+from harness.report.cells import run_names  # noqa: E402
+from harness.report.compare import compare_frame, write_comparison  # noqa: E402
+from harness.report.frame import FRAME_COLUMNS, leaderboard_frame  # noqa: E402
+from harness.report.write import render_runs, write_report  # noqa: E402
+
+__all__ = ["FORMATS", "FRAME_COLUMNS", "compare_frame", "leaderboard_frame", "render_runs", "run_names",
+           "write_comparison", "write_report"]

@@ -1,0 +1,145 @@
+"""Run B against run A, strategy by strategy: accuracy change (paired t-test on shared episodes, else
+Welch's unpaired test), Holm-corrected, and throughput ratios B / A. A pure function of the records."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from harness.errors import UsageError
+from harness.registry import REPORT_FORMATS
+from harness.report.cells import cell, missing, p_text, pp, run_names
+from harness.report.frame import ALPHA
+from harness.report.markdown import versions
+from harness.report.write import write_files
+from harness.results import Run, load_run
+from harness.stats import holm, paired_bootstrap_ci, paired_ttest, unpaired_bootstrap_ci, welch_ttest
+
+NOTABLE_RATIO = 1.2  # compare: throughput ratios beyond this (either way) are flagged
+
+COMPARE_COLUMNS = [
+    "shots", "strategy", "status_a", "status_b", "accuracy_a", "ci95_a", "accuracy_b", "ci95_b", "delta",
+    "delta_ci_low", "delta_ci_high", "test", "p_value", "p_holm", "change", "source_images_per_second_a",
+    "source_images_per_second_b", "source_ips_ratio", "ms_per_episode_a", "ms_per_episode_b", "ms_ratio",
+]
+
+
+def _ratio(b: Any, a: Any) -> float | None:
+    return None if missing(a) or missing(b) or not a else float(b) / float(a)
+
+
+def compare_frame(run_a: Run, run_b: Run) -> pd.DataFrame:
+    """Run B against run A for strategies present in both: Δ = B - A (paired t-test when the episodes
+    are the same, else Welch's unpaired test), Holm over all rows, throughput ratios B / A."""
+    pa, pb = run_a[0]["protocol"], run_b[0]["protocol"]
+    for key in ("dataset", "ways", "queries"):
+        if pa.get(key) != pb.get(key):
+            raise UsageError(f"the runs use different protocols ({key} {pa.get(key)} vs {pb.get(key)}); their "
+                             f"accuracies are not comparable")
+    a_recs = {(r["strategy"], r["shots"]): r for r in run_a[2]}
+    b_recs = {(r["strategy"], r["shots"]): r for r in run_b[2]}
+    rows = []
+    for key in sorted(set(a_recs) & set(b_recs), key=lambda k: (k[1], k[0])):
+        a, b = a_recs[key], b_recs[key]
+        row: dict[str, Any] = dict.fromkeys(COMPARE_COLUMNS)
+        row.update(shots=key[1], strategy=key[0], status_a=a.get("status"), status_b=b.get("status"))
+        if a.get("status") == "ok" and b.get("status") == "ok":
+            xa, xb = a.get("episode_accuracies") or [], b.get("episode_accuracies") or []
+            row.update(accuracy_a=a["accuracy"], ci95_a=a["ci95"], accuracy_b=b["accuracy"], ci95_b=b["ci95"],
+                       delta=b["accuracy"] - a["accuracy"])
+            paired = (a.get("episode_fingerprint") and a.get("episode_fingerprint") == b.get("episode_fingerprint")
+                      and len(xa) == len(xb))
+            if paired and len(xa) >= 2:
+                row.update(test="paired t", p_value=paired_ttest(xb, xa)[1])
+                row["delta_ci_low"], row["delta_ci_high"] = paired_bootstrap_ci(xb, xa)
+            elif len(xa) >= 2 and len(xb) >= 2:
+                row.update(test="Welch t (unpaired)", p_value=welch_ttest(xb, xa)[1])
+                row["delta_ci_low"], row["delta_ci_high"] = unpaired_bootstrap_ci(xb, xa)
+        row.update(source_images_per_second_a=a.get("source_images_per_second"),
+                   source_images_per_second_b=b.get("source_images_per_second"),
+                   ms_per_episode_a=a.get("ms_per_episode"), ms_per_episode_b=b.get("ms_per_episode"))
+        row["source_ips_ratio"] = _ratio(row["source_images_per_second_b"], row["source_images_per_second_a"])
+        row["ms_ratio"] = _ratio(row["ms_per_episode_b"], row["ms_per_episode_a"])
+        rows.append(row)
+    adjusted = holm([math.nan if r["p_value"] is None else r["p_value"] for r in rows])
+    for row, p in zip(rows, adjusted, strict=True):
+        if not math.isnan(p):
+            row["p_holm"] = p
+            row["change"] = ("better" if row["delta"] > 0 else "worse") if p < ALPHA else "no significant change"
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def _ratio_cell(ratio: Any, higher_is_faster: bool) -> str:
+    if missing(ratio):
+        return "-"
+    faster = ratio >= NOTABLE_RATIO if higher_is_faster else ratio <= 1 / NOTABLE_RATIO
+    slower = ratio <= 1 / NOTABLE_RATIO if higher_is_faster else ratio >= NOTABLE_RATIO
+    return f"{ratio:.2f}×" + (" (faster)" if faster else " (slower)" if slower else "")
+
+
+def _acc(row: dict[str, Any], x: str) -> str:
+    if row[f"status_{x}"] != "ok":
+        return str(row[f"status_{x}"])
+    return f"{100 * row[f'accuracy_{x}']:.2f} ± {100 * row[f'ci95_{x}']:.2f}"
+
+
+def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"),
+                      frame: pd.DataFrame | None = None) -> str:
+    frame = compare_frame(run_a, run_b) if frame is None else frame
+    na, nb = names
+    lines = [f"# Comparison: `{nb}` vs `{na}`", ""]
+    for label, name, (config, env, _) in (("A", na, run_a), ("B", nb, run_b)):
+        p = config["protocol"]
+        lines.append(f"- **{label}** `{name}`: {env.get('dataset', '?')}; {p['dataset']}, {p['ways']}-way, "
+                     f"{p['queries']} queries, {p['episodes']} episodes, seed {p['seed']}, preset `{p['preset']}`; "
+                     f"{versions(env)}")
+    lines += [
+        "- **Δ** = B − A in percentage points with a 95% bootstrap CI (seed 0). When both runs used the same "
+        "episodes (equal fingerprints) the test is the paired t-test over those episodes; otherwise "
+        "(different seed or episode count) it is Welch's unpaired t-test, marked *unpaired*, which is weaker "
+        "and ignores that both are samples of the same protocol. Runs with a different dataset, ways or queries "
+        f"are refused. p is Holm-corrected over all rows; ▲ / ▼ mark significant changes (p < {ALPHA}).",
+        f"- **Throughput ratios** are B / A (source img/s: higher is faster; ms / episode: lower is faster), "
+        f"single measurements, not tested; flagged when they differ by more than {NOTABLE_RATIO:.1f}× either "
+        "way. Cached source phases repeat the measurement of the run that trained them.",
+    ]
+    headers = ["Strategy", f"A: {na} (%)", f"B: {nb} (%)", "Δ (pp) [95% CI]", "Test", "p (Holm)", "Change",
+               "Source img/s B/A", "ms / episode B/A"]
+    for s in sorted(frame["shots"].unique().tolist()):
+        rows = []
+        for row in frame[frame["shots"] == s].to_dict("records"):
+            row = {k: None if missing(v) else v for k, v in row.items()}
+            delta = "-" if row["delta"] is None else pp(row["delta"])
+            if row["delta_ci_low"] is not None:
+                delta += f" [{pp(row['delta_ci_low'])}, {pp(row['delta_ci_high'])}]"
+            change = {"better": "▲ better", "worse": "▼ worse"}.get(row["change"], row["change"] or "-")
+            test = "-" if row["test"] is None else "paired t" if row["test"] == "paired t" else "Welch t, *unpaired*"
+            rows.append([cell(c) for c in [row["strategy"], _acc(row, "a"), _acc(row, "b"), delta, test,
+                                            p_text(row["p_holm"]), change, _ratio_cell(row["source_ips_ratio"], True),
+                                            _ratio_cell(row["ms_ratio"], False)]])
+        lines += ["", f"## {s}-shot", "", tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)]
+    only_a = sorted({r["strategy"] for r in run_a[2]} - {r["strategy"] for r in run_b[2]})
+    only_b = sorted({r["strategy"] for r in run_b[2]} - {r["strategy"] for r in run_a[2]})
+    if frame.empty:
+        lines += ["", "No strategy and shot setting is present in both runs."]
+    if only_a or only_b:
+        lines += [""] + [f"Only in {label}: {', '.join(only)}." for label, only in (("A", only_a), ("B", only_b))
+                         if only]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(run_dirs: list[str | Path], out: str | Path, fmt: str = "md") -> list[Path]:
+    if len(run_dirs) != 2:
+        raise UsageError(f"--compare takes exactly two run directories (RUN_A RUN_B), got {len(run_dirs)}")
+    REPORT_FORMATS.get(fmt)
+    run_a, run_b = (load_run(d) for d in run_dirs)
+    na, nb = run_names(run_dirs)
+    frame = compare_frame(run_a, run_b)
+    text = render_comparison(run_a, run_b, (na, nb), frame) if fmt == "md" else \
+        REPORT_FORMATS.load(fmt).render([run_a, run_b], [na, nb], frame, Path(out), ())
+    write_files({Path(out): text})
+    return [Path(out)]

@@ -1,0 +1,141 @@
+"""The one written schema of a run directory: records, config.json and environment.json.
+
+    RUN_DIR/
+      config.json        RunHeader: the resolved run configuration, protocol and every strategy's settings
+      environment.json   Environment: versions, device, code version, data provenance, the command
+      records/<strategy>-<shots>shot.json   one Record per (strategy, shots)
+      run.log            tracebacks of failed units
+      leaderboard.md     the report (default location)
+
+The runner writes these dataclasses, ``load_run`` validates against them, the report reads them, the
+README's field table is tested against :data:`RECORD_DOCS`, and the test fixtures build them. This module
+imports no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import UsageError
+
+#: version of the on-disk layout; a run directory of another version is refused with a clear message
+SCHEMA_VERSION = 2
+
+
+def doc(text: str, default: Any = None, **kwargs: Any) -> Any:
+    """A field with a meaning (``metadata["doc"]``) and a default."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=type(default), metadata={"doc": text}, **kwargs)
+    return field(default=default, metadata={"doc": text}, **kwargs)
+
+
+class _Json:
+    """JSON round trip of a schema dataclass; ``from_json`` refuses missing or unknown fields."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "record") -> Any:
+        return _from_json(cls, data, where)
+
+
+@dataclass
+class Record(_Json):
+    """One (strategy, shots) result. Failed and skipped records carry every field (measurements None)."""
+
+    schema_version: int = doc("version of this layout", SCHEMA_VERSION)
+    strategy: str = doc("registered strategy name", "")
+    family: str = doc("transfer / meta-learning / self-supervised / adversarial", "")
+    status: str = doc("`ok`, `failed` or `skipped`", "ok")
+    reason: str | None = doc("one-line reason when not ok, else null")
+    shots: int = doc("K: support images per class", 0)
+    ways: int = doc("N: classes per episode", 0)
+    queries: int = doc("query images per class", 0)
+    episodes: int = doc("number of episodes E", 0)
+    dataset: str = doc("registered dataset name (or the TOML dataset's name)", "")
+    seed: int = doc("run seed; episodes depend on (seed, shots, index) only", 0)
+    episode_fingerprint: str | None = doc("sha256 of the data fingerprint and all episode indices and labels "
+                                          "(equal => same episodes of the same images)")
+    accuracy: float | None = doc("mean query accuracy over episodes (0..1)")
+    ci95: float | None = doc("half-width of the 95% CI of `accuracy` (0..1)")
+    episode_accuracies: list[float] | None = doc("accuracy of each episode, in episode order")
+    metrics: dict[str, Any] = doc("further scored outputs, e.g. `robust_accuracy` / `robust_ci95` (0..1)", {})
+    backbone: str | None = doc("the source phase's backbone")
+    source_phase: str | None = doc("source phase class name")
+    source_description: str | None = doc("what the source phase does, from its settings")
+    source_params: dict[str, Any] | None = doc("source phase hyperparameters")
+    source_key: str | None = doc("cache key of the source model")
+    source_budget_images: int | None = doc("images processed by the source phase")
+    source_seconds: float | None = doc("source phase wall time (when trained; cached rows repeat the original)")
+    source_images_per_second: float | None = doc("source phase throughput")
+    source_peak_memory_mb: float | None = doc("peak memory of the source phase (see README)")
+    source_device: str | None = doc("device the source phase ran on")
+    source_cached: bool | None = doc("true when the source model came from the disk cache, not trained in this run")
+    source_metrics: dict[str, Any] = doc("measurements the source phase reported (e.g. peak memory of a meta-step)",
+                                         {})
+    episode_phase: str | None = doc("what the strategy does per support set, from its settings")
+    params: dict[str, Any] | None = doc("episode-phase hyperparameters")
+    settings: dict[str, Any] | None = doc("protocol settings shown in the leaderboard (BN mode, inner steps...)")
+    episode_seconds: float | None = doc("wall time of all episodes (synchronised)")
+    ms_per_episode: float | None = doc("episode_seconds / episodes * 1000")
+    query_images_per_second: float | None = doc("queries scored per second of episode phase")
+    episode_peak_memory_mb: float | None = doc("peak memory of the episode phase (see README)")
+    device: str | None = doc("device name (GPU model or CPU)")
+    torch_version: str | None = doc("torch.__version__")
+    code: dict[str, str] = doc("source files of the source phase and adapter, relative to the project root", {})
+
+
+@dataclass
+class RunHeader(_Json):
+    """config.json: what was asked for, resolved."""
+
+    schema_version: int = doc("version of this layout", SCHEMA_VERSION)
+    harness_version: str = doc("the harness version that wrote the run", "")
+    protocol: dict[str, Any] = doc("preset, dataset, ways, queries, episodes, seed: what must match to resume", {})
+    shots: list[int] = doc("shot settings", [])
+    dataset_description: str = doc("how base and novel pools are drawn", "")
+    novel_classes: int = doc("number of novel classes", 0)
+    preset_budgets: dict[str, int] = doc("images processed by each budget group", {})
+    strategies: dict[str, Any] = doc("every strategy's resolved hyperparameters (source under `source`)", {})
+    run: dict[str, Any] = doc("the resolved run configuration (RunConfig fields)", {})
+
+
+@dataclass
+class Environment(_Json):
+    """environment.json: where and with what the numbers were measured."""
+
+    harness_version: str = doc("harness version", "")
+    code_version: str | None = doc("git commit of the project (\"-dirty\" with local changes), or a hash of its source")
+    python: str = doc("Python version", "")
+    torch: str = doc("torch version", "")
+    torchvision: str = doc("torchvision version", "")
+    numpy: str = doc("numpy version", "")
+    platform: str = doc("operating system", "")
+    device: str = doc("device name", "")
+    device_type: str = doc("cpu or cuda", "")
+    threads: int = doc("torch CPU threads", 0)
+    dataset: str = doc("data label, from the data itself (known copies) or the dataset", "")
+    data_source: str = doc("where the data was read from", "")
+    data_layout: str = doc("on-disk layout of the data", "")
+    data_fingerprint: str = doc("sha256 of the pixels, labels and pools", "")
+    command: list[str] = doc("the command line, as arguments", [])
+
+
+def _from_json(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} is not a JSON object; it is not a results file of this harness")
+    names = {f.name for f in dataclasses.fields(cls)}
+    missing = sorted(n for n in names if n not in data and n != "schema_version")
+    unknown = sorted(k for k in data if k not in names)
+    if missing or unknown:
+        what = "; ".join(x for x in (f"lacks {', '.join(missing)}" if missing else "",
+                                     f"has unknown fields {', '.join(unknown)}" if unknown else "") if x)
+        raise UsageError(f"{where} {what}: it was written by another version of the harness; rerun it with this one")
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+#: field -> meaning, for the README's table (tests/test_readme.py checks they agree)
+RECORD_DOCS: dict[str, str] = {f.name: f.metadata["doc"] for f in dataclasses.fields(Record)}

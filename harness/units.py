@@ -1,0 +1,102 @@
+"""Units of work are values: ``plan(...) -> [Unit]``.
+
+A :class:`SourceUnit` trains one source phase (one per distinct cache key: equal source phases of
+several rows are trained once; per shot setting where the phase is per-shots). An :class:`EvalUnit`
+scores one strategy at one shot setting on the fixed episodes; it depends on its source unit(s) by
+cache key. Units are small picklable dataclasses (hyperparameters and names, no data or models), so any
+executor (harness/executors) can run them in any order that respects the dependencies, in any process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.phases import Strategy
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """A trained (or cached) source model: its architecture spec, its state dict on the CPU and the
+    measurements of the phase that trained it."""
+
+    key: str
+    spec: dict[str, Any]
+    state: dict[str, Any]  # parameter name -> CPU tensor
+    measurements: dict[str, Any]
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class SourceUnit:
+    key: str  # the cache key (harness/cache.py)
+    strategy: Strategy  # the first row that uses it (its source phase is what is trained)
+    budget_images: int
+    seed: int  # training seed
+    shots: int | None  # the evaluation's shots, for per-shots phases
+    users: tuple[str, ...] = ()  # every row that uses it (for progress lines)
+
+    @property
+    def id(self) -> str:
+        return f"source:{self.key}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy.source.phase_name}" + (f" ({self.shots}-shot)" if self.shots else "")
+
+
+@dataclass(frozen=True)
+class EvalUnit:
+    strategy: Strategy
+    shots: int
+    source_keys: tuple[str, ...]  # the source units it needs
+
+    @property
+    def id(self) -> str:
+        return f"eval:{self.strategy.name}:{self.shots}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy.name} {self.shots}-shot"
+
+
+Unit = SourceUnit | EvalUnit
+
+
+@dataclass
+class Plan:
+    """The units of a run; sources keyed by cache key, evaluations in (strategy, shots) order."""
+
+    sources: dict[str, SourceUnit] = field(default_factory=dict)
+    evaluations: list[EvalUnit] = field(default_factory=list)
+
+    def units(self) -> list[Unit]:
+        return [*self.sources.values(), *self.evaluations]
+
+    def dependents(self, key: str) -> list[EvalUnit]:
+        return [e for e in self.evaluations if key in e.source_keys]
+
+    def without(self, done: set[str]) -> Plan:
+        """The plan minus evaluation units whose ids are in ``done`` and the sources only they needed."""
+        evaluations = [e for e in self.evaluations if e.id not in done]
+        needed = {k for e in evaluations for k in e.source_keys}
+        return Plan({k: u for k, u in self.sources.items() if k in needed}, evaluations)
+
+
+def plan(strategies: list[Strategy], shots: list[int], key_of: Any, budget_of: Any, seed: int) -> Plan:
+    """One evaluation unit per (strategy, shots) and one source unit per distinct cache key.
+    ``key_of(strategy, shots, seed)`` gives the cache key, ``budget_of(strategy)`` the budget."""
+    result = Plan()
+    for strategy in strategies:
+        for s in shots:
+            phase_shots = s if type(strategy.source).per_shots else None
+            key = key_of(strategy, phase_shots, seed)
+            unit = result.sources.get(key)
+            if unit is None:
+                result.sources[key] = SourceUnit(key, strategy, budget_of(strategy), seed, phase_shots,
+                                                 (strategy.name,))
+            elif strategy.name not in unit.users:
+                result.sources[key] = dataclasses.replace(unit, users=(*unit.users, strategy.name))
+            result.evaluations.append(EvalUnit(strategy, s, (key,)))
+    return result
