@@ -117,7 +117,7 @@ def _recorded_settings(run_dir: Path, given: dict) -> dict:
         raise UsageError("--resume and --out name different directories; pass one of them")
     recorded = dict(read_header(run_dir).run)
     recorded["out"] = str(run_dir)
-    for key in ("preset", "dataset", "ways", "queries", "episodes", "seed", "backbone"):
+    for key in ("preset", "dataset", "ways", "queries", "episodes", "seed", "backbone", "replicates", "precision"):
         if key in given and key in recorded and given[key] != recorded[key]:
             raise UsageError(f"--resume {run_dir}: the run recorded {key} {recorded[key]!r}, the command gives "
                              f"{given[key]!r}; drop --{key.replace('_', '-')} to resume, or pass a new --out")

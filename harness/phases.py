@@ -86,6 +86,8 @@ class Pretrainer(ABC):
     uses_ways: ClassVar[bool] = False
     #: False for phases that can only use one backbone (e.g. the Keras Conv-4)
     any_backbone: ClassVar[bool] = True
+    #: the ``--precision`` values the phase honours (fp32, bf16 autocast)
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
 
     backbone: str = "conv4"  # a registered backbone (`python -m harness list backbones`)
 
@@ -104,6 +106,12 @@ class Pretrainer(ABC):
     def settings(self) -> dict[str, Any]:
         """Source-phase settings a reader must see next to the accuracy (e.g. the PGD attack). Override."""
         return {}
+
+    def runs_on(self, device: torch.device) -> str:
+        """The device the phase really computes on, named (a framework may differ from torch's). Override."""
+        from harness.measure import device_name
+
+        return device_name(device)
 
     @abstractmethod
     def train(self, data: SourceData, budget_images: int) -> nn.Module:
@@ -152,6 +160,12 @@ class Adapter(ABC):
         """Protocol settings a reader must see next to the accuracy (BN mode, inner steps...). Override."""
         return {}
 
+    def runs_on(self, device: torch.device) -> str:
+        """The device the adaptation really computes on, named. Override."""
+        from harness.measure import device_name
+
+        return device_name(device)
+
     @abstractmethod
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
               progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
@@ -194,11 +208,14 @@ class Strategy:
     def __post_init__(self) -> None:
         self.family = self.family or type(self.source).family
 
-    def check(self) -> None:
+    def check(self, precision: str = "fp32") -> None:
         self.source.check()
         if not type(self.source).any_backbone and self.source.backbone != "conv4":
             raise Unsupported(f"{self.name} runs on the conv4 backbone only (got {self.source.backbone!r}); "
                               f"drop --backbone for it or pass --set {self.name}.source.backbone=conv4")
+        if precision not in type(self.source).precisions:
+            raise Unsupported(f"{self.name} trains in {' or '.join(type(self.source).precisions)} only; drop "
+                              f"--precision {precision} for it")
         self.adapter.check(self.source)
 
     def params(self) -> dict[str, Any]:

@@ -1,5 +1,9 @@
-"""Presets: source-phase budgets (in images processed, not epochs) per budget group, and the number of
-episodes. A preset is the second layer of a run's configuration: defaults < preset < TOML < CLI."""
+"""Presets: source-phase budgets per budget group, and the number of episodes. A preset is the second
+layer of a run's configuration: defaults < preset < TOML < CLI.
+
+Budgets are in the harness's one cost unit: images through a forward+backward pass of the backbone,
+counted the same way in every source phase (a rotation-prediction image is four, a SimCLR image two, a
+PGD-3 example four, a MAML task its inner-loop and query passes)."""
 
 from __future__ import annotations
 
@@ -30,10 +34,10 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("smoke", 8, {"pretrain": 1_024, "meta": 1_024, "ssl": 1_024, "adversarial": 1_024},
                "seconds on a CPU; for tests and CI, numbers are meaningless"),
-        Preset("quick", 300, {"pretrain": 100_000, "meta": 12_000, "ssl": 10_000, "adversarial": 10_000},
+        Preset("quick", 300, {"pretrain": 100_000, "meta": 20_000, "ssl": 40_000, "adversarial": 40_000},
                "the default: a meaningful ranking; run --all within 20 minutes on a 2-core CPU"),
-        Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 12_000_000, "ssl": 5_000_000,
-                               "adversarial": 5_000_000},
+        Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 20_000_000, "ssl": 20_000_000,
+                               "adversarial": 20_000_000},
                "published-scale budgets (200 epochs of the base split); for a GPU"),
     )
 }

@@ -13,12 +13,14 @@ from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
 Run = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]  # (config, environment, records) as JSON
 
 
-def record_path(run_dir: Path, strategy: str, shots: int) -> Path:
-    return run_dir / "records" / f"{strategy}-{shots}shot.json"
+def record_path(run_dir: Path, strategy: str, shots: int, scale: float = 1.0) -> Path:
+    """``records/<strategy>-<shots>shot.json``, with ``-x<scale>`` for a budget scale other than 1."""
+    suffix = "" if scale == 1 else f"-x{scale:g}"
+    return run_dir / "records" / f"{strategy}-{shots}shot{suffix}.json"
 
 
 def write_record(run_dir: Path, record: Record) -> Path:
-    path = record_path(run_dir, record.strategy, record.shots)
+    path = record_path(run_dir, record.strategy, record.shots, record.budget_scale)
     atomic_write_json(path, record.to_json(), fault_point="record-write")
     return path
 

@@ -49,7 +49,11 @@ class RunConfig:
     shots: list[int] = option([1, 5], "support images per class; several settings: 1 5 or 1,5", positive=True)
     queries: int = option(15, "query images per class", positive=True)
     episodes: int | None = option(None, "episodes per shot setting (default: the preset's)", positive=True)
-    seed: int = option(0, "seed of the episodes and of the source training")
+    seed: int = option(0, "seed of the episodes; the first training seed (replicates derive theirs from it)")
+    replicates: int = option(1, "train every source phase with this many training seeds, evaluated on the same "
+                                "episodes", positive=True)
+    precision: str = option("fp32", "fp32 | bf16: bf16 autocast in the source phases (the same on every device)")
+    deterministic: bool = option(True, "deterministic algorithms, no TF32 (--no-deterministic: faster on a GPU)")
     device: str = option("auto", "auto | cpu | cuda")
     executor: str = option("local", "how units of work run (see `list executors`)")
     data_dir: str | None = option(None, "dataset folder (else $HARNESS_DATA, else the cache, where torchvision "
@@ -112,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if m["positional"]:
             parser.add_argument(f.name, nargs="*", **common)
         elif kind is bool:
-            parser.add_argument(*flags, action="store_true", **common)
+            action = argparse.BooleanOptionalAction if f.default else "store_true"
+            parser.add_argument(*flags, action=action, **common)
         elif f.name == "set":
             parser.add_argument(*flags, action="append", metavar=m["metavar"], **common)
         elif typing.get_origin(kind) is list:

@@ -29,9 +29,9 @@ from harness.cache import SourceCache, cache_key
 from harness.datasets import get_dataset
 from harness.datasets.base import FewShotData, default_cache_dir
 from harness.episodes import validate_protocol
-from harness.errors import UsageError
+from harness.errors import UsageError, unknown
 from harness.io import atomic_write_json, read_json
-from harness.measure import device_name, resolve_device
+from harness.measure import PRECISIONS, configure, determinism_settings, device_name, resolve_device
 from harness.overrides import apply_strategy_overrides, parse_set
 from harness.phases import Strategy, Unsupported
 from harness.presets import Preset, get_preset
@@ -42,10 +42,12 @@ from harness.runconfig import RunConfig
 from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
 from harness.session import Session
 from harness.suite import get_row
-from harness.units import Plan, plan
+from harness.units import Plan, plan, replicate_seeds
 from harness.work import RunSpec, base_record
 
-PROTOCOL_KEYS = ("preset", "dataset", "ways", "queries", "episodes", "seed")
+#: what a run directory must match to be resumed (else exit 2, naming the recorded and the given values)
+PROTOCOL_KEYS = ("preset", "dataset", "ways", "queries", "episodes", "seed", "replicates", "precision",
+                 "device_type", "data_fingerprint")
 
 
 @dataclass
@@ -70,14 +72,10 @@ def resolve_strategies(config: RunConfig, tables: dict[str, dict]) -> tuple[list
     overrides: dict[str, dict[str, Any]] = {}
     for n, table in tables.items():
         if n not in entries:
-            from harness.errors import unknown
-
             raise unknown(f"strategy table in {config.config}:", n, entries)
         overrides[n] = dict(table)
     for n, table in parse_set(config.set).items():
         if n not in entries:
-            from harness.errors import unknown
-
             raise unknown("strategy in --set", n, entries)
         if n not in names:
             raise UsageError(f"--set names {n!r}, which is not in this run; add it to the strategies to run")
@@ -101,7 +99,7 @@ def resolve_strategies(config: RunConfig, tables: dict[str, dict]) -> tuple[list
                                                                                 backbone=config.backbone))
         strategy = apply_strategy_overrides(strategy, overrides.get(n, {}), n)
         try:
-            strategy.check()
+            strategy.check(config.precision)
         except Unsupported as e:
             if not config.all:
                 raise
@@ -170,13 +168,12 @@ class Run:
     @property
     def spec(self) -> RunSpec:
         c = self.config
-        return RunSpec(self.data.name, c.ways, c.queries, c.episodes, c.seed, str(self.device), c.quiet)
+        return RunSpec(self.data.name, c.ways, c.queries, c.episodes, c.seed, str(self.device), c.precision,
+                       c.deterministic, c.quiet)
 
     @property
     def protocol(self) -> dict[str, Any]:
-        c = self.config
-        return {"preset": c.preset, "dataset": self.data.name, "ways": c.ways, "queries": c.queries,
-                "episodes": c.episodes, "seed": c.seed}
+        return protocol_of(self.config, self.data, self.device)
 
     def header(self) -> RunHeader:
         strategies = {s.name: {**s.params(), "source": {"phase": s.source.phase_name, **s.source.params()}}
@@ -199,6 +196,7 @@ class Run:
                            torch=torch.__version__, torchvision=torchvision.__version__, numpy=np.__version__,
                            platform=platform.platform(), device=device_name(self.device),
                            device_type=self.device.type, threads=torch.get_num_threads(),
+                           precision=self.config.precision, determinism=determinism_settings(),
                            dataset=self.config.data_label or self.data.label or self.data.name,
                            data_source=self.data.source, data_layout=self.data.layout,
                            data_fingerprint=self.data.fingerprint, command=self.command)
@@ -253,12 +251,19 @@ class Run:
                 continue
             s = unit.strategy
             if old.status == "ok" and old.params == s.params() and old.source_params == s.source.params() \
-                    and old.source_key == unit.source_keys[0] and old.episodes == self.config.episodes:
+                    and old.source_keys == list(unit.source_keys) and old.episodes == self.config.episodes:
                 done.add(unit.id)
         return done
 
 
-def source_key(strategy: Strategy, shots: int | None, seed: int, data: FewShotData, ways: int, queries: int,
+def protocol_of(config: RunConfig, data: FewShotData, device: torch.device) -> dict[str, Any]:
+    c = config
+    return {"preset": c.preset, "dataset": data.name, "ways": c.ways, "queries": c.queries, "episodes": c.episodes,
+            "seed": c.seed, "replicates": c.replicates, "precision": c.precision, "device_type": device.type,
+            "data_fingerprint": data.fingerprint}
+
+
+def source_key(strategy: Strategy, shots: int | None, seed: int, data: FewShotData, config: RunConfig,
                budget: int, device: torch.device) -> str:
     """The cache key of a strategy's source model (harness/cache.py says what it covers)."""
     phase = strategy.source
@@ -268,13 +273,13 @@ def source_key(strategy: Strategy, shots: int | None, seed: int, data: FewShotDa
     ingredients: dict[str, Any] = {
         "phase": f"{type(phase).__module__}.{type(phase).__qualname__}", "params": phase.params(),
         "code": code_hash(*modules), "dataset": data.fingerprint, "seed": seed, "budget_images": budget,
-        "device": device.type, "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
+        "device": device.type, "precision": config.precision, "deterministic": config.deterministic,
         "torch": ".".join(torch.__version__.split(".")[:2]),
     }
     if type(phase).uses_ways or type(phase).per_shots:
-        ingredients["ways"] = ways
+        ingredients["ways"] = config.ways
     if type(phase).per_shots:
-        ingredients.update(shots=shots, queries=queries)
+        ingredients.update(shots=shots, queries=config.queries)
     return cache_key(phase.phase_name, ingredients)
 
 
@@ -283,7 +288,10 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     """Validate everything and load the data; writes nothing."""
     preset = get_preset(config.preset)
     EXECUTORS.get(config.executor)
+    if config.precision not in PRECISIONS:
+        raise unknown("precision", config.precision, PRECISIONS)
     device = resolve_device(config.device)
+    configure(config.deterministic)
     strategies, skipped = resolve_strategies(config, tables)
     dataset = get_dataset(config.dataset)
     for s in config.shots:  # the counts themselves, before loading anything
@@ -296,16 +304,14 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
         validate_protocol(data.novel.class_sizes(), config.ways, s, config.queries, config.episodes)
     check_base_pool(strategies, data, config)
     out = Path(config.out) if config.out else _default_out()
-    protocol = {"preset": config.preset, "dataset": data.name, "ways": config.ways, "queries": config.queries,
-                "episodes": config.episodes, "seed": config.seed}
-    check_out(out, protocol)
+    check_out(out, protocol_of(config, data, device))
 
     def key_of(strategy: Strategy, shots: int | None, seed: int) -> str:
-        return source_key(strategy, shots, seed, data, config.ways, config.queries,
-                          preset.budget(type(strategy.source).budget_group), device)
+        return source_key(strategy, shots, seed, data, config, preset.budget(type(strategy.source).budget_group),
+                          device)
 
     units = plan(strategies, list(config.shots), key_of, lambda s: preset.budget(type(s.source).budget_group),
-                 config.seed)
+                 replicate_seeds(config.seed, config.replicates))
     return Run(config, strategies, skipped, data, preset, device, out, SourceCache(cache_dir, warn=log), units, log,
                command or ["python", "-m", "harness", *sys.argv[1:]])
 

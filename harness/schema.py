@@ -21,7 +21,7 @@ from typing import Any
 from harness.errors import UsageError
 
 #: version of the on-disk layout; a run directory of another version is refused with a clear message
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def doc(text: str, default: Any = None, **kwargs: Any) -> Any:
@@ -59,30 +59,51 @@ class Record(_Json):
     seed: int = doc("run seed; episodes depend on (seed, shots, index) only", 0)
     episode_fingerprint: str | None = doc("sha256 of the data fingerprint and all episode indices and labels "
                                           "(equal => same episodes of the same images)")
-    accuracy: float | None = doc("mean query accuracy over episodes (0..1)")
-    ci95: float | None = doc("half-width of the 95% CI of `accuracy` (0..1)")
-    episode_accuracies: list[float] | None = doc("accuracy of each episode, in episode order")
-    metrics: dict[str, Any] = doc("further scored outputs, e.g. `robust_accuracy` / `robust_ci95` (0..1)", {})
+    accuracy: float | None = doc("mean query accuracy (0..1): over episodes, averaged over training seeds")
+    ci95: float | None = doc("half-width of the 95% CI of `accuracy` (0..1); `ci_covers` says what it covers")
+    ci_covers: str | None = doc("what `ci95` covers: episode sampling only (one trained model), or training seeds "
+                                "and episode sampling")
+    episode_accuracies: list[float] | None = doc("accuracy of each episode (averaged over training seeds), in "
+                                                 "episode order")
+    replicate_seeds: list[int] | None = doc("the training seed of each replicate (`--replicates`)")
+    replicate_accuracies: list[float] | None = doc("mean accuracy of each replicate, on the same episodes")
+    metrics: dict[str, Any] = doc("further scored outputs, e.g. `clean_and_robust_accuracy` / "
+                                  "`clean_and_robust_ci95` (0..1)", {})
     backbone: str | None = doc("the source phase's backbone")
     source_phase: str | None = doc("source phase class name")
     source_description: str | None = doc("what the source phase does, from its settings")
     source_params: dict[str, Any] | None = doc("source phase hyperparameters")
-    source_key: str | None = doc("cache key of the source model")
-    source_budget_images: int | None = doc("images processed by the source phase")
-    source_seconds: float | None = doc("source phase wall time (when trained; cached rows repeat the original)")
-    source_images_per_second: float | None = doc("source phase throughput")
-    source_peak_memory_mb: float | None = doc("peak memory of the source phase (see README)")
+    source_keys: list[str] | None = doc("cache key of the source model of each replicate")
+    budget_group: str | None = doc("the preset budget group of the source phase (pretrain, meta, ssl, adversarial)")
+    budget_scale: float = doc("the --budget-scale this record was run at (1: the preset's budgets)", 1.0)
+    matched_flops: float | None = doc("with --match-compute: the FLOP budget every source phase was given, else null")
+    source_budget_images: int | None = doc("the source phase's budget in images processed (forward+backward passes "
+                                           "of the backbone), per replicate")
+    source_images_processed: int | None = doc("images processed (forward+backward passes) by the source phase, per "
+                                              "replicate, as counted")
+    source_flops: float | None = doc("floating-point operations of the source phase, per replicate")
+    source_flops_method: str | None = doc("how `source_flops` was measured")
+    source_seconds: float | None = doc("source phase wall time, all replicates (when trained; cached rows repeat the "
+                                       "original)")
+    source_images_per_second: float | None = doc("source phase throughput after its first (warm-up) step")
+    source_peak_memory_mb: float | None = doc("peak memory of the source phase above what was allocated when it "
+                                              "started (see README)")
     source_device: str | None = doc("device the source phase ran on")
-    source_cached: bool | None = doc("true when the source model came from the disk cache, not trained in this run")
+    source_cached: bool | None = doc("true when every source model came from the disk cache, none trained in this "
+                                     "run")
     source_metrics: dict[str, Any] = doc("measurements the source phase reported (e.g. peak memory of a meta-step)",
                                          {})
     episode_phase: str | None = doc("what the strategy does per support set, from its settings")
     params: dict[str, Any] | None = doc("episode-phase hyperparameters")
     settings: dict[str, Any] | None = doc("protocol settings shown in the leaderboard (BN mode, inner steps...)")
-    episode_seconds: float | None = doc("wall time of all episodes (synchronised)")
-    ms_per_episode: float | None = doc("episode_seconds / episodes * 1000")
+    episode_seconds: float | None = doc("wall time of all episodes of all replicates, after one untimed warm-up "
+                                        "episode (synchronised)")
+    ms_per_episode: float | None = doc("episode_seconds / (episodes * replicates) * 1000")
+    episode_flops: float | None = doc("floating-point operations of the episode phase per episode (the warm-up "
+                                      "episode, counted)")
     query_images_per_second: float | None = doc("queries scored per second of episode phase")
-    episode_peak_memory_mb: float | None = doc("peak memory of the episode phase (see README)")
+    episode_peak_memory_mb: float | None = doc("peak memory of the episode phase above what was allocated when it "
+                                               "started (see README)")
     device: str | None = doc("device name (GPU model or CPU)")
     torch_version: str | None = doc("torch.__version__")
     code: dict[str, str] = doc("source files of the source phase and adapter, relative to the project root", {})
@@ -99,6 +120,8 @@ class RunHeader(_Json):
     dataset_description: str = doc("how base and novel pools are drawn", "")
     novel_classes: int = doc("number of novel classes", 0)
     preset_budgets: dict[str, int] = doc("images processed by each budget group", {})
+    budget_scales: list[float] = doc("the budget scales run (several: accuracy-vs-compute curves)", [1.0])
+    matched_flops: float | None = doc("with --match-compute: the FLOP budget of every source phase")
     strategies: dict[str, Any] = doc("every strategy's resolved hyperparameters (source under `source`)", {})
     run: dict[str, Any] = doc("the resolved run configuration (RunConfig fields)", {})
 
@@ -117,6 +140,8 @@ class Environment(_Json):
     device: str = doc("device name", "")
     device_type: str = doc("cpu or cuda", "")
     threads: int = doc("torch CPU threads", 0)
+    precision: str = doc("fp32, or bf16 (autocast) for the source phases", "fp32")
+    determinism: dict[str, Any] = doc("deterministic algorithms, cuDNN and TF32 settings in force", {})
     dataset: str = doc("data label, from the data itself (known copies) or the dataset", "")
     data_source: str = doc("where the data was read from", "")
     data_layout: str = doc("on-disk layout of the data", "")

@@ -1,141 +1,145 @@
-"""Significance tests for the leaderboard, with numpy and math only (no scipy at run time).
+"""The statistics of the leaderboard, on ``scipy.stats``, with what each interval covers spelled out.
 
-- ``paired_ttest``: Student's paired t-test on per-episode accuracies (two-sided), as
-  ``scipy.stats.ttest_rel``; the t distribution's tail comes from the regularised incomplete beta
-  function, evaluated with its continued fraction (Numerical Recipes, 6.4).
-- ``welch_ttest``: the unpaired test with unequal variances, as ``scipy.stats.ttest_ind(equal_var=False)``.
-- ``paired_bootstrap_ci`` / ``unpaired_bootstrap_ci``: percentile intervals of the mean difference,
-  seeded, so a report is a deterministic function of the results.
-- ``holm``: Holm's step-down adjustment of a family of p-values.
+Accuracy of one strategy (:func:`accuracy_interval`):
+
+- one trained model (``replicates = 1``): mean over episodes ± t(0.975, E-1) · s / √E, s the standard
+  deviation of the per-episode accuracies with ddof = 1. It covers the sampling of episodes only.
+- N ≥ 2 training seeds evaluated on the same episodes: the mean of the replicate means ± t · SE with
+  SE² = s²_train / N + s²_episodes / E, s²_train the variance of the replicate means and s²_episodes that
+  of the replicate-averaged per-episode accuracies, and Welch-Satterthwaite degrees of freedom. It covers
+  training seeds and episode sampling.
+
+Difference of a strategy from another (:func:`difference`), paired on shared episodes: the same two
+components for the difference (training variance of each strategy when both have replicates, episode
+variance of the per-episode differences). With ``family`` comparisons the interval is at the Bonferroni
+level 1 - α / family and the p-value is multiplied by ``family``, both from one t statistic, so the
+interval excludes zero exactly when the adjusted p-value is below α: the table's CI and its ties never
+disagree. Unpaired (different episodes): Welch's test on the two accuracy estimates.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.stats
 
-BOOTSTRAP_RESAMPLES = 5000
-
-
-def ci95(accuracies: np.ndarray) -> float:
-    """Half-width of the normal 95% interval of the mean: 1.96 * std / sqrt(E) (population std)."""
-    return float(1.96 * np.std(accuracies) / math.sqrt(len(accuracies)))
-BOOTSTRAP_SEED = 0
+ALPHA = 0.05
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz), converges for x < (a+1)/(a+b+2)."""
-    tiny, eps = 1e-300, 1e-16
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 100_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            return h
-    raise ArithmeticError(f"incomplete beta did not converge for a={a}, b={b}, x={x}")
+def _var_mean(values: np.ndarray) -> tuple[float, int]:
+    """(variance of the mean, degrees of freedom) of a sample, ddof = 1."""
+    n = values.size
+    return (float(values.var(ddof=1)) / n if n >= 2 else 0.0), n - 1
 
 
-def betainc(a: float, b: float, x: float, y: float | None = None) -> float:
-    """Regularised incomplete beta I_x(a, b); pass y = 1 - x when it is known more precisely than 1 - x."""
-    y = 1.0 - x if y is None else y
-    if x <= 0.0:
+def _t_interval(estimate: float, components: list[tuple[float, int]], level: float) -> tuple[float, float, float]:
+    """(half-width, t statistic denominator se, df) for an estimate with independent variance components
+    (variance of the estimate, df); Welch-Satterthwaite df."""
+    var = sum(v for v, _ in components)
+    if var <= 0:
+        return 0.0, 0.0, math.inf
+    df = var**2 / sum(v**2 / d for v, d in components if v > 0 and d > 0)
+    se = math.sqrt(var)
+    return float(scipy.stats.t.ppf(0.5 + level / 2, df)) * se, se, df
+
+
+def ci95(accuracies: Sequence[float]) -> float:
+    """Half-width of the 95% t interval of a mean over episodes (ddof = 1); 0 for fewer than 2 values."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    if values.size < 2:
         return 0.0
-    if y <= 0.0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, y) / b
+    return _t_interval(float(values.mean()), [_var_mean(values)], 0.95)[0]
 
 
-def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with df degrees of freedom (df may be fractional)."""
-    if math.isnan(t) or math.isnan(df):
-        return math.nan
-    if math.isinf(t):
-        return 0.0
-    t2 = t * t
-    return min(1.0, betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2)))
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    half_width: float
+    covers: str  # what the interval covers, for records and report headers
+
+
+COVERS_EPISODES = "episode sampling only, for one trained model per strategy"
+COVERS_SEEDS = "training seeds and episode sampling"
+
+
+def accuracy_interval(episode_accuracies: Sequence[float], replicate_accuracies: Sequence[float] = ()) -> Interval:
+    """The 95% interval of a strategy's accuracy (see the module docstring)."""
+    episodes = np.asarray(episode_accuracies, dtype=np.float64)
+    replicates = np.asarray(replicate_accuracies, dtype=np.float64)
+    if replicates.size >= 2:
+        estimate = float(replicates.mean())
+        half, _, _ = _t_interval(estimate, [_var_mean(replicates), _var_mean(episodes)], 0.95)
+        return Interval(estimate, half, COVERS_SEEDS)
+    return Interval(float(episodes.mean()), ci95(episodes), COVERS_EPISODES)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a - b`` with its interval at level ``level`` and p-values (raw, and adjusted for the family)."""
+
+    delta: float
+    low: float
+    high: float
+    p_raw: float
+    p_adjusted: float
+    level: float
+    test: str  # "paired t", "paired t, training seeds", "Welch t (unpaired)"
+
+
+def difference(a_episodes: Sequence[float], b_episodes: Sequence[float], a_replicates: Sequence[float] = (),
+               b_replicates: Sequence[float] = (), paired: bool = True, family: int = 1,
+               alpha: float = ALPHA) -> Difference | None:
+    """a - b, tested; None when there are too few episodes to say anything (fewer than 2)."""
+    a, b = np.asarray(a_episodes, dtype=np.float64), np.asarray(b_episodes, dtype=np.float64)
+    ra, rb = np.asarray(a_replicates, dtype=np.float64), np.asarray(b_replicates, dtype=np.float64)
+    seeds = ra.size >= 2 and rb.size >= 2
+    if paired:
+        if a.size != b.size or a.size < 2:
+            return None
+        components = [_var_mean(a - b)]
+        test = "paired t"
+    else:
+        if a.size < 2 or b.size < 2:
+            return None
+        components = [_var_mean(a), _var_mean(b)]
+        test = "Welch t (unpaired)"
+    if seeds:
+        delta = float(ra.mean() - rb.mean())
+        components += [_var_mean(ra), _var_mean(rb)]
+        test += ", training seeds"
+    else:
+        delta = float(a.mean() - b.mean())
+    level = 1 - alpha / max(1, family)
+    half, se, df = _t_interval(delta, components, level)
+    if se == 0:
+        p = 1.0 if delta == 0 else 0.0
+    else:
+        p = float(2 * scipy.stats.t.sf(abs(delta) / se, df))
+    return Difference(delta, delta - half, delta + half, p, min(1.0, p * max(1, family)), level, test)
 
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(t, two-sided p) of the paired t-test of mean(a - b) = 0, as scipy.stats.ttest_rel(a, b).
-
-    Differences that are all equal give t = 0 and p = 1 when they are zero (identical results), and
-    t = ±inf and p = 0 otherwise (scipy returns nan for the first case)."""
+    """(t, two-sided p) of the paired t-test of mean(a - b) = 0 (scipy.stats.ttest_rel); identical
+    samples give t = 0 and p = 1 (scipy: nan)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    n = d.size
-    if n < 2:
+    if d.size < 2:
         return math.nan, math.nan
-    mean = float(d.mean())
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        return (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
-    t = mean / (sd / math.sqrt(n))
-    return t, t_two_sided_p(t, n - 1)
+    if np.all(d == d[0]):
+        return (0.0, 1.0) if d[0] == 0 else (math.copysign(math.inf, d[0]), 0.0)
+    result = scipy.stats.ttest_rel(a, b)
+    return float(result.statistic), float(result.pvalue)
 
 
 def welch_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(t, two-sided p) of Welch's unequal-variance t-test, as scipy.stats.ttest_ind(a, b, equal_var=False)."""
+    """(t, two-sided p) of Welch's unequal-variance t-test (scipy.stats.ttest_ind, equal_var=False)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size < 2 or b.size < 2:
         return math.nan, math.nan
-    va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
-    diff = float(a.mean() - b.mean())
-    if va + vb == 0.0:
-        return (0.0, 1.0) if diff == 0.0 else (math.copysign(math.inf, diff), 0.0)
-    t = diff / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    return t, t_two_sided_p(t, df)
-
-
-def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,
-                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile interval of mean(a - b), resampling episodes (the same ones for a and b)."""
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
-def unpaired_bootstrap_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,
-                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile interval of mean(a) - mean(b), resampling each sample independently."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = (a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
-             - b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1))
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values, in the input order: the i-th smallest of m is multiplied by (m - i),
-    i = 0..m-1, then made non-decreasing in that order and capped at 1. NaNs stay NaN and do not count."""
-    values = [float(p) for p in pvalues]
-    valid = [i for i, p in enumerate(values) if not math.isnan(p)]
-    m = len(valid)
-    adjusted = [math.nan] * len(values)
-    running = 0.0
-    for rank, i in enumerate(sorted(valid, key=lambda j: values[j])):
-        running = max(running, min(1.0, (m - rank) * values[i]))
-        adjusted[i] = running
-    return adjusted
+    if a.var() + b.var() == 0:
+        diff = float(a.mean() - b.mean())
+        return (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
+    result = scipy.stats.ttest_ind(a, b, equal_var=False)
+    return float(result.statistic), float(result.pvalue)

@@ -10,6 +10,7 @@ executor (harness/executors) can run them in any order that respects the depende
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,19 +85,30 @@ class Plan:
         return Plan({k: u for k, u in self.sources.items() if k in needed}, evaluations)
 
 
-def plan(strategies: list[Strategy], shots: list[int], key_of: Any, budget_of: Any, seed: int) -> Plan:
-    """One evaluation unit per (strategy, shots) and one source unit per distinct cache key.
-    ``key_of(strategy, shots, seed)`` gives the cache key, ``budget_of(strategy)`` the budget."""
+def replicate_seeds(seed: int, replicates: int) -> list[int]:
+    """Training seeds of ``replicates`` source models: the run seed, then seeds derived from it."""
+    derived = [int.from_bytes(hashlib.sha256(f"{seed}|replicate|{r}".encode()).digest()[:4], "little") % 2**31
+               for r in range(1, replicates)]
+    return [seed, *derived]
+
+
+def plan(strategies: list[Strategy], shots: list[int], key_of: Any, budget_of: Any, seeds: list[int]) -> Plan:
+    """One evaluation unit per (strategy, shots), needing one source model per training seed; one source
+    unit per distinct cache key. ``key_of(strategy, shots, seed)`` gives the cache key, ``budget_of(strategy)``
+    the budget."""
     result = Plan()
     for strategy in strategies:
         for s in shots:
             phase_shots = s if type(strategy.source).per_shots else None
-            key = key_of(strategy, phase_shots, seed)
-            unit = result.sources.get(key)
-            if unit is None:
-                result.sources[key] = SourceUnit(key, strategy, budget_of(strategy), seed, phase_shots,
-                                                 (strategy.name,))
-            elif strategy.name not in unit.users:
-                result.sources[key] = dataclasses.replace(unit, users=(*unit.users, strategy.name))
-            result.evaluations.append(EvalUnit(strategy, s, (key,)))
+            keys = []
+            for seed in seeds:
+                key = key_of(strategy, phase_shots, seed)
+                unit = result.sources.get(key)
+                if unit is None:
+                    result.sources[key] = SourceUnit(key, strategy, budget_of(strategy), seed, phase_shots,
+                                                     (strategy.name,))
+                elif strategy.name not in unit.users:
+                    result.sources[key] = dataclasses.replace(unit, users=(*unit.users, strategy.name))
+                keys.append(key)
+            result.evaluations.append(EvalUnit(strategy, s, tuple(keys)))
     return result

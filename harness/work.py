@@ -3,11 +3,15 @@
 A :class:`UnitContext` holds what every unit of a run needs and no unit changes: the run's settings
 (:class:`RunSpec`), the dataset's pools on the device and the fixed episode sets. Executors build one per
 process (the local executor once; a Ray worker from the arrays in the object store).
+
+Timing is honest: device work is synchronised at both ends; a source phase's throughput leaves out its
+first (warm-up) step; the episode phase runs one untimed warm-up episode before the timed ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,11 +23,11 @@ import torch
 from harness.datasets.base import FewShotData
 from harness.episodes import EpisodeSet
 from harness.faults import checkpoint
-from harness.measure import Stopwatch, device_name
+from harness.measure import Stopwatch, autocast, configure, device_name, synchronize
 from harness.phases import SourceData
 from harness.provenance import relative_file
 from harness.schema import Record
-from harness.stats import ci95
+from harness.stats import accuracy_interval
 from harness.units import EvalUnit, SourceResult, SourceUnit
 
 #: (description, total, unit) -> a progress bar: call it with the amount done, close() it at the end
@@ -40,6 +44,8 @@ class RunSpec:
     episodes: int
     seed: int
     device: str  # "cpu", "cuda", "cuda:1"
+    precision: str = "fp32"
+    deterministic: bool = True
     quiet: bool = True
 
 
@@ -58,6 +64,7 @@ def _no_bar(description: str, total: int, unit: str) -> _NoBar:
 class UnitContext:
     def __init__(self, spec: RunSpec, data: FewShotData, progress: ProgressFactory = _no_bar):
         self.spec, self.data, self.progress = spec, data, progress
+        configure(spec.deterministic)
         self.device = torch.device(spec.device)
         self.base_images = torch.from_numpy(data.base.nchw())
         self.base_labels = torch.from_numpy(data.base.labels)
@@ -96,20 +103,41 @@ def run_unit(unit: SourceUnit | EvalUnit, context: UnitContext, sources: list[So
     return evaluate(unit, context, sources or [])
 
 
+class _Counter:
+    """Counts the images a phase reports and notes when its first step ended (the warm-up)."""
+
+    def __init__(self, device: torch.device, report: Callable[[int], None]):
+        self.device, self.report = device, report
+        self.processed, self.first_count, self.first_time = 0, 0, 0.0
+
+    def __call__(self, n: int) -> None:
+        if self.processed == 0:
+            synchronize(self.device)
+            self.first_time, self.first_count = time.perf_counter(), n
+        self.processed += n
+        self.report(n)
+
+
 def train_source(unit: SourceUnit, ctx: UnitContext) -> SourceResult:
     phase = unit.strategy.source
     spec = ctx.spec
     labels = ctx.base_labels.to(ctx.device) if phase.uses_labels else None
     with ctx.bar(unit.label, unit.budget_images, "img", "source-step") as progress:
+        counter = _Counter(ctx.device, progress)
         data = SourceData(ctx.base_images.to(ctx.device), labels, len(ctx.data.base.classes), ctx.device,
-                          unit.seed, progress, ways=spec.ways, shots=unit.shots, queries=spec.queries,
+                          unit.seed, counter, ways=spec.ways, shots=unit.shots, queries=spec.queries,
                           mean=ctx.data.mean, std=ctx.data.std, metrics={})
-        with Stopwatch(ctx.device) as watch:
+        with Stopwatch(ctx.device) as watch, autocast(ctx.device, spec.precision):
             model = phase.train(data, unit.budget_images)
+            end = time.perf_counter()
+    steady = counter.processed - counter.first_count
+    per_second = steady / max(end - counter.first_time, 1e-9) if steady > 0 else \
+        counter.processed / max(watch.seconds, 1e-9)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     measurements = {"phase": phase.phase_name, "params": phase.params(), "budget_images": unit.budget_images,
-                    "seconds": watch.seconds, "images_per_second": unit.budget_images / max(watch.seconds, 1e-9),
-                    "peak_memory_mb": watch.peak_memory_mb, "device": device_name(ctx.device),
+                    "images_processed": counter.processed, "seconds": watch.seconds,
+                    "images_per_second": per_second, "peak_memory_mb": watch.peak_memory_mb,
+                    "device": phase.runs_on(ctx.device), "precision": spec.precision, "seed": unit.seed,
                     "metrics": data.metrics}
     return SourceResult(unit.key, phase.spec(model), state, measurements)
 
@@ -139,27 +167,42 @@ def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device) 
 
 
 def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> Record:
-    (source,) = sources  # one trained model per evaluation (training-seed replicates: see the trust issue)
+    """Every replicate's model on the same episodes; one record with per-replicate and averaged results."""
     strategy = unit.strategy
-    model = load_model(unit, source, ctx.device)
     episode_set = ctx.episode_set(unit.shots)
     tasks = episode_set.batch(ctx.pool, ctx.data.mean, ctx.data.std)
-    with ctx.bar(unit.label, len(tasks), "ep", "episode") as progress, Stopwatch(ctx.device) as watch:
-        outputs = strategy.run_episodes(model, tasks, progress)
-    scores = episode_set.score(outputs, strategy.name)
-    accs = np.array(scores["episode_accuracies"])
+    per_episode, extras, seconds, peak = [], {}, 0.0, 0.0
+    with ctx.bar(unit.label, len(tasks) * len(sources), "ep", "episode") as progress:
+        for i, source in enumerate(sources):
+            model = load_model(unit, source, ctx.device)
+            if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation)
+                strategy.run_episodes(model, tasks[0:1])
+            with Stopwatch(ctx.device) as watch:
+                outputs = strategy.run_episodes(model, tasks, progress)
+            seconds, peak = seconds + watch.seconds, max(peak, watch.peak_memory_mb)
+            scores = episode_set.score(outputs, strategy.name)
+            per_episode.append(scores["episode_accuracies"])
+            for name, values in scores["extra_accuracies"].items():
+                extras.setdefault(name, []).append(values)
+    accuracies = np.mean(per_episode, axis=0)
+    replicates = [float(np.mean(r)) for r in per_episode]
+    interval = accuracy_interval(accuracies, replicates)
     metrics: dict[str, float] = {}
-    for name, values in scores["extra_accuracies"].items():
-        metrics[f"{name}_accuracy"], metrics[f"{name}_ci95"] = float(np.mean(values)), ci95(np.array(values))
-    m = source.measurements
-    n = len(tasks)
+    for name, values in extras.items():  # counted only where the clean prediction is right too
+        extra = accuracy_interval(np.mean(values, axis=0), [float(np.mean(v)) for v in values])
+        metrics[f"clean_and_{name}_accuracy"], metrics[f"clean_and_{name}_ci95"] = extra.estimate, extra.half_width
+    ms = [s.measurements for s in sources]
+    n = len(tasks) * len(sources)
     return dataclasses.replace(
         base_record(strategy, unit.shots, ctx.spec, ctx.device),
-        episode_fingerprint=episode_set.fingerprint(), accuracy=float(accs.mean()), ci95=ci95(accs),
-        episode_accuracies=[round(float(a), 6) for a in accs], metrics=metrics, source_key=source.key,
-        source_budget_images=m["budget_images"], source_seconds=m["seconds"],
-        source_images_per_second=m["images_per_second"], source_peak_memory_mb=m["peak_memory_mb"],
-        source_device=m["device"], source_cached=source.cached, source_metrics=m.get("metrics", {}),
-        episode_seconds=watch.seconds, ms_per_episode=1000 * watch.seconds / n,
-        query_images_per_second=n * tasks.queries_per_episode / max(watch.seconds, 1e-9),
-        episode_peak_memory_mb=watch.peak_memory_mb)
+        episode_fingerprint=episode_set.fingerprint(), accuracy=interval.estimate, ci95=interval.half_width,
+        ci_covers=interval.covers, episode_accuracies=[round(float(a), 6) for a in accuracies],
+        replicate_seeds=[m["seed"] for m in ms], replicate_accuracies=[round(r, 6) for r in replicates],
+        metrics=metrics, source_keys=[s.key for s in sources], source_budget_images=ms[0]["budget_images"],
+        source_images_processed=ms[0]["images_processed"], source_seconds=sum(m["seconds"] for m in ms),
+        source_images_per_second=float(np.mean([m["images_per_second"] for m in ms])),
+        source_peak_memory_mb=max(m["peak_memory_mb"] for m in ms), source_device=ms[0]["device"],
+        source_cached=all(s.cached for s in sources), source_metrics=ms[0].get("metrics", {}),
+        episode_seconds=seconds, ms_per_episode=1000 * seconds / n,
+        query_images_per_second=n * tasks.queries_per_episode / max(seconds, 1e-9), episode_peak_memory_mb=peak,
+        device=strategy.adapter.runs_on(ctx.device))

@@ -6,9 +6,10 @@ onto valid [0, 1] pixels; strategies/pgd.py) of the crop+flip augmented images.
 Defaults: ``epsilon = 2/255`` (two grey levels), ``step_size = 1/255``, ``steps = 3``. Robust features
 transfer best at a SMALL epsilon (Salman et al. 2020, "Do Adversarially Robust ImageNet Models Transfer
 Better?"; Utrera et al. 2021): large budgets trade away clean accuracy. Three steps of 1/255 with a
-random start reach the boundary of a 2/255 ball from anywhere inside it, and each base image costs
-steps + 1 forward/backward passes, so the budget (base images) is sized for that. The attack is
-generated with BatchNorm in eval mode, so attack passes do not move the running statistics.
+random start reach the boundary of a 2/255 ball from anywhere inside it. Each base image costs steps + 1
+forward/backward passes, and counts that many times in the budget. The attack is generated with
+BatchNorm in eval mode, so attack passes do not move the running statistics, and in fp32 whatever the
+precision.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class AdversarialPretraining(SgdPretraining):
 
     def settings(self) -> dict:
         return {"source PGD": describe(self.attack())}
+
+    def passes_per_image(self) -> int:
+        return self.steps + 1
 
     def check(self) -> None:
         super().check()

@@ -44,6 +44,17 @@ def configure_gpus() -> None:
 configure_gpus()
 
 
+def tensorflow_device() -> str:
+    """The device TensorFlow computes on (it may be the CPU when torch uses a GPU: tensorflow-cpu)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        return f"{details.get('device_name', gpus[0].name)} (TensorFlow)"
+    from harness.measure import device_name
+
+    return device_name(torch.device("cpu")).rstrip(")") + "; TensorFlow)"
+
+
 def configure_threads() -> None:
     """Use torch's thread count (the run's --threads); possible only before TensorFlow's first op."""
     try:
@@ -118,6 +129,7 @@ class KerasSupervisedPretraining(Pretrainer):
     """Supervised pretraining in TensorFlow/Keras: cross-entropy on the base classes, crop+flip."""
 
     any_backbone = False  # the Keras Conv-4 only
+    precisions = ("fp32",)
 
     lr: float = 0.05
     momentum: float = 0.9
@@ -134,6 +146,9 @@ class KerasSupervisedPretraining(Pretrainer):
 
     def check(self) -> None:  # the Keras Conv-4 is not a registered backbone: Strategy.check names the limit
         pass
+
+    def runs_on(self, device: torch.device) -> str:
+        return tensorflow_device()
 
     def spec(self, model: nn.Module) -> dict:
         return {"keras": "conv4", "num_classes": int(model.head_kernel.shape[1]), "image_size": model.image_size}

@@ -27,7 +27,7 @@ from torch import nn
 
 from harness.episodes import TaskBatch
 from harness.phases import Adapter, Pretrainer, Progress, no_progress
-from strategies.keras_backbone import configure_threads, nhwc, to_keras
+from strategies.keras_backbone import configure_threads, nhwc, tensorflow_device, to_keras
 
 
 class EpisodeTrainer:
@@ -95,6 +95,9 @@ class KerasProbe(Adapter):
     def settings(self, source: Pretrainer) -> dict:
         return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inference (moving statistics)",
                 "XLA": self.jit_compile}
+
+    def runs_on(self, device: torch.device) -> str:
+        return tensorflow_device()
 
     def _inputs(self, backbone: keras.Model, images: np.ndarray) -> np.ndarray:
         """What the frozen part computes once per image: 256-d L2-normalised features."""

@@ -35,8 +35,6 @@ from strategies.meta_common import (
     make_forward,
     params_of,
     predict,
-    record_peak_memory,
-    reset_peak_memory,
     sgd_adapt,
     train_shots,
 )
@@ -79,6 +77,10 @@ class MamlMetaTraining(MetaTraining):
     def episode_images(self, shots: int, queries: int) -> int:
         return shots + queries
 
+    def task_cost(self, ways: int, shots: int, queries: int) -> int:
+        """Images through a forward+backward pass per meta-training task (see the module docstring)."""
+        return ways * shots * self.inner_steps * (1 if self.first_order else 2) + ways * queries
+
     def train(self, data: SourceData, budget_images: int) -> nn.Module:
         torch.manual_seed(data.seed)
         shots = train_shots(data)
@@ -87,11 +89,9 @@ class MamlMetaTraining(MetaTraining):
         # NCHW is faster through double backward (measured); channels-last for the first-order loop
         forward = make_forward(model, channels_last=self.first_order)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.outer_lr)
-        per_task = data.ways * (shots + data.queries)
+        per_task = self.task_cost(data.ways, shots, data.queries)
         stream = episode_stream(data, shots, data.queries)
-        for step in range(max(1, math.ceil(budget_images / (per_task * self.meta_batch)))):
-            if step == 0:
-                reset_peak_memory(data.device)
+        for _ in range(max(1, math.ceil(budget_images / (per_task * self.meta_batch)))):
             optimizer.zero_grad(set_to_none=True)
             # one backward per task frees that task's graph before the next one is built
             for _ in range(self.meta_batch):
@@ -99,8 +99,6 @@ class MamlMetaTraining(MetaTraining):
                                  self.bn_mode, forward)
                 (loss / self.meta_batch).backward()
             optimizer.step()
-            if step == 0:
-                record_peak_memory(data)
             data.progress(per_task * self.meta_batch)
         return model
 

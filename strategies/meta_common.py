@@ -28,7 +28,6 @@ from torch.func import functional_call
 
 from harness.episodes import index_by_class, sample_episode
 from harness.errors import UsageError
-from harness.measure import peak_memory_mb
 from harness.phases import Pretrainer, SourceData
 
 BnMode = Literal["transductive", "inductive"]
@@ -181,13 +180,3 @@ def episode_stream(data: SourceData, shots: int, queries: int) -> Iterator[tuple
 def train_shots(data: SourceData, default: int = 1) -> int:
     """The shots of the evaluation (per_shots phases); ``default`` when called outside the harness."""
     return data.shots if data.shots is not None else default
-
-
-def record_peak_memory(data: SourceData, key: str = "meta_step_peak_memory_mb") -> None:
-    """Peak memory after the first meta-step: CUDA max allocated, or the process's peak RSS on CPU."""
-    data.metrics[key] = round(peak_memory_mb(data.device), 1)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)

@@ -33,9 +33,10 @@ def pgd_attack(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     """Maximise the cross-entropy of ``logits_fn`` at ``labels`` within the epsilon-ball of ``x``.
 
     ``x`` is normalised with ``mean``/``std`` (N, 3, H, W); the result is normalised too, detached, and its
-    pixels lie within ``epsilon`` of the clean ones and within [0, 1]. The random start is uniform in the
-    ball, drawn from ``generator``, or ``start`` (uniform in [0, 1), x's shape) when given (per-episode
-    draws, :func:`episode_uniform`). With ``steps == 0`` the clean input is returned.
+    pixels lie within ``epsilon`` of the clean ones and within [0, 1]. Computed in fp32 (autocast is off
+    inside). The random start is uniform in the ball, drawn from ``generator``, or ``start`` (uniform in
+    [0, 1), x's shape) when given (per-episode draws, :func:`episode_uniform`). With ``steps == 0`` the
+    clean input is returned.
     """
     if attack.steps == 0 or attack.epsilon == 0:
         return x.detach()
@@ -45,7 +46,7 @@ def pgd_attack(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
         noise = start if start is not None else torch.rand(clean.shape, device=clean.device, generator=generator)
         delta = (noise * 2 - 1) * attack.epsilon
     adv = (clean + delta).clamp(0, 1)
-    with torch.enable_grad():
+    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):  # gradients in fp32 under autocast
         for _ in range(attack.steps):
             adv.requires_grad_(True)
             loss = F.cross_entropy(logits_fn(normalize(adv, mean, std)), labels, reduction="sum")

@@ -2,8 +2,10 @@
 rotation prediction, SimCLR, adversarial training): SGD with Nesterov momentum, a linear warm-up then
 linear decay of the learning rate, minibatches drawn epoch by epoch.
 
-The budget counts BASE images processed (one per image drawn, however many views, rotations or attack
-steps the loss derives from it), so presets size these phases by their cost per base image.
+The budget counts images through a forward+backward pass of the backbone, the harness's one cost unit:
+a base image counts once per pass its loss makes (four rotations, two SimCLR views, steps + 1 for a PGD
+example), so every phase's budget buys about the same compute. Precision (fp32 or bf16 autocast) is set
+by the harness around :meth:`Pretrainer.train`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class SgdPretraining(Pretrainer):
     weight_decay: float = 5e-4
     batch_size: int = 128
 
+    def passes_per_image(self) -> int:
+        """Forward+backward passes of the backbone per base image drawn (views, rotations, attack steps)."""
+        return 1
+
     def head_classes(self, data: SourceData) -> int:
         """Outputs of the backbone's head: the base classes by default. Override."""
         return data.num_classes
@@ -69,22 +75,21 @@ class SgdPretraining(Pretrainer):
         model = self.training_model(data).to(data.device).to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay, nesterov=True)
-        steps = max(1, math.ceil(budget_images / self.batch_size))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=data.device.type == "cuda")
+        passes = self.passes_per_image()
+        steps = max(1, math.ceil(budget_images / (self.batch_size * passes)))
         model.train()
         for step, idx in enumerate(minibatches(len(data.images), self.batch_size, steps, generator,
                                                data.device)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, self.lr)
             labels = data.labels[idx] if self.uses_labels else None
-            with autocast:
-                loss = self.loss(model, data.images[idx], labels, device_generator, data)
+            loss = self.loss(model, data.images[idx], labels, device_generator, data)
             if step % 25 == 0 and not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at step {step}; lower source.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            data.progress(len(idx))
+            data.progress(len(idx) * passes)
         return self.finish(model).to(memory_format=torch.contiguous_format)
 
 

@@ -29,8 +29,6 @@ from strategies.meta_common import (
     episode_stream,
     make_forward,
     params_of,
-    record_peak_memory,
-    reset_peak_memory,
     train_shots,
 )
 
@@ -68,17 +66,13 @@ class ProtonetTraining(MetaTraining):
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         per_episode = data.ways * (shots + data.queries)
         stream = episode_stream(data, shots, data.queries)
-        for step in range(max(1, math.ceil(budget_images / per_episode))):
-            if step == 0:
-                reset_peak_memory(data.device)
+        for _ in range(max(1, math.ceil(budget_images / per_episode))):
             xs, ys, xq, yq = next(stream)
             feats = model(torch.cat([xs, xq]))
             loss = F.cross_entropy(prototype_logits(feats[:len(xs)], ys, feats[len(xs):], data.ways), yq)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if step == 0:
-                record_peak_memory(data)
             data.progress(per_episode)
         return model
 

@@ -34,8 +34,6 @@ from strategies.meta_common import (
     make_forward,
     params_of,
     predict,
-    record_peak_memory,
-    reset_peak_memory,
 )
 
 
@@ -83,14 +81,10 @@ class ReptileMetaTraining(MetaTraining):
         total = max(1, math.ceil(budget_images / (per_task * self.meta_batch)))
         stream = episode_stream(data, self.train_shots, 0)
         for step in range(total):
-            if step == 0:
-                reset_peak_memory(data.device)
             tasks = [next(stream)[:2] for _ in range(self.meta_batch)]
             epsilon = self.outer_step * (1 - step / total)
             params = reptile_step(params, tasks, self.inner_steps, self.inner_lr, self.inner_batch, epsilon,
                                   forward, generator)
-            if step == 0:
-                record_peak_memory(data)
             data.progress(per_task * self.meta_batch)
         with torch.no_grad():
             for k, p in model.named_parameters():

@@ -3,8 +3,8 @@ Predicting Image Rotations"): every base image is shown at 0, 90, 180 and 270 de
 the backbone's features predicts which. Base labels are never read (``uses_labels = False``).
 
 The source model is the backbone whose head is the 4-way rotation head, so the episode phases (linear
-probe, partial fine-tuning) use its ``.blocks`` / ``.features`` unchanged. A base image counts once in the
-budget although it is processed four times (a batch of 128 base images is 512 rotated ones).
+probe, partial fine-tuning) use its ``.blocks`` / ``.features`` unchanged. A base image counts four times in the
+budget: it is processed four times (a batch of 128 base images is 512 rotated ones).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class RotationPretraining(SgdPretraining):
 
     def describe(self) -> str:
         return f"rotation prediction, 4-way head ({self.backbone}; no base labels)"
+
+    def passes_per_image(self) -> int:
+        return ROTATIONS
 
     def head_classes(self, data: SourceData) -> int:
         return ROTATIONS  # the base classes are not used: the head predicts rotations

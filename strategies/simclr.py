@@ -4,7 +4,8 @@ tensor ops on the device, harness/augment.py), a 2-layer MLP projection head on 
 and the NT-Xent loss with a temperature. Base labels are never read (``uses_labels = False``).
 
 The projection head is dropped after pretraining: the source model is the bare backbone (identity head),
-whose features the episode phases use. A base image counts once in the budget (two views each).
+whose features the episode phases use. A base image counts twice in the budget (two views, one pass
+each). The similarity matrix and the loss are computed in fp32 whatever the precision.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from strategies.pretraining import SgdPretraining, channels_last
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """Normalised temperature-scaled cross-entropy over 2N embeddings: for each view, its other view is
     the positive and the remaining 2N - 2 views are the negatives; the mean over all 2N views."""
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    n = len(z1)
-    sim = z @ z.T / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(sim, positives)
+    with torch.autocast(z1.device.type, enabled=False):  # fp32 under bf16 autocast too
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+        n = len(z1)
+        sim = z @ z.T / temperature
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+        return F.cross_entropy(sim, positives)
 
 
 class ContrastiveModel(nn.Module):
@@ -63,6 +65,9 @@ class SimclrPretraining(SgdPretraining):
         super().check()
         if self.temperature <= 0:
             raise UsageError(f"source.temperature must be positive, got {self.temperature}")
+
+    def passes_per_image(self) -> int:
+        return 2  # two views
 
     def head_classes(self, data: SourceData) -> int:
         return 0

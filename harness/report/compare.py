@@ -1,9 +1,10 @@
 """Run B against run A, strategy by strategy: accuracy change (paired t-test on shared episodes, else
-Welch's unpaired test), Holm-corrected, and throughput ratios B / A. A pure function of the records."""
+Welch's unpaired test; training seeds included when both runs have replicates), with intervals at the
+Bonferroni level and Bonferroni-adjusted p-values over all rows, so an interval excludes zero exactly when
+the change is marked significant; and throughput ratios B / A. A pure function of the records."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +14,16 @@ from tabulate import tabulate
 from harness.errors import UsageError
 from harness.registry import REPORT_FORMATS
 from harness.report.cells import cell, missing, p_text, pp, run_names
-from harness.report.frame import ALPHA
 from harness.report.markdown import versions
 from harness.report.write import write_files
 from harness.results import Run, load_run
-from harness.stats import holm, paired_bootstrap_ci, paired_ttest, unpaired_bootstrap_ci, welch_ttest
+from harness.stats import ALPHA, difference
 
 NOTABLE_RATIO = 1.2  # compare: throughput ratios beyond this (either way) are flagged
 
 COMPARE_COLUMNS = [
     "shots", "strategy", "status_a", "status_b", "accuracy_a", "ci95_a", "accuracy_b", "ci95_b", "delta",
-    "delta_ci_low", "delta_ci_high", "test", "p_value", "p_holm", "change", "source_images_per_second_a",
+    "delta_ci_low", "delta_ci_high", "test", "p_value", "p_adjusted", "change", "source_images_per_second_a",
     "source_images_per_second_b", "source_ips_ratio", "ms_per_episode_a", "ms_per_episode_b", "ms_ratio",
 ]
 
@@ -34,7 +34,7 @@ def _ratio(b: Any, a: Any) -> float | None:
 
 def compare_frame(run_a: Run, run_b: Run) -> pd.DataFrame:
     """Run B against run A for strategies present in both: Δ = B - A (paired t-test when the episodes
-    are the same, else Welch's unpaired test), Holm over all rows, throughput ratios B / A."""
+    are the same, else Welch's unpaired test), Bonferroni over all rows, throughput ratios B / A."""
     pa, pb = run_a[0]["protocol"], run_b[0]["protocol"]
     for key in ("dataset", "ways", "queries"):
         if pa.get(key) != pb.get(key):
@@ -42,34 +42,30 @@ def compare_frame(run_a: Run, run_b: Run) -> pd.DataFrame:
                              f"accuracies are not comparable")
     a_recs = {(r["strategy"], r["shots"]): r for r in run_a[2]}
     b_recs = {(r["strategy"], r["shots"]): r for r in run_b[2]}
+    keys = sorted(set(a_recs) & set(b_recs), key=lambda k: (k[1], k[0]))
+    family = sum(a_recs[k].get("status") == "ok" and b_recs[k].get("status") == "ok" for k in keys)
     rows = []
-    for key in sorted(set(a_recs) & set(b_recs), key=lambda k: (k[1], k[0])):
+    for key in keys:
         a, b = a_recs[key], b_recs[key]
         row: dict[str, Any] = dict.fromkeys(COMPARE_COLUMNS)
         row.update(shots=key[1], strategy=key[0], status_a=a.get("status"), status_b=b.get("status"))
         if a.get("status") == "ok" and b.get("status") == "ok":
-            xa, xb = a.get("episode_accuracies") or [], b.get("episode_accuracies") or []
             row.update(accuracy_a=a["accuracy"], ci95_a=a["ci95"], accuracy_b=b["accuracy"], ci95_b=b["ci95"],
                        delta=b["accuracy"] - a["accuracy"])
-            paired = (a.get("episode_fingerprint") and a.get("episode_fingerprint") == b.get("episode_fingerprint")
-                      and len(xa) == len(xb))
-            if paired and len(xa) >= 2:
-                row.update(test="paired t", p_value=paired_ttest(xb, xa)[1])
-                row["delta_ci_low"], row["delta_ci_high"] = paired_bootstrap_ci(xb, xa)
-            elif len(xa) >= 2 and len(xb) >= 2:
-                row.update(test="Welch t (unpaired)", p_value=welch_ttest(xb, xa)[1])
-                row["delta_ci_low"], row["delta_ci_high"] = unpaired_bootstrap_ci(xb, xa)
+            paired = bool(a.get("episode_fingerprint")) and a.get("episode_fingerprint") == b.get("episode_fingerprint")
+            d = difference(b.get("episode_accuracies") or [], a.get("episode_accuracies") or [],
+                           b.get("replicate_accuracies") or [], a.get("replicate_accuracies") or [], paired, family)
+            if d is not None:
+                row.update(delta=d.delta, delta_ci_low=d.low, delta_ci_high=d.high, test=d.test, p_value=d.p_raw,
+                           p_adjusted=d.p_adjusted)
+                row["change"] = ("better" if d.delta > 0 else "worse") if d.p_adjusted < ALPHA else \
+                    "no significant change"
         row.update(source_images_per_second_a=a.get("source_images_per_second"),
                    source_images_per_second_b=b.get("source_images_per_second"),
                    ms_per_episode_a=a.get("ms_per_episode"), ms_per_episode_b=b.get("ms_per_episode"))
         row["source_ips_ratio"] = _ratio(row["source_images_per_second_b"], row["source_images_per_second_a"])
         row["ms_ratio"] = _ratio(row["ms_per_episode_b"], row["ms_per_episode_a"])
         rows.append(row)
-    adjusted = holm([math.nan if r["p_value"] is None else r["p_value"] for r in rows])
-    for row, p in zip(rows, adjusted, strict=True):
-        if not math.isnan(p):
-            row["p_holm"] = p
-            row["change"] = ("better" if row["delta"] > 0 else "worse") if p < ALPHA else "no significant change"
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
@@ -98,16 +94,18 @@ def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"
                      f"{p['queries']} queries, {p['episodes']} episodes, seed {p['seed']}, preset `{p['preset']}`; "
                      f"{versions(env)}")
     lines += [
-        "- **Δ** = B − A in percentage points with a 95% bootstrap CI (seed 0). When both runs used the same "
+        "- **Δ** = B − A in percentage points with its CI at the Bonferroni level (1 − 0.05 / rows). When both "
+        "runs used the same "
         "episodes (equal fingerprints) the test is the paired t-test over those episodes; otherwise "
         "(different seed or episode count) it is Welch's unpaired t-test, marked *unpaired*, which is weaker "
         "and ignores that both are samples of the same protocol. Runs with a different dataset, ways or queries "
-        f"are refused. p is Holm-corrected over all rows; ▲ / ▼ mark significant changes (p < {ALPHA}).",
+        f"are refused. With replicates in both runs, training seeds enter the test too. p is Bonferroni-adjusted "
+        f"over all rows; ▲ / ▼ mark significant changes (p < {ALPHA}), exactly the rows whose CI excludes 0.",
         f"- **Throughput ratios** are B / A (source img/s: higher is faster; ms / episode: lower is faster), "
         f"single measurements, not tested; flagged when they differ by more than {NOTABLE_RATIO:.1f}× either "
         "way. Cached source phases repeat the measurement of the run that trained them.",
     ]
-    headers = ["Strategy", f"A: {na} (%)", f"B: {nb} (%)", "Δ (pp) [95% CI]", "Test", "p (Holm)", "Change",
+    headers = ["Strategy", f"A: {na} (%)", f"B: {nb} (%)", "Δ (pp) [CI]", "Test", "p (adj.)", "Change",
                "Source img/s B/A", "ms / episode B/A"]
     for s in sorted(frame["shots"].unique().tolist()):
         rows = []
@@ -117,10 +115,10 @@ def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"
             if row["delta_ci_low"] is not None:
                 delta += f" [{pp(row['delta_ci_low'])}, {pp(row['delta_ci_high'])}]"
             change = {"better": "▲ better", "worse": "▼ worse"}.get(row["change"], row["change"] or "-")
-            test = "-" if row["test"] is None else "paired t" if row["test"] == "paired t" else "Welch t, *unpaired*"
-            rows.append([cell(c) for c in [row["strategy"], _acc(row, "a"), _acc(row, "b"), delta, test,
-                                            p_text(row["p_holm"]), change, _ratio_cell(row["source_ips_ratio"], True),
-                                            _ratio_cell(row["ms_ratio"], False)]])
+            test = "-" if row["test"] is None else row["test"].replace("(unpaired)", "*unpaired*")
+            cells = [row["strategy"], _acc(row, "a"), _acc(row, "b"), delta, test, p_text(row["p_adjusted"]), change,
+                     _ratio_cell(row["source_ips_ratio"], True), _ratio_cell(row["ms_ratio"], False)]
+            rows.append([cell(c) for c in cells])
         lines += ["", f"## {s}-shot", "", tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)]
     only_a = sorted({r["strategy"] for r in run_a[2]} - {r["strategy"] for r in run_b[2]})
     only_b = sorted({r["strategy"] for r in run_b[2]} - {r["strategy"] for r in run_a[2]})

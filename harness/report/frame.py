@@ -1,10 +1,15 @@
 """Ranking, apart from rendering: the leaderboard as one table (a pandas DataFrame, one row per
-(strategy, shots)) with ranks and the paired tests against the best strategy of each shot setting.
-A pure function of the records."""
+(strategy, shots)) with ranks and the tests against the best strategy of each shot setting. A pure
+function of the records.
+
+Rows are ranked by accuracy. Each is compared with the best of its shot setting on the shared episodes
+(harness/stats.py ``difference``): Δ with its confidence interval at the Bonferroni level 1 - 0.05 / m
+(m comparisons with the best) and the Bonferroni-adjusted p-value from the same t statistic. A row is
+tied with the best ("=1") when that p-value is at least 0.05, which is exactly when its interval holds 0.
+"""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -12,16 +17,15 @@ import pandas as pd
 from harness.errors import UsageError
 from harness.report.cells import settings_text
 from harness.results import Run
-from harness.stats import holm, paired_bootstrap_ci, paired_ttest
-
-ALPHA = 0.05  # significance level of the Holm-corrected tests
+from harness.stats import ALPHA, COVERS_EPISODES, COVERS_SEEDS, difference
 
 FRAME_COLUMNS = [
     "shots", "rank", "rank_label", "tied_with_best", "strategy", "code", "family", "status", "reason", "backbone",
-    "source_phase", "source_description", "episode_phase", "settings", "accuracy", "ci95", "delta_vs_best",
-    "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "robust_accuracy", "robust_ci95", "source_budget_images",
-    "source_images_per_second", "source_seconds", "source_cached", "ms_per_episode", "query_images_per_second",
-    "peak_memory_mb", "device", "episodes", "episode_fingerprint", "run",
+    "source_phase", "source_description", "episode_phase", "settings", "accuracy", "ci95", "ci_covers", "replicates",
+    "delta_vs_best", "delta_ci_low", "delta_ci_high", "delta_ci_level", "test", "p_value", "p_adjusted",
+    "clean_and_robust_accuracy", "clean_and_robust_ci95", "source_budget_images", "source_images_processed",
+    "source_images_per_second", "source_seconds", "source_cached", "source_device", "ms_per_episode",
+    "query_images_per_second", "peak_memory_mb", "device", "episodes", "episode_fingerprint", "run",
 ]
 
 
@@ -51,41 +55,52 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     metrics = r.get("metrics") or {}
     row = {k: r.get(k) for k in FRAME_COLUMNS}
     row.update(settings=settings_text(r), peak_memory_mb=peak, run=r["_run"], code=(r.get("code") or {}).get("adapter"),
-               robust_accuracy=metrics.get("robust_accuracy"), robust_ci95=metrics.get("robust_ci95"),
-               rank=None, rank_label="-", tied_with_best=False, delta_vs_best=None, delta_ci_low=None,
-               delta_ci_high=None, p_value=None, p_holm=None)
+               clean_and_robust_accuracy=metrics.get("clean_and_robust_accuracy"),
+               clean_and_robust_ci95=metrics.get("clean_and_robust_ci95"),
+               replicates=len(r.get("replicate_accuracies") or []) or None, rank=None, rank_label="-",
+               tied_with_best=False, delta_vs_best=None, delta_ci_low=None, delta_ci_high=None, delta_ci_level=None,
+               test=None, p_value=None, p_adjusted=None)
     if r.get("status") != "ok":
         row.update(accuracy=None, ci95=None)
     return row
 
 
 def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of one shot setting: paired tests against the best, Holm, ties at rank 1, then the others."""
+    """Rows of one shot setting, by accuracy: each compared with the best (Bonferroni over the m
+    comparisons); tied with the best when not significantly worse; failed and skipped rows last."""
     ok = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: (-r["accuracy"], r["strategy"]))
     rest = sorted((r for r in records if r.get("status") != "ok"), key=lambda r: r["strategy"])
     rows = {id(r): _row(r) for r in records}
     if not ok:
         return [rows[id(r)] for r in rest]
     best = ok[0]
-    best_accs = best.get("episode_accuracies") or []
-    pvalues = []
-    for r in ok[1:]:
-        accs = r.get("episode_accuracies") or []
+    family = len(ok) - 1
+    rows[id(best)].update(rank=1, rank_label="1", tied_with_best=True)
+    for position, r in enumerate(ok[1:], start=2):
         row = rows[id(r)]
-        row["delta_vs_best"] = r["accuracy"] - best["accuracy"]
-        if len(accs) >= 2 and len(accs) == len(best_accs):
-            row["p_value"] = paired_ttest(accs, best_accs)[1]
-            row["delta_ci_low"], row["delta_ci_high"] = paired_bootstrap_ci(accs, best_accs)
-        pvalues.append(math.nan if row["p_value"] is None else row["p_value"])
-    for r, p in zip(ok[1:], holm(pvalues), strict=True):
-        rows[id(r)]["p_holm"] = None if math.isnan(p) else p
-    tied = [best] + [r for r in ok[1:] if rows[id(r)]["p_holm"] is not None and rows[id(r)]["p_holm"] >= ALPHA]
-    others = [r for r in ok[1:] if r not in tied]
-    for r in tied:
-        rows[id(r)].update(rank=1, rank_label="=1" if len(tied) > 1 else "1", tied_with_best=True)
-    for i, r in enumerate(others):
-        rows[id(r)].update(rank=len(tied) + 1 + i, rank_label=str(len(tied) + 1 + i))
-    return [rows[id(r)] for r in tied + others + rest]
+        row.update(rank=position, rank_label=str(position), delta_vs_best=r["accuracy"] - best["accuracy"])
+        paired = r.get("episode_fingerprint") == best.get("episode_fingerprint")
+        d = difference(r.get("episode_accuracies") or [], best.get("episode_accuracies") or [],
+                       r.get("replicate_accuracies") or [], best.get("replicate_accuracies") or [], paired, family)
+        if d is None:
+            continue
+        row.update(delta_vs_best=d.delta, delta_ci_low=d.low, delta_ci_high=d.high, delta_ci_level=d.level,
+                   test=d.test, p_value=d.p_raw, p_adjusted=d.p_adjusted)
+        if d.p_adjusted >= ALPHA:
+            row.update(rank_label="=1", tied_with_best=True)
+    if any(rows[id(r)]["tied_with_best"] for r in ok[1:]):
+        rows[id(best)]["rank_label"] = "=1"
+    return [rows[id(r)] for r in ok + rest]
+
+
+def ci_coverage(frame: pd.DataFrame) -> str:
+    """What the intervals of a leaderboard cover, in words (for the report header)."""
+    covers = set(frame["ci_covers"].dropna())
+    if covers == {COVERS_SEEDS}:
+        return COVERS_SEEDS
+    if covers <= {COVERS_EPISODES}:
+        return COVERS_EPISODES
+    return "training seeds and episode sampling for rows with replicates, episode sampling only for the others"
 
 
 def leaderboard_frame(runs: list[Run], names: list[str] | None = None) -> pd.DataFrame:

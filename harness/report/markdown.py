@@ -12,8 +12,9 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.report.cells import cell, code_link, missing, num, p_text, pp
-from harness.report.frame import ALPHA, leaderboard_frame
+from harness.report.frame import ci_coverage, leaderboard_frame
 from harness.results import Run
+from harness.stats import ALPHA
 
 
 def _strategy_cell(row: dict[str, Any], out: str | Path | None) -> str:
@@ -23,8 +24,8 @@ def _strategy_cell(row: dict[str, Any], out: str | Path | None) -> str:
 
 def _table(frame: pd.DataFrame, out: str | Path | None, robust: bool, multi_run: bool) -> str:
     headers = ["#", "Strategy", "Family", "Source phase", "Episode phase", "Settings", "Accuracy (%)",
-               "Δ best (pp) [95% CI]", "p (Holm)"]
-    headers += ["Robust acc. (%)"] if robust else []
+               "Δ best (pp) [CI]", "p (adj.)"]
+    headers += ["Clean-and-robust acc. (%)"] if robust else []
     headers += ["Source budget (img)", "Source img/s", "Source time (s)", "ms / episode", "Peak mem (MB)", "Device"]
     headers += ["Run"] if multi_run else []
     lines = []
@@ -43,10 +44,11 @@ def _table(frame: pd.DataFrame, out: str | Path | None, robust: bool, multi_run:
                 delta = f"{pp(row['delta_vs_best'])} [{pp(row['delta_ci_low'])}, {pp(row['delta_ci_high'])}]"
         source = row["source_description"] or row["source_phase"] or "-"
         cells = [row["rank_label"], _strategy_cell(row, out), row["family"] or "-", source,
-                 row["episode_phase"] or "-", row["settings"] or "-", accuracy, delta, p_text(row["p_holm"])]
+                 row["episode_phase"] or "-", row["settings"] or "-", accuracy, delta, p_text(row["p_adjusted"])]
         if robust:
-            cells.append("-" if row["robust_accuracy"] is None else
-                         f"{100 * row['robust_accuracy']:.2f} ± {100 * (row['robust_ci95'] or 0):.2f}")
+            cells.append("-" if row["clean_and_robust_accuracy"] is None else
+                         f"{100 * row['clean_and_robust_accuracy']:.2f} ± "
+                         f"{100 * (row['clean_and_robust_ci95'] or 0):.2f}")
         cells += [num(row["source_budget_images"], ",.0f"), num(row["source_images_per_second"], ",.0f"),
                   num(row["source_seconds"], ".1f"), num(row["ms_per_episode"], ".2f"),
                   num(row["peak_memory_mb"], ",.0f"), row["device"] or "-"]
@@ -82,7 +84,7 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
         machine = [f"- **Machine:** {versions(env)}"]
     else:
         machine = ["- **Machines:**"] + [f"  - `{n}`: {versions(e)}" for n, e in zip(names, envs, strict=True)]
-    robust = frame["robust_accuracy"].notna().any()
+    robust = frame["clean_and_robust_accuracy"].notna().any()
     presets = _distinct(["`" + c["protocol"]["preset"] + "`" for c, _, _ in runs])
     lines = [
         f"# Few-shot transfer leaderboard: {p['dataset']}, {p['ways']}-way",
@@ -94,22 +96,23 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
         f"{p['episodes']} episodes, seed {p['seed']}, preset {presets}; the same episodes for every "
         f"strategy (fingerprints: {fp_text})",
         *machine,
-        "- **Accuracy** is the mean over episodes ± the 95% CI (1.96 · std / √episodes)." + (
+        f"- **Accuracy** is the mean over episodes ± the 95% CI (t interval); the CI covers {ci_coverage(frame)}." + (
             f" With {config['novel_classes']} novel classes and {p['ways']}-way episodes, every episode has "
             "the same class set, so the CI reflects the sampling of images only."
             if config.get("novel_classes") == p["ways"] else ""),
         "- **Ranking:** each strategy is compared with the best of its shot setting on the shared episodes: "
-        "Δ best is the accuracy difference in percentage points with a paired bootstrap 95% CI (5,000 "
-        "resamples of episodes, seed 0), p the paired t-test on per-episode accuracies, Holm-corrected "
-        f"across the comparisons with the best. Strategies not significantly worse (p ≥ {ALPHA}) share rank "
-        "1, marked `=1`.",
+        "Δ best is the accuracy difference in percentage points with its CI at the Bonferroni level "
+        "(1 − 0.05 / m for the m comparisons with the best), p the t-test of that difference (paired on "
+        "episodes; across training seeds too when there are replicates), Bonferroni-adjusted. Rows are "
+        f"ranked by accuracy; those not significantly worse than the best (p ≥ {ALPHA}, exactly when their CI "
+        "holds 0) are tied with it, marked `=1`.",
         "- **Throughput:** source time and img/s are the source phase's (shared and cached across strategies "
         "with equal source phases); ms / episode covers all adaptation and scoring work, synchronised; peak "
         "memory is CUDA max allocated, or the process's peak RSS on a CPU.",
     ]
     if robust:
-        lines.append("- **Robust acc.** is the accuracy on the strategy's robust (e.g. adversarial) queries, "
-                     "± its 95% CI.")
+        lines.append("- **Clean-and-robust acc.** counts a query when both its clean and its attacked (PGD) "
+                     "prediction are right, ± its 95% CI.")
     for s in shots:
         lines += ["", f"## {s}-shot", "", _table(frame[frame["shots"] == s], out, robust, len(runs) > 1)]
     if plot_files:

@@ -12,13 +12,14 @@ import numpy as np
 from harness.io import atomic_write_json
 from harness.results import write_record
 from harness.schema import Environment, Record, RunHeader
-from harness.stats import ci95
+from harness.stats import COVERS_EPISODES, ci95
 
 EPISODES = 20
 QUERIES = 15  # 5 ways x 3 queries
-MEASUREMENTS = ("source_key", "source_budget_images", "source_seconds", "source_images_per_second",
-                "source_peak_memory_mb", "source_device", "source_cached", "episode_seconds", "ms_per_episode",
-                "query_images_per_second", "episode_peak_memory_mb", "episode_fingerprint")
+MEASUREMENTS = ("source_keys", "source_budget_images", "source_images_processed", "source_seconds",
+                "source_images_per_second", "source_peak_memory_mb", "source_device", "source_cached", "episode_seconds",
+                "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb", "episode_fingerprint",
+                "ci_covers", "replicate_seeds", "replicate_accuracies")
 
 
 def episodes(offset: int, pattern: list[int]) -> list[float]:
@@ -32,15 +33,16 @@ def record(strategy: str, shots: int, accs: list[float] | None, fingerprint: str
         strategy=strategy, family="transfer", status="ok", shots=shots, ways=5, queries=3, episodes=EPISODES,
         dataset="cifar10-5-5", seed=0, episode_fingerprint=fingerprint, backbone="conv4",
         source_phase="SupervisedPretraining", source_description="supervised conv4 pretraining",
-        source_params={}, episode_phase="linear probe", params={}, settings={}, source_key="SupervisedPretraining-k",
-        source_budget_images=150000, source_seconds=300.0, source_images_per_second=500.0,
+        source_params={}, episode_phase="linear probe", params={}, settings={}, source_keys=["SupervisedPretraining-k"],
+        source_budget_images=150000, source_images_processed=150016, source_seconds=300.0, source_images_per_second=500.0,
         source_peak_memory_mb=1500.0, source_device="cpu", source_cached=False, source_metrics={}, metrics={},
         episode_seconds=2.0, ms_per_episode=100.0, query_images_per_second=150.0, episode_peak_memory_mb=1600.0,
         device="CPU (test, 2 threads)", torch_version="2.4.0",
         code={"source": "strategies/supervised.py", "adapter": "strategies/probe.py"})
     if accs is not None:
         arr = np.asarray(accs)
-        rec = dataclasses.replace(rec, accuracy=float(arr.mean()), ci95=ci95(arr), episode_accuracies=accs)
+        rec = dataclasses.replace(rec, accuracy=float(arr.mean()), ci95=ci95(arr), episode_accuracies=accs,
+                                  ci_covers=COVERS_EPISODES, replicate_seeds=[0], replicate_accuracies=[float(arr.mean())])
     rec = dataclasses.replace(rec, **extra)
     if rec.status != "ok":  # like the runner's failed and skipped records: no measurements
         rec = dataclasses.replace(rec, **dict.fromkeys(MEASUREMENTS), source_metrics={}, metrics={})
@@ -61,7 +63,7 @@ def fixed_records(fingerprint: str = "fp") -> list[Record]:
                settings={"BN": "inductive", "steps": 100}, ms_per_episode=400.0, code=finetune),
         record("third-party-probe", 1, episodes(-2, [0, -1]), f1, family="meta-learning",
                source_phase="MetaTraining", source_description="meta-training", episode_phase="inner-loop SGD",
-               settings=settings, metrics={"robust_accuracy": 0.3, "robust_ci95": 0.02},
+               settings=settings, metrics={"clean_and_robust_accuracy": 0.3, "clean_and_robust_ci95": 0.02},
                source_images_per_second=900.0, source_budget_images=60000, ms_per_episode=20.0, code=outside),
         record("broken-strategy", 1, None, f1, status="failed", reason="RuntimeError: out of memory"),
         record("keras-thing", 1, None, f1, status="skipped", source_phase=None, source_description=None,
@@ -71,7 +73,7 @@ def fixed_records(fingerprint: str = "fp") -> list[Record]:
                settings={"BN": "inductive", "steps": 100}, ms_per_episode=600.0, code=finetune),
         record("third-party-probe", 5, episodes(2, [2, -3, 1, -1, 2, -2]), f5, family="meta-learning",
                source_phase="MetaTraining", source_description="meta-training", episode_phase="inner-loop SGD",
-               settings=settings, metrics={"robust_accuracy": 0.45, "robust_ci95": 0.03},
+               settings=settings, metrics={"clean_and_robust_accuracy": 0.45, "clean_and_robust_ci95": 0.03},
                source_images_per_second=900.0, source_budget_images=60000, ms_per_episode=25.0, code=outside),
     ]
 
@@ -87,7 +89,8 @@ def write_run(run_dir: Path, records: list[Record], seed: int = 0, ways: int = 5
                        novel_classes=5, preset_budgets={"pretrain": 150000, "meta": 60000}, strategies={}, run={})
     env = Environment(harness_version="0.2.0", code_version="abc1234def56", python="3.11.7", torch="2.4.0",
                       torchvision="0.19.0", numpy="1.26.4", platform="Linux", device="CPU (test, 2 threads)",
-                      device_type="cpu", threads=2, dataset="CIFAR-10 (JPEG q75 copy)", data_source="/data/cifar",
+                      device_type="cpu", threads=2, precision="fp32",
+                      determinism={"deterministic_algorithms": True, "tf32_matmul": False}, dataset="CIFAR-10 (JPEG q75 copy)", data_source="/data/cifar",
                       data_layout="imagefolder-jpg", data_fingerprint="0123456789abcdef0123", command=list(command))
     atomic_write_json(run_dir / "config.json", header.to_json())
     atomic_write_json(run_dir / "environment.json", env.to_json())

@@ -74,7 +74,7 @@ def test_shared_source_phase_trains_once(batches_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     records = {json.loads(p.read_text())["strategy"]: json.loads(p.read_text())
                for p in (tmp_path / "r" / "records").glob("*.json")}
-    assert records["frozen-features"]["source_key"] == records["partial-finetune"]["source_key"]
+    assert records["frozen-features"]["source_keys"] == records["partial-finetune"]["source_keys"]
     assert [r["source_cached"] for r in records.values()] == [False, False]  # trained in this run, not loaded
     assert records["frozen-features"]["source_seconds"] == records["partial-finetune"]["source_seconds"]
     assert len(list((tmp_path / "cache" / "source").glob("*.pt"))) == 1  # trained once, stored once

@@ -97,5 +97,5 @@ def test_other_ways_reuse_a_cached_meta_model_and_keep_the_supervised_one(imagef
     assert main(["run", "frozen-features", "--shots", "1", "--data-dir", str(imagefolder_dir), "--preset", "smoke",
                  "--quiet", "--out", str(tmp_path / "c")]) == 0
     five_way = records(tmp_path / "c")[("frozen-features", 1)]
-    assert five_way["source_key"] == first[("frozen-features", 1)]["source_key"] and five_way["source_cached"]
+    assert five_way["source_keys"] == first[("frozen-features", 1)]["source_keys"] and five_way["source_cached"]
     assert np.isfinite(five_way["accuracy"])

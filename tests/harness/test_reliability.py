@@ -41,7 +41,7 @@ def records(run_dir: Path) -> dict[tuple[str, int], dict]:
 
 
 def essentials(recs: dict) -> dict:
-    return {k: (r["status"], r["episode_accuracies"], r["episode_fingerprint"], r["source_key"])
+    return {k: (r["status"], r["episode_accuracies"], r["episode_fingerprint"], r["source_keys"])
             for k, r in recs.items()}
 
 

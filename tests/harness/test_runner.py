@@ -41,5 +41,5 @@ def test_extra_outputs_count_only_where_the_clean_prediction_is_right(shift, wit
     record = json.loads((tmp_path / "run" / "records" / "with-extra-5shot.json").read_text())
     assert record["accuracy"] > 0.5
     expected = record["accuracy"] if shift == 0 else 0.0  # same predictions / always moved off the right class
-    assert record["metrics"]["robust_accuracy"] == pytest.approx(expected)
-    assert "robust_ci95" in record["metrics"]
+    assert record["metrics"]["clean_and_robust_accuracy"] == pytest.approx(expected)
+    assert "clean_and_robust_ci95" in record["metrics"]

@@ -174,6 +174,8 @@ def test_keras_and_pytorch_strategies_share_the_episodes(imagefolder_dir, tmp_pa
     assert len({r["episode_fingerprint"] for r in records}) == 1
     keras_record = next(r for r in records if r["strategy"] == "keras-partial-finetune")
     assert keras_record["settings"]["framework"].startswith("TensorFlow")
+    # the device TensorFlow computes on is recorded (tensorflow-cpu: the CPU, whatever torch uses)
+    assert keras_record["device"].endswith("TensorFlow)") and keras_record["source_device"].endswith("TensorFlow)")
 
 
 def test_naming_one_on_another_backbone_is_a_clear_error(imagefolder_dir, tmp_path, capsys):
