@@ -160,7 +160,9 @@ def _summary(records: list) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import FORMATS, run_names, write_comparison, write_report
+    """Render (or compare). Units config.json names without a record: one line on stderr, rendered as
+    missing, exit 0; no record at all: one line on stderr, nothing written, exit 1."""
+    from harness.report import FORMATS, NoRecords, run_names, write_comparison, write_report
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}; choose from: {', '.join(FORMATS)}")
@@ -173,7 +175,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"comparison: {written[0]}")
         return 0
     out = args.out or Path(args.run_dirs[0]) / f"leaderboard.{args.format}"
-    written = write_report(args.run_dirs, out, args.format, plots=not args.no_plots)
+    try:
+        written = write_report(args.run_dirs, out, args.format, plots=not args.no_plots,
+                               warn=lambda line: print(f"harness report: warning: {line}", file=sys.stderr))
+    except NoRecords as e:
+        print(f"harness report: {e}", file=sys.stderr)
+        return 1
     print(f"leaderboard: {written[0]}")
     for path in written[1:]:
         print(f"plot: {path}")

@@ -107,6 +107,11 @@ class Pretrainer(ABC):
         """Source-phase settings a reader must see next to the accuracy (e.g. the PGD attack). Override."""
         return {}
 
+    def flop_twin(self) -> Pretrainer:
+        """The PyTorch phase whose FLOPs stand for this one's (itself; another framework's phase names a
+        PyTorch phase of the same architecture and schedule). Override."""
+        return self
+
     def runs_on(self, device: torch.device) -> str:
         """The device the phase really computes on, named (a framework may differ from torch's). Override."""
         from harness.measure import device_name

@@ -21,6 +21,7 @@ class Preset:
     # images processed by each budget group of source phases (see Pretrainer.budget_group)
     source_images: dict[str, int] = field(default_factory=dict)
     description: str = ""
+    match_compute: bool = False  # every source phase gets the FLOPs of the supervised phase's budget
 
     def budget(self, group: str) -> int:
         if group not in self.source_images:
@@ -36,6 +37,9 @@ PRESETS: dict[str, Preset] = {
                "seconds on a CPU; for tests and CI, numbers are meaningless"),
         Preset("quick", 300, {"pretrain": 100_000, "meta": 20_000, "ssl": 40_000, "adversarial": 40_000},
                "the default: a meaningful ranking; run --all within 20 minutes on a 2-core CPU"),
+        Preset("quick-matched", 300, {"pretrain": 40_000, "meta": 40_000, "ssl": 40_000, "adversarial": 40_000},
+               "every source phase at the FLOPs of 40,000 supervised images: a ranking at equal compute, run --all "
+               "within about 20 minutes on a 2-core CPU", match_compute=True),
         Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 20_000_000, "ssl": 20_000_000,
                                "adversarial": 20_000_000},
                "published-scale budgets (200 epochs of the base split); for a GPU"),

@@ -52,6 +52,11 @@ class RunConfig:
     seed: int = option(0, "seed of the episodes; the first training seed (replicates derive theirs from it)")
     replicates: int = option(1, "train every source phase with this many training seeds, evaluated on the same "
                                 "episodes", positive=True)
+    budget: list[str] = option([], "set one budget group's budget in images processed, e.g. --budget meta=50000 "
+                                   "(repeatable)", metavar="GROUP=N")
+    budget_scale: list[float] = option([1.0], "multiply every budget; several values (0.25,0.5,1) run each strategy "
+                                              "at each: accuracy-vs-compute curves", metavar="X")
+    match_compute: bool = option(False, "give every source phase the FLOPs of the supervised phase's budget")
     precision: str = option("fp32", "fp32 | bf16: bf16 autocast in the source phases (the same on every device)")
     deterministic: bool = option(True, "deterministic algorithms, no TF32 (--no-deterministic: faster on a GPU)")
     device: str = option("auto", "auto | cpu | cuda")
@@ -118,19 +123,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind is bool:
             action = argparse.BooleanOptionalAction if f.default else "store_true"
             parser.add_argument(*flags, action=action, **common)
-        elif f.name == "set":
+        elif f.name in ("set", "budget"):
             parser.add_argument(*flags, action="append", metavar=m["metavar"], **common)
         elif typing.get_origin(kind) is list:
-            parser.add_argument(*flags, nargs="+", type=_int_list, metavar="K", **common)
+            item = typing.get_args(kind)[0]
+            parser.add_argument(*flags, nargs="+", type=_int_list if item is int else _float_list,
+                                metavar=m["metavar"] or "K", **common)
         else:
             base = typing.get_args(kind)[0] if typing.get_origin(kind) is not None else kind
             conv = _positive_int if m["positive"] else base
             parser.add_argument(*flags, type=conv, metavar=m["metavar"], dest=f.name, **common)
 
 
+def _float_list(text: str) -> list[float]:
+    """``0.5`` or ``0.25,0.5,1``; every value positive."""
+    values = []
+    for part in text.replace(",", " ").split():
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {part}")
+        values.append(value)
+    return values
+
+
 def _flatten_lists(values: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(values.get("shots"), list) and values["shots"] and isinstance(values["shots"][0], list):
-        values["shots"] = [s for part in values["shots"] for s in part]
+    for key in ("shots", "budget_scale"):
+        if isinstance(values.get(key), list) and values[key] and isinstance(values[key][0], list):
+            values[key] = [s for part in values[key] for s in part]
     return values
 
 
@@ -156,10 +178,10 @@ def from_layers(cli: dict[str, Any], recorded: dict[str, Any] | None = None) -> 
         value = _coerce(value, hints[key], f"config file {cli['config']}: [run] {key}")
         if names[key].metadata["path"] and isinstance(value, str):
             value = str((base / value).expanduser()) if not Path(value).expanduser().is_absolute() else value
-        if names[key].metadata["positive"]:
+        if names[key].metadata["positive"] or key == "budget_scale":
             for v in value if isinstance(value, list) else [value]:
-                if v is not None and v < 1:
-                    raise UsageError(f"config file {cli['config']}: [run] {key} must be a positive integer, got {v}")
+                if v is not None and (v < 1 if names[key].metadata["positive"] else v <= 0):
+                    raise UsageError(f"config file {cli['config']}: [run] {key} must be positive, got {v}")
         layers[1][1][key] = value
     values: dict[str, Any] = {}
     origins = {n: "default" for n in names}
@@ -168,10 +190,12 @@ def from_layers(cli: dict[str, Any], recorded: dict[str, Any] | None = None) -> 
             if key in names:
                 values[key], origins[key] = value, origin
     config = RunConfig(**values)
-    if origins["episodes"] == "default":
-        from harness.presets import get_preset
+    from harness.presets import get_preset
 
-        config.episodes = get_preset(config.preset).episodes
-        origins["episodes"] = "preset"
+    preset = get_preset(config.preset)
+    for key, value in (("episodes", preset.episodes), ("match_compute", preset.match_compute)):
+        if origins[key] == "default":
+            setattr(config, key, value)
+            origins[key] = "preset"
     config.origins = origins
     return config, tables

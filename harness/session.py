@@ -90,8 +90,8 @@ class Session:
         self.log(f"{unit.label}: FAILED: {reason} (traceback in {self.out / 'run.log'})")
         for e in affected:
             if e.id not in self.finished:
-                record = dataclasses.replace(base_record(e.strategy, e.shots, self.spec, self.device),
-                                             status="failed", reason=reason)
+                record = dataclasses.replace(base_record(e.strategy, e.shots, self.spec, self.device, e.scale,
+                                                         e.matched_flops), status="failed", reason=reason)
                 self.write(e, record)
         if self.fail_fast:
             raise FailFast(reason) from error

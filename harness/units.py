@@ -37,6 +37,7 @@ class SourceUnit:
     seed: int  # training seed
     shots: int | None  # the evaluation's shots, for per-shots phases
     users: tuple[str, ...] = ()  # every row that uses it (for progress lines)
+    flops_per_image: tuple[float, str] | None = None  # measured already (--match-compute), with how
 
     @property
     def id(self) -> str:
@@ -52,14 +53,16 @@ class EvalUnit:
     strategy: Strategy
     shots: int
     source_keys: tuple[str, ...]  # the source units it needs
+    scale: float = 1.0  # the budget scale of its source phases
+    matched_flops: float | None = None  # --match-compute: the FLOP budget of every source phase
 
     @property
     def id(self) -> str:
-        return f"eval:{self.strategy.name}:{self.shots}"
+        return f"eval:{self.strategy.name}:{self.shots}:{self.scale:g}"
 
     @property
     def label(self) -> str:
-        return f"{self.strategy.name} {self.shots}-shot"
+        return f"{self.strategy.name} {self.shots}-shot" + ("" if self.scale == 1 else f" x{self.scale:g}")
 
 
 Unit = SourceUnit | EvalUnit
@@ -92,23 +95,35 @@ def replicate_seeds(seed: int, replicates: int) -> list[int]:
     return [seed, *derived]
 
 
-def plan(strategies: list[Strategy], shots: list[int], key_of: Any, budget_of: Any, seeds: list[int]) -> Plan:
-    """One evaluation unit per (strategy, shots), needing one source model per training seed; one source
-    unit per distinct cache key. ``key_of(strategy, shots, seed)`` gives the cache key, ``budget_of(strategy)``
-    the budget."""
+@dataclass(frozen=True)
+class Budget:
+    """A source phase's budget in images processed, and the FLOPs behind it when compute is matched."""
+
+    images: int
+    flops_per_image: tuple[float, str] | None = None
+    matched_flops: float | None = None
+
+
+def plan(strategies: list[Strategy], shots: list[int], scales: list[float], seeds: list[int],
+         budget_of: Any, key_of: Any) -> Plan:
+    """One evaluation unit per (strategy, shots, budget scale), needing one source model per training seed;
+    one source unit per distinct cache key. ``budget_of(strategy, shots, scale)`` gives a :class:`Budget`,
+    ``key_of(strategy, shots, seed, budget_images)`` the cache key."""
     result = Plan()
     for strategy in strategies:
         for s in shots:
             phase_shots = s if type(strategy.source).per_shots else None
-            keys = []
-            for seed in seeds:
-                key = key_of(strategy, phase_shots, seed)
-                unit = result.sources.get(key)
-                if unit is None:
-                    result.sources[key] = SourceUnit(key, strategy, budget_of(strategy), seed, phase_shots,
-                                                     (strategy.name,))
-                elif strategy.name not in unit.users:
-                    result.sources[key] = dataclasses.replace(unit, users=(*unit.users, strategy.name))
-                keys.append(key)
-            result.evaluations.append(EvalUnit(strategy, s, tuple(keys)))
+            for scale in scales:
+                budget = budget_of(strategy, phase_shots, scale)
+                keys = []
+                for seed in seeds:
+                    key = key_of(strategy, phase_shots, seed, budget.images)
+                    unit = result.sources.get(key)
+                    if unit is None:
+                        result.sources[key] = SourceUnit(key, strategy, budget.images, seed, phase_shots,
+                                                         (strategy.name,), budget.flops_per_image)
+                    elif strategy.name not in unit.users:
+                        result.sources[key] = dataclasses.replace(unit, users=(*unit.users, strategy.name))
+                    keys.append(key)
+                result.evaluations.append(EvalUnit(strategy, s, tuple(keys), scale, budget.matched_flops))
     return result

@@ -23,6 +23,7 @@ import torch
 from harness.datasets.base import FewShotData
 from harness.episodes import EpisodeSet
 from harness.faults import checkpoint
+from harness.flops import counted, flops_per_image
 from harness.measure import Stopwatch, autocast, configure, device_name, synchronize
 from harness.phases import SourceData
 from harness.provenance import relative_file
@@ -127,6 +128,8 @@ def train_source(unit: SourceUnit, ctx: UnitContext) -> SourceResult:
         data = SourceData(ctx.base_images.to(ctx.device), labels, len(ctx.data.base.classes), ctx.device,
                           unit.seed, counter, ways=spec.ways, shots=unit.shots, queries=spec.queries,
                           mean=ctx.data.mean, std=ctx.data.std, metrics={})
+        with autocast(ctx.device, spec.precision):
+            per_image, method = unit.flops_per_image or flops_per_image(phase, data)
         with Stopwatch(ctx.device) as watch, autocast(ctx.device, spec.precision):
             model = phase.train(data, unit.budget_images)
             end = time.perf_counter()
@@ -138,7 +141,7 @@ def train_source(unit: SourceUnit, ctx: UnitContext) -> SourceResult:
                     "images_processed": counter.processed, "seconds": watch.seconds,
                     "images_per_second": per_second, "peak_memory_mb": watch.peak_memory_mb,
                     "device": phase.runs_on(ctx.device), "precision": spec.precision, "seed": unit.seed,
-                    "metrics": data.metrics}
+                    "flops": per_image * counter.processed, "flops_method": method, "metrics": data.metrics}
     return SourceResult(unit.key, phase.spec(model), state, measurements)
 
 
@@ -148,12 +151,15 @@ def load_model(unit: EvalUnit, result: SourceResult, device: torch.device) -> to
     return model.to(device).eval()
 
 
-def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device) -> Record:
+def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device, scale: float = 1.0,
+                matched_flops: float | None = None) -> Record:
     """The fields of a record that do not depend on running it (also those of failed and skipped rows)."""
     record = Record(strategy=strategy.name, family=strategy.family, shots=shots, ways=spec.ways,
                     queries=spec.queries, episodes=spec.episodes, dataset=spec.dataset, seed=spec.seed,
-                    device=device_name(device), torch_version=torch.__version__)
+                    budget_scale=scale, matched_flops=matched_flops, device=device_name(device),
+                    torch_version=torch.__version__)
     if hasattr(strategy, "source"):  # a Strategy (a skipped row may only have its name and family)
+        record.budget_group = type(strategy.source).budget_group
         record.backbone = strategy.source.backbone
         record.source_phase = strategy.source.phase_name
         record.source_description = strategy.source.describe()
@@ -175,8 +181,8 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
     with ctx.bar(unit.label, len(tasks) * len(sources), "ep", "episode") as progress:
         for i, source in enumerate(sources):
             model = load_model(unit, source, ctx.device)
-            if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation)
-                strategy.run_episodes(model, tasks[0:1])
+            if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation), its FLOPs counted
+                _, episode_flops = counted(lambda m=model: strategy.run_episodes(m, tasks[0:1]))
             with Stopwatch(ctx.device) as watch:
                 outputs = strategy.run_episodes(model, tasks, progress)
             seconds, peak = seconds + watch.seconds, max(peak, watch.peak_memory_mb)
@@ -194,15 +200,16 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
     ms = [s.measurements for s in sources]
     n = len(tasks) * len(sources)
     return dataclasses.replace(
-        base_record(strategy, unit.shots, ctx.spec, ctx.device),
+        base_record(strategy, unit.shots, ctx.spec, ctx.device, unit.scale, unit.matched_flops),
         episode_fingerprint=episode_set.fingerprint(), accuracy=interval.estimate, ci95=interval.half_width,
         ci_covers=interval.covers, episode_accuracies=[round(float(a), 6) for a in accuracies],
         replicate_seeds=[m["seed"] for m in ms], replicate_accuracies=[round(r, 6) for r in replicates],
         metrics=metrics, source_keys=[s.key for s in sources], source_budget_images=ms[0]["budget_images"],
-        source_images_processed=ms[0]["images_processed"], source_seconds=sum(m["seconds"] for m in ms),
+        source_images_processed=ms[0]["images_processed"], source_flops=ms[0].get("flops"),
+        source_flops_method=ms[0].get("flops_method"), source_seconds=sum(m["seconds"] for m in ms),
         source_images_per_second=float(np.mean([m["images_per_second"] for m in ms])),
         source_peak_memory_mb=max(m["peak_memory_mb"] for m in ms), source_device=ms[0]["device"],
         source_cached=all(s.cached for s in sources), source_metrics=ms[0].get("metrics", {}),
-        episode_seconds=seconds, ms_per_episode=1000 * seconds / n,
+        episode_seconds=seconds, ms_per_episode=1000 * seconds / n, episode_flops=float(episode_flops),
         query_images_per_second=n * tasks.queries_per_episode / max(seconds, 1e-9), episode_peak_memory_mb=peak,
         device=strategy.adapter.runs_on(ctx.device))

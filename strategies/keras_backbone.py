@@ -150,6 +150,13 @@ class KerasSupervisedPretraining(Pretrainer):
     def runs_on(self, device: torch.device) -> str:
         return tensorflow_device()
 
+    def flop_twin(self) -> Pretrainer:
+        """The PyTorch supervised Conv-4 phase: the same architecture, batch size and steps."""
+        from strategies.supervised import SupervisedPretraining
+
+        return SupervisedPretraining(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                                     batch_size=self.batch_size, label_smoothing=self.label_smoothing)
+
     def spec(self, model: nn.Module) -> dict:
         return {"keras": "conv4", "num_classes": int(model.head_kernel.shape[1]), "image_size": model.image_size}
 

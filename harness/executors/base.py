@@ -19,10 +19,11 @@ from harness.units import Plan
 
 
 class Executor(ABC):
-    """Runs a plan; subclasses are registered in ``harness.registry.EXECUTORS``."""
+    """Runs a plan; subclasses are registered in ``harness.registry.EXECUTORS``. ``config`` is the run's
+    :class:`harness.runconfig.RunConfig` (an executor reads its own settings from it)."""
 
-    def __init__(self, **options: Any):
-        self.options = options
+    def __init__(self, config: Any = None):
+        self.config = config
 
     def check(self) -> None:
         """Reject unusable settings before anything runs (raise UsageError). Override."""

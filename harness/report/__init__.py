@@ -2,9 +2,13 @@
 and no strategy module is imported; what a report shows (code links, settings, descriptions) is written
 into the records by the run.
 
-- ranking (harness/report/frame.py) apart from rendering;
-- renderers behind one interface (harness/report/formats.py), registered as ``md``, ``csv``, ``json``;
-- ``write_report`` / ``write_comparison``: compute everything, then write.
+- ranking (frame.py: one row per (strategy, shots, budget scale), ranked within each (shots, scale)) apart
+  from rendering; expected units from config.json and rows for the missing ones (expected.py); the gain of
+  the largest budget scale over the second largest (scales.py);
+- the Markdown page (markdown.py: summary.py, tables.py, details.py), plots (plots.py, plots_cost.py), the
+  run comparison (compare.py); renderers behind one interface (formats.py), registered as ``md``, ``csv``,
+  ``json``;
+- ``write_report`` / ``write_comparison`` (write.py): compute everything, then write.
 """
 
 from harness.registry import REPORT_FORMATS
@@ -17,7 +21,7 @@ FORMATS = ("md", "csv", "json")
 from harness.report.cells import run_names  # noqa: E402
 from harness.report.compare import compare_frame, write_comparison  # noqa: E402
 from harness.report.frame import FRAME_COLUMNS, leaderboard_frame  # noqa: E402
-from harness.report.write import render_runs, write_report  # noqa: E402
+from harness.report.write import NoRecords, render_runs, write_report  # noqa: E402
 
-__all__ = ["FORMATS", "FRAME_COLUMNS", "compare_frame", "leaderboard_frame", "render_runs", "run_names",
+__all__ = ["FORMATS", "FRAME_COLUMNS", "NoRecords", "compare_frame", "leaderboard_frame", "render_runs", "run_names",
            "write_comparison", "write_report"]

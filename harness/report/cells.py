@@ -1,4 +1,5 @@
-"""Formatting helpers shared by the report's renderers (no torch, no strategy imports)."""
+"""Formatting helpers shared by the report's renderers (no torch, no strategy imports), and the cost
+measures every renderer uses, so a cost means the same in the tables, the summary and the plots."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from harness.provenance import ROOT
 
 
@@ -16,11 +19,24 @@ def settings_text(rec: dict[str, Any]) -> str:
 
 
 def missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def clean(row: dict[str, Any]) -> dict[str, Any]:
+    """A frame row with every missing value (NaN, pd.NA) as None."""
+    return {k: None if missing(v) else v for k, v in row.items()}
 
 
 def num(value: Any, fmt: str) -> str:
     return "-" if missing(value) else format(value, fmt)
+
+
+def sig(value: float, digits: int = 3) -> str:
+    """``digits`` significant digits, never in exponent notation (1,234 / 12.3 / 0.0123)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
 
 
 def cell(text: Any) -> str:
@@ -29,14 +45,34 @@ def cell(text: Any) -> str:
 
 
 def pp(value: float) -> str:
-    """A difference in percentage points, signed."""
-    return f"{100 * value:+.2f}"
+    """A difference in percentage points, signed (no "-0.00")."""
+    points = 100 * value
+    return f"{0.0 if abs(points) < 0.005 else points:+.2f}"
+
+
+def pct(accuracy: Any, ci: Any) -> str:
+    """An accuracy ± its CI half-width, in percent."""
+    return "-" if missing(accuracy) else f"{100 * accuracy:.2f} ± {100 * (0 if missing(ci) else ci):.2f}"
 
 
 def p_text(value: Any) -> str:
     if missing(value):
         return "-"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def level_text(level: float) -> str:
+    """A confidence level as a percentage: 0.975 -> '97.5%'."""
+    return f"{100 * level:.3g}%"
+
+
+def scale_key(value: Any) -> float:
+    """A budget scale as a comparable number (1.0 when absent)."""
+    return round(float(1.0 if value is None or missing(value) else value), 9)
+
+
+def scale_text(scale: float) -> str:
+    return f"×{scale:g}"
 
 
 def run_names(run_dirs: Sequence[str | Path]) -> list[str]:
@@ -52,3 +88,50 @@ def code_link(relative: str | None, out: str | Path | None) -> str | None:
     if not path.is_file():
         return None
     return Path(os.path.relpath(path, Path(out).resolve().parent)).as_posix()
+
+
+# --- costs (per trained model, i.e. per replicate) ---------------------------------------------------------
+
+#: what total compute is, for the two measures ``total_compute`` may choose
+TOTAL_FLOPS_RULE = "TFLOP of total compute (source FLOPs + episodes × episode FLOPs, per trained model)"
+IMAGES_RULE = "source images processed (FLOPs not recorded, so the episode phase is left out)"
+
+
+def source_cost(row: dict[str, Any]) -> str:
+    """The source phase's cost of one trained model: TFLOP when recorded, else images processed."""
+    if not missing(row.get("source_flops")):
+        return f"{sig(row['source_flops'] / 1e12)} TFLOP"
+    if not missing(row.get("source_images_processed")):
+        return f"{row['source_images_processed']:,.0f} img"
+    return "-"
+
+
+def total_flops(row: dict[str, Any]) -> float | None:
+    """source FLOPs + episodes × episode FLOPs (one trained model), when both are recorded."""
+    if missing(row.get("source_flops")) or missing(row.get("episode_flops")) or missing(row.get("episodes")):
+        return None
+    return float(row["source_flops"]) + float(row["episodes"]) * float(row["episode_flops"])
+
+
+def total_compute(rows: list[dict[str, Any]]) -> tuple[list[float | None], str, str] | None:
+    """One measure of total compute for all ``rows`` (so they compare): (values, unit, rule). Total FLOPs
+    when every row has them, else source images processed when every row has them, else None."""
+    flops = [total_flops(r) for r in rows]
+    if rows and all(f is not None for f in flops):
+        return [f / 1e12 for f in flops], "TFLOP", TOTAL_FLOPS_RULE
+    images = [r.get("source_images_processed") for r in rows]
+    if rows and not any(missing(i) for i in images):
+        return [float(i) for i in images], "images", IMAGES_RULE
+    return None
+
+
+def source_compute(rows: list[dict[str, Any]]) -> tuple[list[float | None], str] | None:
+    """One measure of source compute for ``rows`` (for an axis): TFLOP when every row has source FLOPs,
+    else images processed; rows without the measure get None."""
+    if not rows:
+        return None
+    if all(not missing(r.get("source_flops")) for r in rows):
+        return [r["source_flops"] / 1e12 for r in rows], "TFLOP"
+    values = [None if missing(r.get("source_images_processed")) else float(r["source_images_processed"])
+              for r in rows]
+    return (values, "images processed") if any(v is not None for v in values) else None

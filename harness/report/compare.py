@@ -13,8 +13,8 @@ from tabulate import tabulate
 
 from harness.errors import UsageError
 from harness.registry import REPORT_FORMATS
-from harness.report.cells import cell, missing, p_text, pp, run_names
-from harness.report.markdown import versions
+from harness.report.cells import cell, level_text, missing, p_text, pp, run_names, scale_key, scale_text
+from harness.report.markdown import SMOKE_BANNER, machine
 from harness.report.write import write_files
 from harness.results import Run, load_run
 from harness.stats import ALPHA, difference
@@ -22,8 +22,8 @@ from harness.stats import ALPHA, difference
 NOTABLE_RATIO = 1.2  # compare: throughput ratios beyond this (either way) are flagged
 
 COMPARE_COLUMNS = [
-    "shots", "strategy", "status_a", "status_b", "accuracy_a", "ci95_a", "accuracy_b", "ci95_b", "delta",
-    "delta_ci_low", "delta_ci_high", "test", "p_value", "p_adjusted", "change", "source_images_per_second_a",
+    "shots", "budget_scale", "strategy", "status_a", "status_b", "accuracy_a", "ci95_a", "accuracy_b", "ci95_b",
+    "delta", "delta_ci_low", "delta_ci_high", "test", "p_value", "p_adjusted", "change", "source_images_per_second_a",
     "source_images_per_second_b", "source_ips_ratio", "ms_per_episode_a", "ms_per_episode_b", "ms_ratio",
 ]
 
@@ -40,15 +40,16 @@ def compare_frame(run_a: Run, run_b: Run) -> pd.DataFrame:
         if pa.get(key) != pb.get(key):
             raise UsageError(f"the runs use different protocols ({key} {pa.get(key)} vs {pb.get(key)}); their "
                              f"accuracies are not comparable")
-    a_recs = {(r["strategy"], r["shots"]): r for r in run_a[2]}
-    b_recs = {(r["strategy"], r["shots"]): r for r in run_b[2]}
-    keys = sorted(set(a_recs) & set(b_recs), key=lambda k: (k[1], k[0]))
+    a_recs = {(r["strategy"], r["shots"], scale_key(r.get("budget_scale"))): r for r in run_a[2]}
+    b_recs = {(r["strategy"], r["shots"], scale_key(r.get("budget_scale"))): r for r in run_b[2]}
+    keys = sorted(set(a_recs) & set(b_recs), key=lambda k: (k[1], -k[2], k[0]))
     family = sum(a_recs[k].get("status") == "ok" and b_recs[k].get("status") == "ok" for k in keys)
     rows = []
     for key in keys:
         a, b = a_recs[key], b_recs[key]
         row: dict[str, Any] = dict.fromkeys(COMPARE_COLUMNS)
-        row.update(shots=key[1], strategy=key[0], status_a=a.get("status"), status_b=b.get("status"))
+        row.update(shots=key[1], budget_scale=key[2], strategy=key[0], status_a=a.get("status"),
+                   status_b=b.get("status"))
         if a.get("status") == "ok" and b.get("status") == "ok":
             row.update(accuracy_a=a["accuracy"], ci95_a=a["ci95"], accuracy_b=b["accuracy"], ci95_b=b["ci95"],
                        delta=b["accuracy"] - a["accuracy"])
@@ -83,16 +84,30 @@ def _acc(row: dict[str, Any], x: str) -> str:
     return f"{100 * row[f'accuracy_{x}']:.2f} ± {100 * row[f'ci95_{x}']:.2f}"
 
 
+def _coverage(frame: pd.DataFrame) -> str:
+    tests = set(frame["test"].dropna())
+    seeds = {t for t in tests if "training seeds" in t}
+    if tests and seeds == tests:
+        return ("training seeds and episode sampling: both runs have replicates (`--replicates N ≥ 2`), so a "
+                "change is tested against the variation of retraining with other seeds as well as of the episodes.")
+    text = ("episode sampling only: each strategy is one trained model per run, so the CI and p do not cover how "
+            "much a retrained model (another training seed) would differ; run both with `--replicates N ≥ 2` "
+            "to cover training seeds too.")
+    return text + (" Rows whose test names training seeds cover both." if seeds else "")
+
+
 def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"),
                       frame: pd.DataFrame | None = None) -> str:
     frame = compare_frame(run_a, run_b) if frame is None else frame
     na, nb = names
     lines = [f"# Comparison: `{nb}` vs `{na}`", ""]
+    if any(c["protocol"].get("preset") == "smoke" for c, _, _ in (run_a, run_b)):
+        lines += [SMOKE_BANNER, ""]
     for label, name, (config, env, _) in (("A", na, run_a), ("B", nb, run_b)):
         p = config["protocol"]
         lines.append(f"- **{label}** `{name}`: {env.get('dataset', '?')}; {p['dataset']}, {p['ways']}-way, "
                      f"{p['queries']} queries, {p['episodes']} episodes, seed {p['seed']}, preset `{p['preset']}`; "
-                     f"{versions(env)}")
+                     f"{machine(env)}")
     lines += [
         "- **Δ** = B − A in percentage points with its CI at the Bonferroni level (1 − 0.05 / rows). When both "
         "runs used the same "
@@ -101,11 +116,14 @@ def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"
         "and ignores that both are samples of the same protocol. Runs with a different dataset, ways or queries "
         f"are refused. With replicates in both runs, training seeds enter the test too. p is Bonferroni-adjusted "
         f"over all rows; ▲ / ▼ mark significant changes (p < {ALPHA}), exactly the rows whose CI excludes 0.",
+        f"- **What the CI and p cover:** {_coverage(frame)}",
         f"- **Throughput ratios** are B / A (source img/s: higher is faster; ms / episode: lower is faster), "
         f"single measurements, not tested; flagged when they differ by more than {NOTABLE_RATIO:.1f}× either "
         "way. Cached source phases repeat the measurement of the run that trained them.",
     ]
-    headers = ["Strategy", f"A: {na} (%)", f"B: {nb} (%)", "Δ (pp) [CI]", "Test", "p (adj.)", "Change",
+    family = int(frame["p_value"].notna().sum())
+    level = f"{level_text(1 - ALPHA / family)} CI" if family else "CI"
+    headers = ["Strategy", f"A: {na} (%)", f"B: {nb} (%)", f"Δ (pp) [{level}]", "Test", "p (adj.)", "Change",
                "Source img/s B/A", "ms / episode B/A"]
     for s in sorted(frame["shots"].unique().tolist()):
         rows = []
@@ -116,7 +134,8 @@ def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"
                 delta += f" [{pp(row['delta_ci_low'])}, {pp(row['delta_ci_high'])}]"
             change = {"better": "▲ better", "worse": "▼ worse"}.get(row["change"], row["change"] or "-")
             test = "-" if row["test"] is None else row["test"].replace("(unpaired)", "*unpaired*")
-            cells = [row["strategy"], _acc(row, "a"), _acc(row, "b"), delta, test, p_text(row["p_adjusted"]), change,
+            name = row["strategy"] + ("" if row["budget_scale"] == 1 else f" {scale_text(row['budget_scale'])}")
+            cells = [name, _acc(row, "a"), _acc(row, "b"), delta, test, p_text(row["p_adjusted"]), change,
                      _ratio_cell(row["source_ips_ratio"], True), _ratio_cell(row["ms_ratio"], False)]
             rows.append([cell(c) for c in cells])
         lines += ["", f"## {s}-shot", "", tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)]

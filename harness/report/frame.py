@@ -1,11 +1,16 @@
 """Ranking, apart from rendering: the leaderboard as one table (a pandas DataFrame, one row per
-(strategy, shots)) with ranks and the tests against the best strategy of each shot setting. A pure
-function of the records.
+(strategy, shots, budget scale)) with ranks and the tests against the best strategy of each (shots, scale)
+group. A pure function of the run directories' files.
 
-Rows are ranked by accuracy. Each is compared with the best of its shot setting on the shared episodes
-(harness/stats.py ``difference``): Δ with its confidence interval at the Bonferroni level 1 - 0.05 / m
-(m comparisons with the best) and the Bonferroni-adjusted p-value from the same t statistic. A row is
-tied with the best ("=1") when that p-value is at least 0.05, which is exactly when its interval holds 0.
+Rows are ranked by accuracy within each (shots, budget scale). Each is compared with the best of its group
+on the shared episodes (harness/stats.py ``difference``): Δ with its confidence interval at the Bonferroni
+level 1 - 0.05 / m (m comparisons with the best) and the Bonferroni-adjusted p-value from the same t
+statistic. A row is tied with the best ("=1") when that p-value is at least 0.05, which is exactly when its
+interval holds 0.
+
+Units that config.json names but that have no record are rows with status ``missing`` (harness/report/
+expected.py). With several budget scales, the row of each (strategy, shots) at its largest scale carries
+the accuracy gain over its second largest scale (harness/report/expected.py ``scale_gains``).
 """
 
 from __future__ import annotations
@@ -15,22 +20,27 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.report.cells import settings_text
+from harness.report.cells import scale_key, settings_text, total_flops
+from harness.report.expected import missing_records
+from harness.report.scales import scale_gains
 from harness.results import Run
 from harness.stats import ALPHA, COVERS_EPISODES, COVERS_SEEDS, difference
 
 FRAME_COLUMNS = [
-    "shots", "rank", "rank_label", "tied_with_best", "strategy", "code", "family", "status", "reason", "backbone",
-    "source_phase", "source_description", "episode_phase", "settings", "accuracy", "ci95", "ci_covers", "replicates",
-    "delta_vs_best", "delta_ci_low", "delta_ci_high", "delta_ci_level", "test", "p_value", "p_adjusted",
-    "clean_and_robust_accuracy", "clean_and_robust_ci95", "source_budget_images", "source_images_processed",
-    "source_images_per_second", "source_seconds", "source_cached", "source_device", "ms_per_episode",
-    "query_images_per_second", "peak_memory_mb", "device", "episodes", "episode_fingerprint", "run",
+    "shots", "budget_scale", "rank", "rank_label", "tied_with_best", "strategy", "code", "source_code", "family",
+    "status", "reason", "backbone", "source_phase", "source_description", "episode_phase", "settings", "accuracy",
+    "ci95", "ci_covers", "replicates", "delta_vs_best", "delta_ci_low", "delta_ci_high", "delta_ci_level", "test",
+    "p_value", "p_adjusted", "clean_and_robust_accuracy", "clean_and_robust_ci95", "budget_group", "matched_flops",
+    "source_budget_images", "source_images_processed", "source_flops", "source_flops_method", "episode_flops",
+    "total_flops", "source_images_per_second", "source_seconds", "source_cached", "source_device",
+    "source_peak_memory_mb", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb", "device",
+    "episodes", "episode_fingerprint", "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p",
+    "not_converged", "run",
 ]
 
 
 def check_episodes(records: list[dict]) -> None:
-    """Refuse to rank records of different episodes (or the same strategy twice) against each other."""
+    """Refuse to rank records of different episodes (or the same unit twice) against each other."""
     fingerprints: dict[int, dict[str, str]] = {}
     for r in records:
         if r.get("status") == "ok" and r.get("episode_fingerprint"):
@@ -41,33 +51,37 @@ def check_episodes(records: list[dict]) -> None:
             raise UsageError(f"the runs did not use the same {shots}-shot episodes (fingerprints {which}); "
                              f"their accuracies cannot be ranked on paired episodes: rerun with the same "
                              f"--seed/--episodes/--queries/--dataset, or use --compare for an unpaired comparison")
-    seen: dict[tuple[str, int], str] = {}
+    seen: dict[tuple[str, int, float], str] = {}
     for r in records:
-        key = (r["strategy"], r["shots"])
+        key = (r["strategy"], r["shots"], scale_key(r.get("budget_scale")))
         if key in seen:
-            raise UsageError(f"{r['strategy']} {r['shots']}-shot is in both {seen[key]} and {r['_run']}; pass "
-                             f"each strategy once, or compare the two runs with --compare")
+            scale = "" if key[2] == 1 else f" at budget scale {key[2]:g}"
+            raise UsageError(f"{r['strategy']} {r['shots']}-shot{scale} is in both {seen[key]} and {r['_run']}; "
+                             f"pass each strategy once, or compare the two runs with --compare")
         seen[key] = r["_run"]
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
-    peak = max(r.get("source_peak_memory_mb") or 0, r.get("episode_peak_memory_mb") or 0) or None
     metrics = r.get("metrics") or {}
+    code = r.get("code") or {}
     row = {k: r.get(k) for k in FRAME_COLUMNS}
-    row.update(settings=settings_text(r), peak_memory_mb=peak, run=r["_run"], code=(r.get("code") or {}).get("adapter"),
+    row.update(settings=settings_text(r), run=r["_run"], code=code.get("adapter"), source_code=code.get("source"),
+               budget_scale=scale_key(r.get("budget_scale")), total_flops=total_flops(r),
                clean_and_robust_accuracy=metrics.get("clean_and_robust_accuracy"),
                clean_and_robust_ci95=metrics.get("clean_and_robust_ci95"),
                replicates=len(r.get("replicate_accuracies") or []) or None, rank=None, rank_label="-",
                tied_with_best=False, delta_vs_best=None, delta_ci_low=None, delta_ci_high=None, delta_ci_level=None,
-               test=None, p_value=None, p_adjusted=None)
+               test=None, p_value=None, p_adjusted=None, scale_gain=None, scale_gain_ci_low=None,
+               scale_gain_ci_high=None, scale_gain_p=None, not_converged=None)
     if r.get("status") != "ok":
         row.update(accuracy=None, ci95=None)
     return row
 
 
 def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of one shot setting, by accuracy: each compared with the best (Bonferroni over the m
-    comparisons); tied with the best when not significantly worse; failed and skipped rows last."""
+    """Rows of one (shots, budget scale) group, by accuracy: each compared with the best (Bonferroni over
+    the m comparisons); tied with the best when not significantly worse; failed, skipped and missing rows
+    last."""
     ok = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: (-r["accuracy"], r["strategy"]))
     rest = sorted((r for r in records if r.get("status") != "ok"), key=lambda r: r["strategy"])
     rows = {id(r): _row(r) for r in records}
@@ -104,14 +118,21 @@ def ci_coverage(frame: pd.DataFrame) -> str:
 
 
 def leaderboard_frame(runs: list[Run], names: list[str] | None = None) -> pd.DataFrame:
-    """The aggregated table: one row per (strategy, shots), ordered by shots then rank; accuracies,
-    CIs and differences as fractions (0..1). Raises UsageError when runs used different episodes."""
+    """The aggregated table: one row per (strategy, shots, budget scale), ordered by shots, then budget
+    scale (largest first), then rank; accuracies, CIs and differences as fractions (0..1). Units named by
+    config.json without a record are rows with status ``missing``. Raises UsageError when runs used
+    different episodes."""
     names = names or [f"run{i + 1}" for i in range(len(runs))]
     records = [{**r, "_run": name} for name, (_, _, recs) in zip(names, runs, strict=True) for r in recs]
     check_episodes(records)
+    records += missing_records(runs, names)
     rows: list[dict[str, Any]] = []
-    for shots in sorted({r["shots"] for r in records}):
-        rows += rank_shot([r for r in records if r["shots"] == shots])
+    groups = sorted({(r["shots"], scale_key(r.get("budget_scale"))) for r in records}, key=lambda g: (g[0], -g[1]))
+    for shots, scale in groups:
+        rows += rank_shot([r for r in records if r["shots"] == shots and scale_key(r.get("budget_scale")) == scale])
+    where = {(row["run"], row["strategy"], row["shots"], row["budget_scale"]): row for row in rows}
+    for (run, strategy, shots, scale), gain in scale_gains(records).items():
+        where[(run, strategy, shots, scale)].update(gain)
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     frame["rank"] = frame["rank"].astype("Int64")
     return frame

@@ -1,5 +1,7 @@
-"""The Markdown leaderboard page: header (data, protocol, machine, how to read it), one table per shot
-setting, plots, the command that reproduces it. A pure function of the run directories' files."""
+"""The Markdown leaderboard page: a one-paragraph summary, the header (data, protocol, machine, how to read
+the tables), a compact ranking per shot setting and budget scale, the accuracy at each budget scale, the
+per-strategy details, plots, and the command that reproduces the run. A pure function of the run
+directories' files."""
 
 from __future__ import annotations
 
@@ -9,52 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
-from harness.report.cells import cell, code_link, missing, num, p_text, pp
+from harness.report.cells import cell, scale_text, sig
+from harness.report.details import strategy_details
+from harness.report.expected import unit_label
 from harness.report.frame import ci_coverage, leaderboard_frame
+from harness.report.scales import NOT_CONVERGED
+from harness.report.summary import summary_paragraph
+from harness.report.tables import link_definitions, link_targets, not_ranked, ranking_table, scale_tables
 from harness.results import Run
 from harness.stats import ALPHA
 
-
-def _strategy_cell(row: dict[str, Any], out: str | Path | None) -> str:
-    link = code_link(row["code"], out)
-    return f"{row['strategy']} ([code]({link}))" if link else row["strategy"]
-
-
-def _table(frame: pd.DataFrame, out: str | Path | None, robust: bool, multi_run: bool) -> str:
-    headers = ["#", "Strategy", "Family", "Source phase", "Episode phase", "Settings", "Accuracy (%)",
-               "Δ best (pp) [CI]", "p (adj.)"]
-    headers += ["Clean-and-robust acc. (%)"] if robust else []
-    headers += ["Source budget (img)", "Source img/s", "Source time (s)", "ms / episode", "Peak mem (MB)", "Device"]
-    headers += ["Run"] if multi_run else []
-    lines = []
-    for row in frame.to_dict("records"):
-        row = {k: None if missing(v) or v is pd.NA else v for k, v in row.items()}
-        ok = row["status"] == "ok"
-        if not ok:
-            accuracy, delta = f"{row['status'] or '?'}: {row['reason'] or ''}".strip(), "-"
-        else:
-            accuracy = f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}"
-            if row["delta_vs_best"] is None:
-                delta = "best"
-            elif row["delta_ci_low"] is None:
-                delta = pp(row["delta_vs_best"])
-            else:
-                delta = f"{pp(row['delta_vs_best'])} [{pp(row['delta_ci_low'])}, {pp(row['delta_ci_high'])}]"
-        source = row["source_description"] or row["source_phase"] or "-"
-        cells = [row["rank_label"], _strategy_cell(row, out), row["family"] or "-", source,
-                 row["episode_phase"] or "-", row["settings"] or "-", accuracy, delta, p_text(row["p_adjusted"])]
-        if robust:
-            cells.append("-" if row["clean_and_robust_accuracy"] is None else
-                         f"{100 * row['clean_and_robust_accuracy']:.2f} ± "
-                         f"{100 * (row['clean_and_robust_ci95'] or 0):.2f}")
-        cells += [num(row["source_budget_images"], ",.0f"), num(row["source_images_per_second"], ",.0f"),
-                  num(row["source_seconds"], ".1f"), num(row["ms_per_episode"], ".2f"),
-                  num(row["peak_memory_mb"], ",.0f"), row["device"] or "-"]
-        cells += [row["run"]] if multi_run else []
-        lines.append([cell(c) for c in cells])
-    return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
+SMOKE_BANNER = ("> **Smoke preset: these numbers are meaningless.** The `smoke` preset trains on a token budget and "
+                "scores a handful of episodes to check that everything runs; rank strategies with `--preset quick` "
+                "or `paper`.")
 
 
 def _distinct(values: list[str]) -> str:
@@ -67,12 +37,31 @@ def versions(env: dict[str, Any]) -> str:
             f"harness {env.get('harness_version', '?')}; code {env.get('code_version') or 'unknown'}")
 
 
-def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: Sequence[str] = (),
-                    names: list[str] | None = None, frame: pd.DataFrame | None = None) -> str:
-    """The leaderboard page. ``out`` is where it will be written (strategy links are relative to it);
-    ``plot_files`` are PNG names next to it, linked in a Plots section."""
-    names = names or [f"run{i + 1}" for i in range(len(runs))]
-    frame = leaderboard_frame(runs, names) if frame is None else frame
+def _flag(value: Any) -> str:
+    return "unset" if value is None else ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def machine(env: dict[str, Any]) -> str:
+    """Device, versions, code version, precision and determinism flags of one environment.json."""
+    flags = ", ".join(f"{k.replace('_', ' ')} {_flag(v)}" for k, v in (env.get("determinism") or {}).items())
+    return f"{versions(env)}; precision {env.get('precision') or '?'}; determinism: {flags or 'not recorded'}"
+
+
+def _budgets(configs: list[dict[str, Any]], frame: pd.DataFrame) -> str:
+    config = configs[0]
+    budgets = ", ".join(f"{group} {n:,}" for group, n in (config.get("preset_budgets") or {}).items()) or "-"
+    scales = sorted(frame["budget_scale"].dropna().unique().tolist())
+    text = f"- **Source budgets** (images processed per trained model, by budget group): {budgets}"
+    if scales != [1.0]:
+        text += f"; run at budget scales {', '.join(scale_text(s) for s in scales)} of these"
+    matched = [c.get("matched_flops") for c in configs if c.get("matched_flops")]
+    if matched:
+        text += (f"; compute matched (`--match-compute`): every source phase was given "
+                 f"{_distinct([sig(m / 1e12) for m in matched])} TFLOP")
+    return text + "."
+
+
+def header(runs: list[Run], names: list[str], frame: pd.DataFrame) -> list[str]:
     config, env, _ = runs[0]
     p = config["protocol"]
     shots = sorted(frame["shots"].unique().tolist())
@@ -80,56 +69,107 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
     fps = {s: _distinct(sorted(ok.loc[ok["shots"] == s, "episode_fingerprint"].dropna())) for s in shots}
     fp_text = "; ".join(f"{s}-shot {fp}" for s, fp in fps.items() if fp) or "-"
     envs = [e for _, e, _ in runs]
-    if len({versions(e) for e in envs}) == 1:
-        machine = [f"- **Machine:** {versions(env)}"]
+    if len({machine(e) for e in envs}) == 1:
+        machines = [f"- **Machine:** {machine(env)}"]
     else:
-        machine = ["- **Machines:**"] + [f"  - `{n}`: {versions(e)}" for n, e in zip(names, envs, strict=True)]
-    robust = frame["clean_and_robust_accuracy"].notna().any()
+        machines = ["- **Machines:**"] + [f"  - `{n}`: {machine(e)}" for n, e in zip(names, envs, strict=True)]
     presets = _distinct(["`" + c["protocol"]["preset"] + "`" for c, _, _ in runs])
     lines = [
-        f"# Few-shot transfer leaderboard: {p['dataset']}, {p['ways']}-way",
-        "",
         f"- **Dataset:** {_distinct([e.get('dataset', '?') for e in envs])} "
         f"(data fingerprint {_distinct([str(e.get('data_fingerprint', '?'))[:12] for e in envs])})",
         f"- **Pools:** `{p['dataset']}`: {config.get('dataset_description', '')}",
         f"- **Protocol:** {p['ways']}-way {', '.join(map(str, shots))}-shot, {p['queries']} queries per class, "
         f"{p['episodes']} episodes, seed {p['seed']}, preset {presets}; the same episodes for every "
         f"strategy (fingerprints: {fp_text})",
-        *machine,
-        f"- **Accuracy** is the mean over episodes ± the 95% CI (t interval); the CI covers {ci_coverage(frame)}." + (
+        *machines,
+        _budgets([c for c, _, _ in runs], frame),
+        f"- **Accuracy** is the mean query accuracy over episodes ± the half-width of its 95% t interval; the CI "
+        f"covers {ci_coverage(frame)}." + (
             f" With {config['novel_classes']} novel classes and {p['ways']}-way episodes, every episode has "
-            "the same class set, so the CI reflects the sampling of images only."
+            "the same class set, so episode sampling is the sampling of images only."
             if config.get("novel_classes") == p["ways"] else ""),
-        "- **Ranking:** each strategy is compared with the best of its shot setting on the shared episodes: "
-        "Δ best is the accuracy difference in percentage points with its CI at the Bonferroni level "
-        "(1 − 0.05 / m for the m comparisons with the best), p the t-test of that difference (paired on "
-        "episodes; across training seeds too when there are replicates), Bonferroni-adjusted. Rows are "
-        f"ranked by accuracy; those not significantly worse than the best (p ≥ {ALPHA}, exactly when their CI "
-        "holds 0) are tied with it, marked `=1`.",
-        "- **Throughput:** source time and img/s are the source phase's (shared and cached across strategies "
-        "with equal source phases); ms / episode covers all adaptation and scoring work, synchronised; peak "
-        "memory is CUDA max allocated, or the process's peak RSS on a CPU.",
+        "- **Ties:** every ranked row is compared with the best row of its table on the same episodes (paired "
+        "t-test of the per-episode accuracy differences; across training seeds too when both have replicates). "
+        "Its Δ to best has a CI at the Bonferroni level 1 − 0.05 / m (m: the comparisons with the best in that "
+        "table; the level is in the column header) and p (adj.) is the Bonferroni-adjusted p-value from the same "
+        f"t statistic, so a row is tied with the best, rank `=1`, exactly when its CI holds 0 (p (adj.) ≥ {ALPHA}). "
+        "The other rows are numbered by accuracy.",
+        "- **Costs** are per trained model. Source cost: the source phase's floating-point operations in TFLOP "
+        "when recorded, else the images it processed (`img`: forward and backward passes of the backbone); a "
+        "cached source phase costs what training it cost. Total compute (summary and plots): source FLOPs + "
+        "episodes × episode FLOPs when recorded for every strategy compared, else source images processed (the "
+        "episode phase left out).",
+        "- **Throughput** is measured on the named device and is not part of the ranking: source img/s leaves out "
+        "the source phase's first (warm-up) step; ms / episode leaves out one untimed warm-up episode and covers "
+        "all adaptation and scoring work, synchronised; peak memory is each phase's own, above what was allocated "
+        "when it started (CUDA max allocated; on a CPU the process's sampled peak resident set). A cached source "
+        "phase repeats the measurements of the run that trained it.",
     ]
-    if robust:
-        lines.append("- **Clean-and-robust acc.** counts a query when both its clean and its attacked (PGD) "
-                     "prediction are right, ± its 95% CI.")
-    for s in shots:
-        lines += ["", f"## {s}-shot", "", _table(frame[frame["shots"] == s], out, robust, len(runs) > 1)]
+    if frame["clean_and_robust_accuracy"].notna().any():
+        lines.append("- **Clean-and-robust acc.** (in the details) counts a query when both its clean and its "
+                     "attacked (PGD) prediction are right, ± its 95% CI.")
+    return lines
+
+
+def _groups(frame: pd.DataFrame) -> list[tuple[int, float, pd.DataFrame]]:
+    keys = list(dict.fromkeys(zip(frame["shots"], frame["budget_scale"], strict=True)))
+    return [(s, c, frame[(frame["shots"] == s) & (frame["budget_scale"] == c)]) for s, c in keys]
+
+
+def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: Sequence[str] = (),
+                    names: list[str] | None = None, frame: pd.DataFrame | None = None) -> str:
+    """The leaderboard page. ``out`` is where it will be written (code links are relative to it);
+    ``plot_files`` are PNG names next to it, linked in a Plots section."""
+    names = names or [f"run{i + 1}" for i in range(len(runs))]
+    frame = leaderboard_frame(runs, names) if frame is None else frame
+    p = runs[0][0]["protocol"]
+    multi_run, multi_scale = len(runs) > 1, frame["budget_scale"].nunique() > 1
+    links = link_targets(frame, out)
+    lines = [f"# Few-shot transfer leaderboard: {p['dataset']}, {p['ways']}-way", ""]
+    if any(c["protocol"].get("preset") == "smoke" for c, _, _ in runs):
+        lines += [SMOKE_BANNER, ""]
+    absent = frame[frame["status"] == "missing"]
+    if not absent.empty:
+        units = ", ".join(unit_label(r["strategy"], r["shots"], r["budget_scale"]) for r in absent.to_dict("records"))
+        lines += [cell(f"> **Incomplete run:** {len(absent)} unit(s) that config.json names have no record yet and "
+                       f"are listed as missing: {units}."), ""]
+    summary = summary_paragraph(frame)
+    lines += [summary, ""] if summary else []
+    lines += header(runs, names, frame)
+    for shots, scale, group in _groups(frame):
+        title = f"## {shots}-shot" + (f", source budget {scale_text(scale)}" if multi_scale else "")
+        lines += ["", title, ""]
+        if (group["status"] == "ok").any():
+            lines += [ranking_table(group, links, multi_run)]
+        rest = not_ranked(group, multi_run)
+        lines += ([""] if (group["status"] == "ok").any() and rest else []) + rest
+    scales = scale_tables(frame)
+    if scales:
+        lines += ["", "## Accuracy vs source budget", "",
+                  "Each strategy's accuracy at every budget scale. Gain: its accuracy at its largest scale minus that "
+                  "at its second largest, tested paired on the episodes (95% CI; training seeds too with "
+                  f"replicates); a positive gain with p < {ALPHA} means the curve is still rising: "
+                  f"\"{NOT_CONVERGED}\"."] + scales
+    lines += strategy_details(frame, out, multi_run)
     if plot_files:
         lines += ["", "## Plots", ""]
         lines += "\n\n".join(f"![{_PLOT_TITLES.get(_plot_kind(f), f)}]({f})" for f in plot_files).split("\n")
-    if len(runs) > 1:
+    if multi_run:
         lines += ["", f"Combined from {len(runs)} run directories: {', '.join(f'`{n}`' for n in names)}."]
+    envs = [e for _, e, _ in runs]
     commands = [(n, shlex.join(e["command"])) for n, e in zip(names, envs, strict=True) if e.get("command")]
     if commands:
-        lines += ["", "Reproduce with:", "", "```"]
-        lines += [c if len(runs) == 1 else f"{c}  # {n}" for n, c in commands]
+        lines += ["", "## Reproduce", "", "Reproduce with:", "", "```"]
+        for n, c in commands:
+            lines += [f"# {n}", c] if multi_run else [c]
         lines += ["```"]
+    if links:
+        lines += ["", *link_definitions(links)]
     return "\n".join(lines) + "\n"
 
 
-_PLOT_TITLES = {"accuracy-vs-shots": "Accuracy vs shots", "accuracy-vs-cost": "Accuracy vs adaptation cost",
-                "source-throughput": "Source-phase throughput"}
+_PLOT_TITLES = {"accuracy-vs-shots": "Accuracy vs shots", "accuracy-vs-cost": "Accuracy vs cost",
+                "accuracy-vs-compute": "Accuracy vs source compute", "source-throughput": "Source-phase throughput"}
 
 
 def _plot_kind(filename: str) -> str:

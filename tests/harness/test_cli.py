@@ -57,7 +57,7 @@ def test_run_all_smoke_then_report(imagefolder_dir, tmp_path):
     assert text == report.read_text()  # a pure function of the results files
     assert "## 1-shot" in text and "## 5-shot" in text
     for name in names:
-        assert text.count(f"| {name} ") == 2
+        assert text.count(f"| [{name}] ") == 2
 
     # rerunning into the same directory resumes: nothing is recomputed
     before = snapshot(run_dir / "records")
@@ -163,6 +163,14 @@ BAD_INPUTS = [
     pytest.param(["run", "--all", "--device", "cuda"], "", "no CUDA GPU is available",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
     (["run", "--all", "--set", "frozen-features.C"], "", "is malformed"),
+    (["run", "--all", "--budget", "metaa=5"], "", "unknown budget group in --budget 'metaa' (did you mean 'meta'?)"),
+    (["run", "--all", "--budget", "meta=0"], "", "the budget must be a positive number of images, got 0"),
+    (["run", "--all", "--budget", "meta=lots"], "", "'lots' is not a whole number of images"),
+    (["run", "--all", "--budget", "meta"], "", "is malformed; write --budget GROUP=N"),
+    (["run", "--all", "--budget-scale", "0"], "", "must be positive, got 0"),
+    (["run", "--all", "--budget-scale", "0.5,x"], "", "'x' is not a number"),
+    (["run", "--all", "--precision", "fp16"], "", "unknown precision 'fp16'"),
+    (["run", "--all", "--replicates", "0"], "", "must be a positive integer"),
     (["run", "--all", "--set", "frozen-features.CC=1"], "", "unknown parameter 'CC' (did you mean 'C'?)"),
     (["run", "--all", "--set", "frozen-features.max_iter=many"], "", "expected a value of type int"),
     (["run", "--all", "--set", "nope.C=1"], "", "unknown strategy in --set 'nope'"),

@@ -1,17 +1,22 @@
-"""The leaderboard plots: valid PNGs of fixed pixel size, stable colours, the Pareto front."""
+"""The leaderboard plots: valid PNGs of fixed pixel size, byte-for-byte deterministic, stable and distinct
+styles for many strategies, the Pareto front, the accuracy-vs-compute plot of budget scales."""
 
 from __future__ import annotations
 
 import struct
 
 import pytest
-from reportdata import episodes, fixed_records, record, write_run
+from reportdata import episodes, fixed_records, record, scaled_records, write_run
 
 from harness.report import leaderboard_frame
 from harness.report.plots import DPI, OKABE_ITO, SIZES, pareto_front, render_plots, strategy_styles
 from harness.results import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SINGLE_SCALE = [k for k in SIZES if k != "accuracy-vs-compute"]  # the compute plot needs several budget scales
+STRATEGIES_14 = ["adversarial-finetune", "adversarial-probe", "fomaml", "frozen-features", "keras-frozen-features",
+                 "keras-partial-finetune", "maml", "partial-finetune", "protonet", "reptile", "ssl-rotation",
+                 "ssl-rotation-finetune", "ssl-simclr", "ssl-simclr-finetune"]
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -24,23 +29,43 @@ def frame_of(tmp_path, records):
     return leaderboard_frame([(config, env, recs)]), config["protocol"]
 
 
-def test_three_valid_pngs_of_fixed_size_and_deterministic(tmp_path):
+def test_valid_pngs_of_fixed_size_and_deterministic(tmp_path):
     frame, protocol = frame_of(tmp_path, fixed_records())
     images = render_plots(frame, protocol, "stem")
-    assert sorted(images) == sorted(f"stem-{k}.png" for k in SIZES)
-    for kind, (w, h) in SIZES.items():
+    assert sorted(images) == sorted(f"stem-{k}.png" for k in SINGLE_SCALE)
+    for kind in SINGLE_SCALE:
+        w, h = SIZES[kind]
         assert png_size(images[f"stem-{kind}.png"]) == (round(w * DPI), round(h * DPI))
     assert render_plots(frame, protocol, "stem") == images  # byte for byte
 
 
-@pytest.mark.parametrize("count", [1, 12])
-def test_size_does_not_depend_on_the_data(tmp_path, count):
-    records = [record(f"strategy-{i:02d}", 5, episodes(-(i % 5), [0, 1]), "fp", ms_per_episode=10.0 * (i + 1))
-               for i in range(count)]
-    frame, protocol = frame_of(tmp_path, records)
+def test_budget_scales_add_the_compute_plot(tmp_path):
+    frame, protocol = frame_of(tmp_path, scaled_records())
     images = render_plots(frame, protocol, "s")
+    assert sorted(images) == sorted(f"s-{k}.png" for k in SIZES)
     for kind, (w, h) in SIZES.items():
         assert png_size(images[f"s-{kind}.png"]) == (round(w * DPI), round(h * DPI))
+    assert render_plots(frame, protocol, "s") == images
+
+
+@pytest.mark.parametrize("count", [1, 14])
+def test_size_does_not_depend_on_the_data(tmp_path, count):
+    records = [record(f"strategy-{i:02d}", s, episodes(-(i % 5) + s // 5, [0, 1, i % 3]), f"fp{s}",
+                      ms_per_episode=10.0 * (i + 1) * s, source_images_per_second=300.0 + 97 * i,
+                      source_phase=f"Phase{i % 6}") for i in range(count) for s in (1, 5)]
+    frame, protocol = frame_of(tmp_path, records)
+    images = render_plots(frame, protocol, "s")
+    for kind in SINGLE_SCALE:
+        w, h = SIZES[kind]
+        assert png_size(images[f"s-{kind}.png"]) == (round(w * DPI), round(h * DPI))
+
+
+def test_flops_in_some_rows_only_still_plot(tmp_path):
+    records = fixed_records()
+    records[0] = record("frozen-features", 1, episodes(0, [1, 0, 0, 1]), records[0].episode_fingerprint,
+                        source_flops=5e12, episode_flops=1e9)
+    frame, protocol = frame_of(tmp_path, records)
+    assert len(render_plots(frame, protocol, "s")) == len(SINGLE_SCALE)
 
 
 def test_nothing_to_plot_without_successful_rows(tmp_path):
@@ -50,13 +75,24 @@ def test_nothing_to_plot_without_successful_rows(tmp_path):
 
 
 def test_styles_are_stable_distinct_and_colour_blind_safe():
-    names = [f"s{i:02d}" for i in range(12)]
+    names = [f"s{i:02d}" for i in range(24)]
     styles = strategy_styles(names)
     assert strategy_styles(list(reversed(names))) == styles  # order of appearance does not matter
     assert all(s["color"] in OKABE_ITO for s in styles.values())
-    combos = {(s["color"], s["marker"], s["linestyle"]) for s in styles.values()}
-    assert len(combos) == 12
     assert len({styles[n]["color"] for n in names[:8]}) == 8  # up to 8 strategies: distinct colours
+    looks = [(s["color"], s["marker"], s["linestyle"], s["markerfacecolor"] == "white") for s in styles.values()]
+    assert len(set(looks)) == 24
+    for a in range(24):  # two strategies of one colour differ in marker, line style and fill, all three
+        for b in range(a + 1, 24):
+            if looks[a][0] == looks[b][0]:
+                assert all(looks[a][k] != looks[b][k] for k in (1, 2)), (a, b)
+                assert looks[a][3] != looks[b][3] or abs(a - b) >= 16
+
+
+def test_fourteen_strategies_have_fourteen_looks():
+    styles = strategy_styles(STRATEGIES_14)
+    assert len({(s["color"], s["marker"], s["linestyle"], s["markerfacecolor"]) for s in styles.values()}) == 14
+    assert len({(s["color"], s["linestyle"]) for s in styles.values()}) == 14  # even the lines alone differ
 
 
 def test_pareto_front_hand_example():

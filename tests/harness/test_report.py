@@ -10,18 +10,24 @@ import dataclasses
 import json
 import math
 import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from reportdata import EPISODES, episodes, fixed_records, record, write_run
+from reportdata import EPISODES, SCALES, episodes, fixed_records, record, scaled_records, write_run
 
 from harness.cli import main
 from harness.report import FRAME_COLUMNS, compare_frame, leaderboard_frame, render_runs
 from harness.report.cells import code_link
+from harness.report.plots import render_plots
 from harness.results import load_run
+from harness.stats import difference
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -53,9 +59,10 @@ def test_leaderboard_matches_expected_markdown(fixed_run):
     text = render_runs([fixed_run], out=ROOT / "reports" / "fixed-run.md",
                        plot_files=[f"fixed-run-{k}.png" for k in KINDS])
     expect("expected_leaderboard.md", text)
-    assert "[code](../strategies/probe.py)" in text
-    assert "| third-party-probe " in text  # not registered: no link
-    assert "failed: RuntimeError: out of memory" in text and "skipped: needs tensorflow" in text
+    assert "[frozen-features]: ../strategies/probe.py" in text and "| =1  | [frozen-features] " in text
+    assert "[adapter](../strategies/finetune.py)" in text
+    assert "| third-party-probe " in text and "[third-party-probe]" not in text  # not in this checkout: no link
+    assert "- broken-strategy: failed: RuntimeError: out of memory" in text and "skipped: needs tensorflow" in text
     assert "BN: transductive, order: second, inner steps: 10" in text and "Clean-and-robust acc. (%)" in text
 
 
@@ -79,8 +86,10 @@ def test_ranks_ties_and_pvalues(fixed_run):
     assert one["delta_ci_low"][1] < 0 < one["delta_ci_high"][1]  # tied: its CI holds 0
     assert one["delta_ci_level"][1] == pytest.approx(1 - 0.05 / 2)
     five = frame[frame["shots"] == 5]
-    assert five["strategy"].tolist() == ["partial-finetune", "third-party-probe", "frozen-features"]
-    assert five["rank_label"].tolist() == ["=1", "=1", "3"]
+    assert five["strategy"].tolist() == ["partial-finetune", "third-party-probe", "frozen-features", "broken-strategy",
+                                         "keras-thing"]
+    assert five["rank_label"].tolist() == ["=1", "=1", "3", "-", "-"]
+    assert set(frame["budget_scale"]) == {1.0} and frame["total_flops"].isna().all()  # FLOPs null: coped with
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -113,7 +122,9 @@ def test_cli_report_writes_markdown_and_plots(fixed_run, tmp_path, capsys):
     for name in plots:
         data = (out.parent / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and f"]({name})" in text
-    for link in [line.split("[code](")[1].split(")")[0] for line in text.splitlines() if "[code](" in line]:
+    links = re.findall(r"\]\(([^)]+\.py)\)", text) + re.findall(r"^\[[^]]+\]: (\S+)$", text, re.M)
+    assert len(links) >= 5
+    for link in links:
         assert (out.parent / link).resolve().is_file()  # strategy links point at the source files
     first = {p.name: p.read_bytes() for p in out.parent.iterdir()}
     assert run_code(["report", str(fixed_run), "--out", str(out)]) == 0
@@ -163,7 +174,7 @@ def test_combined_runs_on_the_same_episodes(tmp_path):
                   command=("python", "-m", "harness", "run", "third-party-probe"))
     text = render_runs([a, b], out=tmp_path / "board.md")
     assert "Combined from 2 run directories: `run-a`, `run-b`." in text and "| Run " in text
-    assert "python -m harness run third-party-probe  # run-b" in text
+    assert "# run-b\npython -m harness run third-party-probe\n" in text
     single = leaderboard_frame([load_run(write_run(tmp_path / "one", records))])
     both = leaderboard_frame([load_run(a), load_run(b)])
     key = ["shots", "strategy", "rank_label", "p_adjusted"]
@@ -260,10 +271,183 @@ def test_records_without_episode_accuracies_are_not_tied(tmp_path):
     assert EPISODES == len(best.episode_accuracies)
 
 
+def tables(text: str) -> list[list[str]]:
+    """The Markdown tables of a page, each as its lines."""
+    found, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            found, current = found + [current], []
+    return found
+
+
 def test_pipes_and_newlines_in_cells_do_not_break_the_table(tmp_path):
     ok = record("frozen-features", 1, episodes(0, [0]), "fp", settings={"mode": "a|b"})
     bad = record("partial-finetune", 1, None, "fp", status="failed", reason="ValueError: x | y\nz")
     text = render_runs([write_run(tmp_path / "r", [ok, bad])], out=tmp_path / "b.md")
     assert "mode: a\\|b" in text and "failed: ValueError: x \\| y z" in text
-    table = [line for line in text.splitlines() if line.startswith("|")]
-    assert len({line.replace("\\|", "").count("|") for line in table}) == 1
+    for table in tables(text):
+        assert len({line.replace("\\|", "").count("|") for line in table}) == 1
+
+
+# --- the page people read -------------------------------------------------------------------------------------
+
+LONG = "ssl-simclr-partial-finetune-with-a-rather-long-name"
+
+
+def test_leaderboard_fits_a_laptop_screen(tmp_path):
+    """Every table line (ranking, details, not-ranked) is under 160 characters, with long names and links."""
+    fps = {1: "fp-1shot-0123456789abcdef", 5: "fp-5shot-fedcba9876543210"}
+    extra = [record(LONG, s, episodes(-1, [0, 1]), fps[s],
+                    code={"source": "strategies/simclr.py", "adapter": "strategies/keras_transfer.py"},
+                    source_flops=12.345e12, episode_flops=3.2e9, ms_per_episode=12345.678,
+                    settings={"unfrozen blocks": 2, "steps": 50, "BN": "inductive", "XLA": False},
+                    source_device="NVIDIA H200", device=f"CPU ({'x' * 40}, 16 threads)") for s in (1, 5)]
+    text = render_runs([write_run(tmp_path / "r", fixed_records() + extra)], out=ROOT / "reports" / "x.md")
+    assert f"[{LONG}]" in text and f"[{LONG}]: ../strategies/keras_transfer.py" in text
+    widest = max(len(line) for table in tables(text) for line in table)
+    assert widest < 160, widest
+    ranking = next(t for t in tables(text) if t[0].startswith("| #"))
+    assert [c.strip() for c in ranking[0].strip("|").split("|")] == [
+        "#", "Strategy", "Accuracy (%)", "Δ to best (pp) [98.3% CI]", "p (adj.)", "Source cost", "ms / episode"]
+    assert "| 12.3 TFLOP " in text and "| 150,016 img " in text  # TFLOP when recorded, else images processed
+    assert "the source phase ran on NVIDIA H200" in text  # only where it differs from the evaluation device
+    assert text.count("the source phase ran on") == 1
+    assert text.count("<details>") == text.count("</details>") == 6  # one block per strategy
+
+
+def test_summary_names_the_best_the_ties_and_the_cost_ratio(fixed_run, tmp_path):
+    text = render_runs([fixed_run])
+    summary = text.split("\n\n")[1]
+    assert summary.startswith("**Summary.** 1-shot: **frozen-features** is best with 63.33 ± 4.80% accuracy; "
+                              "partial-finetune is statistically tied with it.")
+    assert ("5-shot: **partial-finetune** is best with 75.67 ± 4.88% accuracy; third-party-probe is statistically "
+            "tied with it. The cheapest tied strategy, third-party-probe, costs 0.40× as much as the best: 60,000 "
+            "vs 150,016 source images processed (FLOPs not recorded") in summary
+    # with FLOPs recorded: total compute = source FLOPs + episodes x episode FLOPs
+    flops = dict(source_flops=8e12, episode_flops=1e9)
+    recs = [record("big", 1, episodes(1, [0, 1]), "fp", **flops),
+            record("small", 1, episodes(1, [1, 0]), "fp", source_flops=1e12, episode_flops=4e9),
+            record("worse", 1, episodes(-3, [0, 1]), "fp", **flops)]
+    summary = render_runs([write_run(tmp_path / "f", recs)]).split("\n\n")[1]
+    ratio = (1e12 + EPISODES * 4e9) / (8e12 + EPISODES * 1e9)
+    assert f"costs {ratio:.2f}× as much as the best: 1.08 vs 8.02 TFLOP of total compute" in summary
+    assert "**big** is best" in summary and "small is statistically tied" in summary and "worse" not in summary
+
+
+def test_header_states_machine_coverage_ties_and_throughput(fixed_run, tmp_path):
+    text = render_runs([fixed_run])
+    assert "precision fp32; determinism: deterministic algorithms on, tf32 matmul off" in text
+    assert "the CI covers episode sampling only, for one trained model per strategy" in text
+    assert "tied with the best, rank `=1`, exactly when its CI holds 0" in text
+    assert "source img/s leaves out the source phase's first (warm-up) step" in text
+    assert "ms / episode leaves out one untimed warm-up episode" in text
+    assert "peak memory is each phase's own, above what was allocated when it started" in text
+    assert "meaningless" not in text
+    smoke = render_runs([write_run(tmp_path / "s", fixed_records(), preset="smoke")])
+    assert smoke.split("\n\n")[1].startswith("> **Smoke preset: these numbers are meaningless.**")
+    replicated = [dataclasses.replace(r, replicate_accuracies=[0.5, 0.6], ci_covers="training seeds and episode "
+                                      "sampling") if r.status == "ok" else r for r in fixed_records()]
+    assert "the CI covers training seeds and episode sampling." in render_runs([write_run(tmp_path / "x", replicated)])
+
+
+def test_reproduce_command_round_trips_through_the_shell(tmp_path):
+    command = ["python", "-m", "harness", "run", "--all", "--data-label", "CIFAR-10 (JPEG q75 copy)", "--set",
+               "maml.note=it's \"quoted\"", "--out", "runs/a b"]
+    text = render_runs([write_run(tmp_path / "r", fixed_records(), command=command)])
+    block = text.split("Reproduce with:\n\n```\n")[1].split("\n```")[0]
+    assert shlex.split(block) == command
+
+
+# --- partial and damaged runs -----------------------------------------------------------------------------------
+
+def report_stderr(run: Path, out: Path, capsys) -> tuple[int, list[str]]:
+    code = run_code(["report", str(run), "--out", str(out), "--no-plots"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_run_still_going_reports_what_exists_and_names_the_missing_units(tmp_path, capsys):
+    done = [r for r in fixed_records() if r.shots == 1]  # the 5-shot units have not run yet
+    run = write_run(tmp_path / "r", done, shots=[1, 5])
+    out = tmp_path / "board.md"
+    code, err = report_stderr(run, out, capsys)
+    assert code == 0 and len(err) == 1
+    assert "5 unit(s) named in config.json have no record" in err[0]
+    for name in ("frozen-features", "partial-finetune", "third-party-probe", "broken-strategy", "keras-thing"):
+        assert f"{name} 5-shot" in err[0]
+    text = out.read_text()
+    assert "> **Incomplete run:** 5 unit(s)" in text and "- frozen-features: missing: no record yet" in text
+    assert "| =1  | [frozen-features] " in text  # the 1-shot ranking is there
+    frame = leaderboard_frame([load_run(run)])
+    assert (frame[frame["shots"] == 5]["status"] == "missing").all()
+
+
+def test_a_deleted_record_is_reported_missing(fixed_run, tmp_path, capsys):
+    (fixed_run / "records" / "partial-finetune-1shot.json").unlink()
+    out = tmp_path / "board.md"
+    code, err = report_stderr(fixed_run, out, capsys)
+    assert code == 0 and len(err) == 1 and err[0].endswith("reported as missing: partial-finetune 1-shot")
+    text = out.read_text()
+    assert "- partial-finetune: missing: no record yet" in text and "1 strategy has no record yet." in text
+    assert "| 1   | [frozen-features] " in text  # ranked without it
+
+
+def test_emptied_records_exit_1_and_write_nothing(fixed_run, tmp_path, capsys):
+    for path in (fixed_run / "records").iterdir():
+        path.unlink()
+    out = tmp_path / "out" / "board.md"
+    code, err = report_stderr(fixed_run, out, capsys)
+    assert code == 1 and len(err) == 1 and "no record in" in err[0] and "nothing to report" in err[0]
+    assert not (tmp_path / "out").exists()
+    (fixed_run / "records").rmdir()  # a run that has not written anything yet
+    assert report_stderr(fixed_run, out, capsys)[0] == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_skipped_strategy_is_not_missing_at_other_budget_scales(tmp_path):
+    recs = [record("a", 1, episodes(0, [0, 1]), "fp", budget_scale=s) for s in (0.5, 1.0)]
+    recs.append(record("keras-thing", 1, None, "fp", status="skipped", reason="needs tensorflow"))
+    frame = leaderboard_frame([load_run(write_run(tmp_path / "r", recs, scales=[0.5, 1.0]))])
+    assert "missing" not in set(frame["status"])
+
+
+def test_report_imports_no_torch_and_no_strategy(fixed_run, tmp_path):
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['harness', 'report', {str(fixed_run)!r}, '--out', {str(tmp_path / 'b.md')!r}]\n"
+            "try:\n    runpy.run_module('harness', run_name='__main__')\nexcept SystemExit as e:\n    rc = e.code\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'strategies', 'tensorflow'))\n"
+            "print('RC', rc, 'HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("RC 0 HEAVY []") and (tmp_path / "b.md").is_file()
+
+
+# --- budget scales --------------------------------------------------------------------------------------------
+
+def test_budget_scales_rank_within_each_scale_and_flag_rising_curves(tmp_path):
+    run = write_run(tmp_path / "scaled", scaled_records())
+    assert (run / "records" / "frozen-features-1shot-x0.25.json").is_file()
+    config, env, recs = load_run(run)
+    frame = leaderboard_frame([(config, env, recs)], ["scaled"])
+    assert list(zip(frame["shots"], frame["budget_scale"], strict=True))[:3] == [(1, 1.0)] * 3
+    for _, group in frame.groupby(["shots", "budget_scale"]):
+        assert group["rank"].tolist() == [1, 2, 3] and group["accuracy"].is_monotonic_decreasing
+    top = frame[frame["budget_scale"] == 1.0].set_index(["strategy", "shots"])
+    assert top.loc[("frozen-features", 1), "not_converged"] and not top.loc[("partial-finetune", 1), "not_converged"]
+    assert frame[frame["budget_scale"] < 1]["not_converged"].isna().all()  # only the largest scale carries it
+    by_key = {(r["strategy"], r["shots"], r["budget_scale"]): r for r in recs}
+    d = difference(by_key[("frozen-features", 1, 1.0)]["episode_accuracies"],
+                   by_key[("frozen-features", 1, 0.5)]["episode_accuracies"])
+    row = top.loc[("frozen-features", 1)]
+    gain = (row["scale_gain"], row["scale_gain_ci_low"], row["scale_gain_p"])
+    assert gain == pytest.approx((d.delta, d.low, d.p_raw))
+    assert d.delta > 0 and d.p_raw < 0.05
+    text = render_runs([run], out=ROOT / "reports" / "scaled.md")  # links as from reports/ of this checkout
+    expect("expected_budget_scales.md", text)
+    for s in (1, 5):
+        for scale in SCALES:
+            assert f"## {s}-shot, source budget ×{scale:g}\n" in text
+    assert "| frozen-features  |" in text and "not converged at this budget |" in text
+    assert "Still rising at the largest budget (not converged at this budget): frozen-features." in text
+    images = render_plots(frame, config["protocol"], "scaled")
+    assert "scaled-accuracy-vs-compute.png" in images

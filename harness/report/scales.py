@@ -1,0 +1,39 @@
+"""Budget scales: a run may train every source phase at several budgets (``--budget-scale``). For each
+(strategy, shots) with two or more scales, the accuracy gain of the largest scale over the second largest,
+tested paired on the shared episodes with ``harness.stats.difference`` (95% CI; training seeds included
+when both have replicates). A curve whose gain is positive with p < 0.05 is still rising at the largest
+budget: "not converged at this budget"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.report.cells import scale_key
+from harness.stats import ALPHA, difference
+
+NOT_CONVERGED = "not converged at this budget"
+
+
+def scale_gains(records: list[dict[str, Any]]) -> dict[tuple[str, str, int, float], dict[str, Any]]:
+    """{(run, strategy, shots, largest scale): frame columns scale_gain, scale_gain_ci_low/high,
+    scale_gain_p, not_converged} for each (strategy, shots) with successful records at two or more scales."""
+    curves: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("accuracy") is not None:
+            curves.setdefault((r["strategy"], r["shots"]), []).append(r)
+    gains = {}
+    for (strategy, shots), recs in sorted(curves.items()):
+        recs = sorted(recs, key=lambda r: scale_key(r.get("budget_scale")))
+        if len(recs) < 2:
+            continue
+        top, second = recs[-1], recs[-2]
+        paired = bool(top.get("episode_fingerprint")) and top.get("episode_fingerprint") == \
+            second.get("episode_fingerprint")
+        d = difference(top.get("episode_accuracies") or [], second.get("episode_accuracies") or [],
+                       top.get("replicate_accuracies") or [], second.get("replicate_accuracies") or [], paired)
+        gain: dict[str, Any] = {"scale_gain": top["accuracy"] - second["accuracy"]}
+        if d is not None:
+            gain.update(scale_gain=d.delta, scale_gain_ci_low=d.low, scale_gain_ci_high=d.high, scale_gain_p=d.p_raw,
+                        not_converged=bool(d.delta > 0 and d.p_raw < ALPHA))
+        gains[(top["_run"], strategy, shots, scale_key(top.get("budget_scale")))] = gain
+    return gains

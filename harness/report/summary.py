@@ -1,0 +1,65 @@
+"""The one-paragraph summary at the top of the leaderboard: per shot setting (at the largest budget scale),
+the best strategy with its accuracy ± CI, the strategies statistically tied with it, and what the cheapest
+of the tied strategies costs next to the best, by total compute (``cells.total_compute``: source FLOPs +
+episodes × episode FLOPs per trained model when recorded for all of them, else source images processed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from harness.report.cells import clean, pct, scale_text, sig, total_compute
+from harness.report.scales import NOT_CONVERGED
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _cost_sentence(best: dict[str, Any], tied: list[dict[str, Any]]) -> str:
+    rows = [best, *tied]
+    measure = total_compute(rows)
+    if measure is None:
+        return " Their costs are not recorded for all of them, so no cost ratio is given."
+    values, _, rule = measure
+    cheapest = min(range(len(rows)), key=lambda i: (values[i], i))
+    if cheapest == 0:
+        return f" The best is also the cheapest of the tied strategies: {sig(values[0])} {rule}."
+    ratio = values[cheapest] / values[0] if values[0] else float("nan")
+    return (f" The cheapest tied strategy, {rows[cheapest]['strategy']}, costs {sig(ratio, 2)}× as much as the best: "
+            f"{sig(values[cheapest])} vs {sig(values[0])} {rule}.")
+
+
+def summary_paragraph(frame: pd.DataFrame) -> str:
+    """'**Summary.** ...': one or two sentences per shot setting; '' when nothing ran."""
+    multi_scale = frame["budget_scale"].nunique() > 1
+    parts = []
+    for shots in sorted(frame["shots"].unique().tolist()):
+        rows = frame[frame["shots"] == shots]
+        ok = rows[rows["status"] == "ok"]
+        if ok.empty:
+            parts.append(f"{shots}-shot: no strategy has a result.")
+            continue
+        scale = ok["budget_scale"].max()
+        group = [clean(r) for r in rows[rows["budget_scale"] == scale].to_dict("records")]
+        ranked = sorted((r for r in group if r["status"] == "ok"), key=lambda r: r["rank"])
+        best, tied = ranked[0], [r for r in ranked[1:] if r["tied_with_best"]]
+        where = f"{shots}-shot" + (f" (source budget {scale_text(scale)}, the largest)" if multi_scale else "")
+        text = f"{where}: **{best['strategy']}** is best with {pct(best['accuracy'], best['ci95'])}% accuracy"
+        if len(ranked) == 1:
+            text += " (the only strategy with a result)."
+        elif not tied:
+            text += "; no other strategy is statistically tied with it."
+        else:
+            verb = "is" if len(tied) == 1 else "are"
+            text += f"; {_names([r['strategy'] for r in tied])} {verb} statistically tied with it."
+            text += _cost_sentence(best, tied)
+        rising = [r["strategy"] for r in group if r.get("not_converged")]
+        if rising:
+            text += f" Still rising at the largest budget ({NOT_CONVERGED}): {_names(rising)}."
+        absent = sum(r["status"] == "missing" for r in group)
+        if absent:
+            text += f" {absent} strateg{'y has' if absent == 1 else 'ies have'} no record yet."
+        parts.append(text)
+    return "**Summary.** " + " ".join(parts) if parts else ""

@@ -1,0 +1,94 @@
+"""The leaderboard's tables: the compact ranking of one (shots, budget scale) group, the rows that were not
+ranked (failed, skipped, missing) with their reason, and the accuracy at each budget scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from harness.report.cells import cell, clean, code_link, level_text, num, p_text, pct, pp, scale_text, source_cost
+from harness.report.scales import NOT_CONVERGED
+
+
+def link_targets(frame: pd.DataFrame, out: str | Path | None) -> dict[str, str]:
+    """{strategy: relative link to its adapter's code} for the strategies whose code is in this checkout."""
+    links = {}
+    for row in frame.to_dict("records"):
+        link = code_link(clean(row)["code"], out)
+        if link and row["strategy"] not in links:
+            links[row["strategy"]] = link
+    return links
+
+
+def link_definitions(links: dict[str, str]) -> list[str]:
+    """Markdown reference definitions, so a table cell links with ``[name]`` alone (narrow tables)."""
+    return [f"[{name}]: {target}" for name, target in sorted(links.items())]
+
+
+def strategy_cell(name: str, links: dict[str, str]) -> str:
+    return f"[{name}]" if name in links else name
+
+
+def ranking_table(group: pd.DataFrame, links: dict[str, str], multi_run: bool) -> str:
+    """Rank, strategy, accuracy ± CI, Δ to best [CI], p (adj.), source cost, ms / episode: the ranked rows."""
+    rows = [clean(r) for r in group[group["status"] == "ok"].to_dict("records")]
+    levels = {r["delta_ci_level"] for r in rows if r["delta_ci_level"] is not None}
+    level = f"{level_text(levels.pop())} CI" if len(levels) == 1 else "CI"
+    headers = ["#", "Strategy", "Accuracy (%)", f"Δ to best (pp) [{level}]", "p (adj.)", "Source cost",
+               "ms / episode"] + (["Run"] if multi_run else [])
+    lines = []
+    for r in rows:
+        if r["delta_vs_best"] is None:
+            delta = "best"
+        elif r["delta_ci_low"] is None:
+            delta = pp(r["delta_vs_best"])
+        else:
+            delta = f"{pp(r['delta_vs_best'])} [{pp(r['delta_ci_low'])}, {pp(r['delta_ci_high'])}]"
+        cells = [r["rank_label"], strategy_cell(r["strategy"], links), pct(r["accuracy"], r["ci95"]), delta,
+                 p_text(r["p_adjusted"]), source_cost(r), num(r["ms_per_episode"], ",.2f")]
+        lines.append([cell(c) for c in cells + ([r["run"]] if multi_run else [])])
+    return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
+
+
+def not_ranked(group: pd.DataFrame, multi_run: bool) -> list[str]:
+    """'Not ranked:' and one bullet per failed, skipped or missing row, with its reason."""
+    rows = [clean(r) for r in group[group["status"] != "ok"].to_dict("records")]
+    if not rows:
+        return []
+    lines = ["Not ranked:", ""]
+    for r in rows:
+        run = f" (run `{r['run']}`)" if multi_run else ""
+        lines.append(cell(f"- {r['strategy']}{run}: {r['status']}: {r['reason'] or 'no reason recorded'}"))
+    return lines
+
+
+def scale_tables(frame: pd.DataFrame) -> list[str]:
+    """Per shot setting: each strategy's accuracy at every budget scale, and the gain of its largest scale
+    over the second largest, tested; only for runs with several budget scales."""
+    if frame["budget_scale"].nunique() < 2:
+        return []
+    lines = []
+    for shots in sorted(frame["shots"].unique().tolist()):
+        rows = frame[(frame["shots"] == shots) & (frame["status"] == "ok")]
+        scales = sorted(rows["budget_scale"].unique().tolist())
+        headers = ["Strategy", *[f"{scale_text(s)} (%)" for s in scales], "Gain (pp) [95% CI]", "p",
+                   "Verdict"]
+        table = []
+        for name in sorted(rows["strategy"].unique().tolist()):
+            curve = {r["budget_scale"]: clean(r) for r in rows[rows["strategy"] == name].to_dict("records")}
+            top = curve[max(curve)]
+            gain = "-" if top["scale_gain"] is None else pp(top["scale_gain"])
+            if top["scale_gain_ci_low"] is not None:
+                gain += f" [{pp(top['scale_gain_ci_low'])}, {pp(top['scale_gain_ci_high'])}]"
+            verdict = "-" if top["not_converged"] is None else NOT_CONVERGED if top["not_converged"] else \
+                "no significant gain"
+            if len(curve) < 2:
+                verdict = "one scale only"
+            accs = [pct(curve[s]["accuracy"], curve[s]["ci95"]) if s in curve else "-" for s in scales]
+            table.append([cell(c) for c in [name, *accs, gain, p_text(top["scale_gain_p"]), verdict]])
+        lines += ["", f"### {shots}-shot", "", tabulate(table, headers=headers, tablefmt="pipe",
+                                                        disable_numparse=True)]
+    return lines
+

@@ -1,0 +1,154 @@
+"""From a RunConfig to what a run needs, checked: strategies with their overrides (or skipped with the
+reason), the base pool's fitness for episodic source phases, the run directory, the protocol a resume
+must match, and the cache key of every source model."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.cache import cache_key
+from harness.datasets.base import FewShotData
+from harness.errors import UsageError, unknown
+from harness.overrides import apply_strategy_overrides, parse_set
+from harness.phases import Pretrainer, Strategy, Unsupported
+from harness.provenance import code_hash
+from harness.registry import ADAPTERS, BACKBONES, PRETRAINERS, STRATEGIES
+from harness.results import read_header
+from harness.runconfig import RunConfig
+from harness.suite import get_row
+
+#: what a run directory must match to be resumed (else exit 2, naming the recorded and the given values)
+PROTOCOL_KEYS = ("preset", "dataset", "ways", "queries", "episodes", "seed", "replicates", "precision",
+                 "device_type", "data_fingerprint")
+
+
+@dataclass
+class Skipped:
+    """A row that cannot run here (a missing framework, an unsupported backbone): recorded as skipped."""
+
+    name: str
+    family: str
+    reason: str
+
+
+def resolve_strategies(config: RunConfig, tables: dict[str, dict]) -> tuple[list[Strategy], list[Skipped]]:
+    """Names -> strategies with the config file's and --set overrides applied and checked."""
+    entries = STRATEGIES.entries()
+    if config.all and config.strategies:
+        raise UsageError("give strategy names or --all, not both")
+    if not config.all and not config.strategies:
+        raise UsageError("no strategy given; name some (see `python -m harness list`) or pass --all")
+    names = sorted(entries) if config.all else list(dict.fromkeys(config.strategies))
+    for n in names:
+        STRATEGIES.get(n)  # did-you-mean for unknown names
+    overrides: dict[str, dict[str, Any]] = {}
+    for n, table in tables.items():
+        if n not in entries:
+            raise unknown(f"strategy table in {config.config}:", n, entries)
+        overrides[n] = dict(table)
+    for n, table in parse_set(config.set).items():
+        if n not in entries:
+            raise unknown("strategy in --set", n, entries)
+        if n not in names:
+            raise UsageError(f"--set names {n!r}, which is not in this run; add it to the strategies to run")
+        overrides.setdefault(n, {}).update(table)
+    if config.backbone is not None:
+        BACKBONES.get(config.backbone)
+    strategies, skipped = [], []
+    for n in names:
+        row = get_row(n)
+        if not row.available():
+            if not config.all:
+                PRETRAINERS.get(row.source).load()  # raises the install hint
+                ADAPTERS.get(row.adapter).load()
+            skipped.append(Skipped(n, row.family, f"needs {row.requires}: pip install -e \".[{row.requires}]\""))
+            continue
+        strategy = row.build()
+        if config.backbone is not None:
+            strategy = dataclasses.replace(strategy, source=dataclasses.replace(strategy.source,
+                                                                                backbone=config.backbone))
+        strategy = apply_strategy_overrides(strategy, overrides.get(n, {}), n)
+        try:
+            strategy.check(config.precision)
+        except Unsupported as e:
+            if not config.all:
+                raise
+            skipped.append(Skipped(n, strategy.family, str(e)))
+            continue
+        strategies.append(strategy)
+    return strategies, skipped
+
+
+def check_base_pool(strategies: list[Strategy], data: FewShotData, config: RunConfig) -> None:
+    """Episodic source phases draw ways classes and some images per class from the base pool: check
+    that it has them before anything is trained."""
+    sizes = data.base.class_sizes()
+    for strategy in strategies:
+        need = max(strategy.source.episode_images(s, config.queries) for s in config.shots)
+        if not need:
+            continue
+        if config.ways > len(sizes):
+            raise UsageError(f"{strategy.name}: its episodic source phase draws {config.ways}-way base episodes, but "
+                             f"the dataset has {len(sizes)} base classes; pass --ways {len(sizes)} or fewer")
+        if need > min(sizes):
+            raise UsageError(f"{strategy.name}: its episodic source phase draws {need} images per base class, but the "
+                             f"smallest base class has {min(sizes)}; lower --shots or --queries, or leave it out")
+
+
+def default_out() -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def check_out(out: Path, protocol: dict[str, Any]) -> None:
+    """The run directory is new, empty, or a run of the same protocol (resumed); else a clear error."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a directory")
+    if (out / "config.json").is_file():
+        old = read_header(out).protocol
+        differ = [k for k in PROTOCOL_KEYS if old.get(k) != protocol[k]]
+        if differ:
+            detail = ", ".join(f"{k} {old.get(k)!r} there, {protocol[k]!r} now" for k in differ)
+            raise UsageError(f"{out} holds a run with different {', '.join(differ)} ({detail}); pass a new --out to "
+                             f"start a fresh run, or the same settings to resume it")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"--out {out} exists and is not a run directory; pass a new or empty directory")
+    ancestor = out
+    while not ancestor.exists():  # nothing is created yet: check where the directory would be made
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to --out {out} ({ancestor} is not a writable directory); "
+                         f"pass a writable directory")
+
+
+def protocol_of(config: RunConfig, data: FewShotData, device: torch.device) -> dict[str, Any]:
+    c = config
+    return {"preset": c.preset, "dataset": data.name, "ways": c.ways, "queries": c.queries, "episodes": c.episodes,
+            "seed": c.seed, "replicates": c.replicates, "precision": c.precision, "device_type": device.type,
+            "data_fingerprint": data.fingerprint}
+
+
+def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotData, config: RunConfig,
+               budget: int, device: torch.device) -> str:
+    """The cache key of a source model (harness/cache.py says what it covers)."""
+    backbone = BACKBONES.get(phase.backbone).target if phase.any_backbone else None
+    modules = [type(phase).__module__] + ([backbone.split(":")[0] if isinstance(backbone, str)
+                                           else backbone.__module__] if backbone is not None else [])
+    ingredients: dict[str, Any] = {
+        "phase": f"{type(phase).__module__}.{type(phase).__qualname__}", "params": phase.params(),
+        "code": code_hash(*modules), "dataset": data.fingerprint, "seed": seed, "budget_images": budget,
+        "device": device.type, "precision": config.precision, "deterministic": config.deterministic,
+        "torch": ".".join(torch.__version__.split(".")[:2]),
+    }
+    if type(phase).uses_ways or type(phase).per_shots:
+        ingredients["ways"] = config.ways
+    if type(phase).per_shots:
+        ingredients.update(shots=shots, queries=config.queries)
+    return cache_key(phase.phase_name, ingredients)
