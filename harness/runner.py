@@ -28,12 +28,12 @@ from harness.datasets import get_dataset
 from harness.datasets.base import FewShotData, default_cache_dir
 from harness.episodes import validate_protocol
 from harness.errors import UsageError, unknown
+from harness.executors.base import Executor
 from harness.io import atomic_write_json, read_json
 from harness.measure import PRECISIONS, configure, determinism_settings, device_name, resolve_device
 from harness.phases import Strategy
 from harness.presets import Preset, get_preset
 from harness.provenance import code_version
-from harness.executors.base import Executor
 from harness.registry import EXECUTORS
 from harness.resolve import (
     Skipped,
