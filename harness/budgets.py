@@ -70,6 +70,8 @@ class Budgets:
             return Budget(max(1, round(self.groups[group] * scale)))
         target = self.reference_flops(strategy.source.backbone) * scale
         per_image, method = self.probe(strategy.source, shots)
+        if per_image <= 0:  # a phase that trains nothing (a model pretrained elsewhere, loaded): nothing to match
+            return Budget(max(1, round(self.groups[group] * scale)))
         return Budget(max(1, math.ceil(target / per_image)), (per_image, method), target)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {run,report,list}``. One handler per subcommand; heavy imports
+"""Command line: ``python -m harness {run,report,list,plan}``. One handler per subcommand; heavy imports
 (torch, pandas) happen inside the handlers, so ``--help`` and ``list`` stay fast.
 
 Exit status: 0 success, 1 some strategy failed, 2 bad input (one line on stderr), 130 interrupted.
@@ -102,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = Path(config.report) if config.report else run.out / "leaderboard.md"
     write_report([run.out], report)  # the same leaderboard and plots as `report RUN_DIR --out REPORT`
     _summary(records)
+    _wall_times(run.session)
     print(f"leaderboard: {report}")
     return 1 if any(r.status == "failed" for r in records) else 0
 
@@ -159,6 +160,18 @@ def _summary(records: list) -> None:
     print(tabulate(rows, headers=["strategy", *[f"{s}-shot acc (%)" for s in shots]], tablefmt="simple"))
 
 
+def _wall_times(session: object) -> None:
+    """Wall time per strategy in this invocation (a shared source phase counts for the first row that ran it)."""
+    from harness.overall import clock
+
+    overall = getattr(session, "overall", None)
+    if overall is None or not overall.wall:
+        return
+    total = sum(overall.wall.values())
+    parts = ", ".join(f"{name} {clock(seconds)}" for name, seconds in overall.summary())
+    print(f"wall time {clock(total)}: {parts}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Render (or compare). Units config.json names without a record: one line on stderr, rendered as
     missing, exit 0; no record at all: one line on stderr, nothing written, exit 1."""
@@ -187,11 +200,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """A finished run's estimated wall time on each number of workers (harness/estimate.py)."""
+    from harness.estimate import report
+
+    print(report(args.run_dir, [n for counts in args.workers for n in counts], args.warm_cache))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.runconfig import add_arguments
 
     parser = _Parser(prog="harness", description="Few-shot transfer strategies on fixed episodes.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{run,report,list}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{run,report,list,plan}")
 
     p = sub.add_parser("list", help="list registered strategies (or datasets, backbones, executors, presets)")
     p.add_argument("what", nargs="?", choices=LISTS, help="what to list (default: strategies)")
@@ -212,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true",
                    help="compare RUN_B with RUN_A: accuracy change (tested) and throughput ratios")
     p.set_defaults(handler=cmd_report)
+
+    from harness.estimate import worker_counts
+
+    p = sub.add_parser("plan", help="estimate a finished run's wall time on N workers (to size a cluster)")
+    p.add_argument("run_dir", type=Path, help="a run directory written by `run` (its measured unit times)")
+    p.add_argument("--workers", type=worker_counts, nargs="+", default=[[1, 2, 4, 8]], metavar="N",
+                   help="numbers of workers (units running at once), e.g. 4 or 1,2,4,8 (default 1,2,4,8)")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="count source models the run loaded from the cache as free (default: their recorded "
+                        "training time counts, as for an empty cache)")
+    p.set_defaults(handler=cmd_plan)
     return parser
 
 

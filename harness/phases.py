@@ -84,7 +84,7 @@ class Pretrainer(ABC):
     per_shots: ClassVar[bool] = False
     #: True when the model depends on the evaluation's ways (an episodic ways-way head)
     uses_ways: ClassVar[bool] = False
-    #: False for phases that can only use one backbone (e.g. the Keras Conv-4)
+    #: False for phases that can only use one backbone, their ``backbone`` field's default (e.g. the Keras Conv-4)
     any_backbone: ClassVar[bool] = True
     #: the ``--precision`` values the phase honours (fp32, bf16 autocast)
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
@@ -117,6 +117,12 @@ class Pretrainer(ABC):
         from harness.measure import device_name
 
         return device_name(device)
+
+    def apply_run(self, config: Any) -> Pretrainer:
+        """This phase with the run-wide settings it honours applied (``config``: the run's
+        :class:`harness.runconfig.RunConfig`, e.g. ``--trust-model-code``); the harness calls it after the
+        overrides, before :meth:`check`. Override: return a copy (``dataclasses.replace``)."""
+        return self
 
     @abstractmethod
     def train(self, data: SourceData, budget_images: int) -> nn.Module:
@@ -171,6 +177,13 @@ class Adapter(ABC):
 
         return device_name(device)
 
+    def episode_flops(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> int | None:
+        """The FLOPs of adapting ``model`` to ``tasks`` where FlopCounterMode cannot count them, else None (the
+        default: the harness counts this adapter's PyTorch operations while it runs). FlopCounterMode sees
+        PyTorch only: an adapter computing in another framework returns, e.g., the counted FLOPs of a PyTorch
+        adapter of the same algorithm on a PyTorch copy of the model, or its own graph's. Override."""
+        return None
+
     @abstractmethod
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
               progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
@@ -215,9 +228,10 @@ class Strategy:
 
     def check(self, precision: str = "fp32") -> None:
         self.source.check()
-        if not type(self.source).any_backbone and self.source.backbone != "conv4":
-            raise Unsupported(f"{self.name} runs on the conv4 backbone only (got {self.source.backbone!r}); "
-                              f"drop --backbone for it or pass --set {self.name}.source.backbone=conv4")
+        only = next(f.default for f in dataclasses.fields(self.source) if f.name == "backbone")  # its one backbone
+        if not type(self.source).any_backbone and self.source.backbone != only:
+            raise Unsupported(f"{self.name} runs on the {only} backbone only (got {self.source.backbone!r}); "
+                              f"drop --backbone for it or pass --set {self.name}.source.backbone={only}")
         if precision not in type(self.source).precisions:
             raise Unsupported(f"{self.name} trains in {' or '.join(type(self.source).precisions)} only; drop "
                               f"--precision {precision} for it")
@@ -235,6 +249,18 @@ class Strategy:
     def run_episodes(self, model: nn.Module, tasks: TaskBatch,
                      progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
         return self.adapter.adapt(model, tasks, self.source, progress)
+
+    def warm_up(self, model: nn.Module, tasks: TaskBatch) -> int:
+        """Run ``tasks`` untimed (start-up costs, lazy initialisation) and return their episode-phase FLOPs:
+        the adapter's :meth:`Adapter.episode_flops` when it gives them, else counted with FlopCounterMode
+        (harness/flops.py) while it runs."""
+        from harness.flops import counted
+
+        flops = self.adapter.episode_flops(model, tasks, self.source)
+        if flops is None:
+            return counted(lambda: self.run_episodes(model, tasks))[1]
+        self.run_episodes(model, tasks)
+        return flops
 
 
 class Unsupported(UsageError):

@@ -76,6 +76,7 @@ def resolve_strategies(config: RunConfig, tables: dict[str, dict]) -> tuple[list
             strategy = dataclasses.replace(strategy, source=dataclasses.replace(strategy.source,
                                                                                 backbone=config.backbone))
         strategy = apply_strategy_overrides(strategy, overrides.get(n, {}), n)
+        strategy = dataclasses.replace(strategy, source=strategy.source.apply_run(config))
         try:
             strategy.check(config.precision)
         except Unsupported as e:

@@ -41,7 +41,7 @@ class RunConfig:
 
     strategies: list[str] = option([], "strategy names (see `list`)", positional=True)
     all: bool = option(False, "run every registered strategy")
-    preset: str = option("quick", "smoke | quick (default) | paper: budgets and episode count")
+    preset: str = option("quick", "smoke | quick (default) | quick-matched | paper: budgets and episode count")
     dataset: str = option("cifar10-5-5", "a registered dataset (see `list datasets`) or a dataset TOML file",
                           flags=("--dataset", "--split"), metavar="NAME|FILE.toml")
     backbone: str | None = option(None, "backbone of every source phase (see `list backbones`; default: conv4)")
@@ -61,6 +61,14 @@ class RunConfig:
     deterministic: bool = option(True, "deterministic algorithms, no TF32 (--no-deterministic: faster on a GPU)")
     device: str = option("auto", "auto | cpu | cuda")
     executor: str = option("local", "how units of work run (see `list executors`)")
+    ray_address: str | None = option(None, "--executor ray: the Ray cluster (HOST:6379, auto, ray://HOST:10001); "
+                                           "default $RAY_ADDRESS, else a local Ray runtime started for the run",
+                                     metavar="ADDRESS")
+    gpus_per_unit: float | None = option(None, "--executor ray: GPUs each unit of work reserves; a fraction "
+                                               "shares a GPU (0.25: four units per GPU); default 1 when the run's "
+                                               "device is a GPU, else 0", metavar="G")
+    cpus_per_unit: float = option(1.0, "--executor ray: CPU cores each unit of work reserves (its torch threads, "
+                                       "unless --threads)", metavar="C")
     data_dir: str | None = option(None, "dataset folder (else $HARNESS_DATA, else the cache, where torchvision "
                                         "downloads on a machine with internet)", path=True, metavar="DIR")
     cache_dir: str | None = option(None, "data and source-model cache (default $HARNESS_CACHE or "
@@ -77,6 +85,8 @@ class RunConfig:
     data_label: str | None = option(None, "dataset name printed in the report (default: from the data)")
     threads: int | None = option(None, "torch CPU threads", positive=True)
     fail_fast: bool = option(False, "stop at the first failed strategy")
+    trust_model_code: bool = option(False, "load model files (keras-pretrained, torch-pretrained) that need code to "
+                                           "load: Keras Lambda layers, pickled torch objects; this runs their code")
     quiet: bool = option(False, "no progress bars")
 
     #: where each value came from ("default", "preset", "config", "command line", "run directory")

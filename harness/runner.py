@@ -31,6 +31,7 @@ from harness.errors import UsageError, unknown
 from harness.executors.base import Executor
 from harness.io import atomic_write_json, read_json
 from harness.measure import PRECISIONS, configure, determinism_settings, device_name, resolve_device
+from harness.overall import Overall
 from harness.phases import Strategy
 from harness.presets import Preset, get_preset
 from harness.provenance import code_version
@@ -139,7 +140,9 @@ class Run:
                                                  status="skipped", reason=s.reason)
                     write_record(self.out, record)
                     records.append(record)
-        self.executor.execute(self.plan.without(done), session)
+        todo = self.plan.without(done)
+        session.overall = Overall(todo, cached=lambda key: self.cache.paths(key)[1].is_file())
+        self.executor.execute(todo, session)
         return records + session.records
 
     def path_of(self, unit: EvalUnit) -> Path:

@@ -48,7 +48,8 @@ class Record(_Json):
 
     schema_version: int = doc("version of this layout", SCHEMA_VERSION)
     strategy: str = doc("registered strategy name", "")
-    family: str = doc("transfer / meta-learning / self-supervised / adversarial", "")
+    family: str = doc("transfer / meta-learning / self-supervised / adversarial / external (pretrained elsewhere, "
+                      "not ranked)", "")
     status: str = doc("`ok`, `failed` or `skipped`", "ok")
     reason: str | None = doc("one-line reason when not ok, else null")
     shots: int = doc("K: support images per class", 0)
@@ -115,7 +116,8 @@ class RunHeader(_Json):
 
     schema_version: int = doc("version of this layout", SCHEMA_VERSION)
     harness_version: str = doc("the harness version that wrote the run", "")
-    protocol: dict[str, Any] = doc("preset, dataset, ways, queries, episodes, seed: what must match to resume", {})
+    protocol: dict[str, Any] = doc("preset, dataset, ways, queries, episodes, seed, replicates, precision, device "
+                                   "type, data fingerprint: what must match to resume", {})
     shots: list[int] = doc("shot settings", [])
     dataset_description: str = doc("how base and novel pools are drawn", "")
     novel_classes: int = doc("number of novel classes", 0)

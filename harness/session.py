@@ -17,6 +17,7 @@ import torch
 
 from harness.cache import SourceCache
 from harness.datasets.base import FewShotData
+from harness.overall import Overall
 from harness.results import write_record
 from harness.schema import Record
 from harness.units import EvalUnit, SourceResult, SourceUnit
@@ -46,6 +47,7 @@ class Session:
         self.completed: list[str] = []  # their labels, for the interruption message
         self.records: list[Record] = []
         self.trained: list[str] = []  # source keys trained (not loaded) in this invocation
+        self.overall: Overall | None = None  # the overall progress line (set by Run.execute)
 
     def check_stop(self) -> None:
         if self.stop_requested:
@@ -76,10 +78,13 @@ class Session:
         self.finished.add(unit.id)
         self.completed.append(unit.label)
 
+    def progress_line(self, unit: EvalUnit, record: Record) -> str:
+        return f"  {self.overall.update(unit, record)}" if self.overall is not None else ""
+
     def eval_done(self, unit: EvalUnit, record: Record) -> None:
         self.write(unit, record)
         self.log(f"{unit.label}: {100 * record.accuracy:.2f} ± {100 * record.ci95:.2f}%  "
-                 f"({record.ms_per_episode:.1f} ms/episode)")
+                 f"({record.ms_per_episode:.1f} ms/episode){self.progress_line(unit, record)}")
 
     def failed(self, unit: SourceUnit | EvalUnit, error: BaseException, affected: Sequence[EvalUnit]) -> None:
         """Failed rows for the evaluation units ``affected`` by ``unit``'s error; FailFast with --fail-fast."""
@@ -93,5 +98,8 @@ class Session:
                 record = dataclasses.replace(base_record(e.strategy, e.shots, self.spec, self.device, e.scale,
                                                          e.matched_flops), status="failed", reason=reason)
                 self.write(e, record)
+                line = self.progress_line(e, record)
+                if line:
+                    self.log(f"{e.label}: failed{line}")
         if self.fail_fast:
             raise FailFast(reason) from error

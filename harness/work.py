@@ -23,7 +23,7 @@ import torch
 from harness.datasets.base import FewShotData
 from harness.episodes import EpisodeSet
 from harness.faults import checkpoint
-from harness.flops import counted, flops_per_image
+from harness.flops import flops_per_image
 from harness.measure import Stopwatch, autocast, configure, device_name, synchronize
 from harness.phases import SourceData
 from harness.provenance import relative_file
@@ -182,7 +182,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         for i, source in enumerate(sources):
             model = load_model(unit, source, ctx.device)
             if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation), its FLOPs counted
-                _, episode_flops = counted(lambda m=model: strategy.run_episodes(m, tasks[0:1]))
+                episode_flops = strategy.warm_up(model, tasks[0:1])
             with Stopwatch(ctx.device) as watch:
                 outputs = strategy.run_episodes(model, tasks, progress)
             seconds, peak = seconds + watch.seconds, max(peak, watch.peak_memory_mb)

@@ -26,6 +26,10 @@ PRETRAINERS.register_lazy("protonet", "strategies.protonet:ProtonetTraining", fa
 PRETRAINERS.register_lazy("keras-supervised", "strategies.keras_backbone:KerasSupervisedPretraining",
                           family="transfer", requires="tensorflow",
                           description="supervised Keras Conv-4 pretraining (TensorFlow)")
+PRETRAINERS.register_lazy("keras-pretrained", "strategies.keras_pretrained:KerasPretrained", family="external",
+                          requires="tensorflow", description="your Keras model file (.keras/.h5), pretrained elsewhere")
+PRETRAINERS.register_lazy("torch-pretrained", "strategies.torch_pretrained:TorchPretrained", family="external",
+                          description="your torchvision architecture + state-dict file, pretrained elsewhere")
 
 # --- episode phases ------------------------------------------------------------------------------
 ADAPTERS.register_lazy("linear-probe", "strategies.probe:LinearProbe",
@@ -39,9 +43,15 @@ ADAPTERS.register_lazy("adam-inner-loop", "strategies.reptile:AdamInnerLoop",
 ADAPTERS.register_lazy("prototypes", "strategies.protonet:Prototypes",
                        description="nearest class mean, squared Euclidean distance")
 ADAPTERS.register_lazy("keras-probe", "strategies.keras_transfer:KerasProbe", requires="tensorflow",
-                       description="Keras Dense head on frozen features")
+                       description="linear-probe in TensorFlow: the same optimum")
 ADAPTERS.register_lazy("keras-finetune", "strategies.keras_transfer:KerasFinetune", requires="tensorflow",
-                       description="Keras Dense head + last block fine-tuned")
+                       description="partial-finetune in TensorFlow: LP-FT head + last block(s), Adam")
+ADAPTERS.register_lazy("keras-pretrained-probe", "strategies.keras_pretrained:KerasPretrainedProbe",
+                       requires="tensorflow", description="linear probe on a Keras model file's features")
+ADAPTERS.register_lazy("keras-pretrained-finetune", "strategies.keras_pretrained:KerasPretrainedFinetune",
+                       requires="tensorflow", description="Keras layers[k:] unfrozen + new Dense head, Adam")
+ADAPTERS.register_lazy("torch-pretrained-finetune", "strategies.torch_pretrained:TorchPretrainedFinetune",
+                       description="top-level layers[k:] unfrozen + new linear head, Adam")
 
 # --- the leaderboard rows ------------------------------------------------------------------------
 register_row("frozen-features", "supervised", "linear-probe",
@@ -69,6 +79,14 @@ register_row("reptile", "reptile", "adam-inner-loop",
 register_row("protonet", "protonet", "prototypes",
              description="Prototypical Networks (Snell et al. 2017): nearest class mean in an episodic embedding")
 register_row("keras-frozen-features", "keras-supervised", "keras-probe",
-             description="Keras Dense softmax head (Adam) on frozen features of a Keras-pretrained Conv-4")
+             description="frozen-features in Keras/TensorFlow: the same probe on a Keras-pretrained Conv-4")
 register_row("keras-partial-finetune", "keras-supervised", "keras-finetune",
-             description="Keras Dense head + last Conv-4 block fine-tuned (Adam), earlier blocks frozen")
+             description="partial-finetune in Keras/TensorFlow: LP-FT head + last Conv-4 block, Adam")
+register_row("keras-pretrained", "keras-pretrained", "keras-pretrained-probe",
+             description="Linear probe on your Keras model's frozen features (external pretraining, not ranked)")
+register_row("keras-pretrained-finetune", "keras-pretrained", "keras-pretrained-finetune",
+             description="Your Keras model, top layers unfrozen + new Dense head, Adam (external, not ranked)")
+register_row("torch-pretrained", "torch-pretrained", "linear-probe",
+             description="Linear probe on your torchvision model's frozen features (external pretraining, not ranked)")
+register_row("torch-pretrained-finetune", "torch-pretrained", "torch-pretrained-finetune",
+             description="Your torchvision model, top layers unfrozen + new linear head, Adam (external, not ranked)")

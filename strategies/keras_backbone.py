@@ -25,6 +25,40 @@ try:  # Triton's library (loaded by torchvision, torch.compile) segfaults when l
 except ImportError:
     pass
 
+
+# The C++ start-up lines TensorFlow writes to fd 2 at import whatever TF_CPP_MIN_LOG_LEVEL says (absl's
+# pre-initialisation warning and the oneDNN notice), twice; dropped so that they never precede the harness's
+# own output (or a one-line error). Any other line written during the import is passed on.
+IMPORT_NOISE = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                "oneDNN custom operations are on")
+
+
+def import_quietly(*modules: str) -> None:
+    """Import ``modules`` with fd 2 captured; write back every captured line but TensorFlow's start-up noise."""
+    import importlib
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            for module in modules:
+                importlib.import_module(module)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if line.strip() and not any(n in line for n in IMPORT_NOISE)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
+
+
+import_quietly("tensorflow", "keras")
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -99,6 +133,32 @@ def to_keras(weights: nn.Module, head: bool = False) -> keras.Sequential:
     for v in model.weights:
         v.assign(buffers[_key(v)].detach().cpu().numpy())
     return model
+
+
+def to_torch(weights: nn.Module, head: bool = False) -> nn.Module:
+    """The PyTorch Conv-4 (strategies/backbones/conv4.py) with the same weights as the Keras one, so the
+    PyTorch episode phases run on Keras-pretrained features (the framework-isolating check). Kernels go
+    from HWIO to OIHW; the head's rows from the NHWC flattening order to the NCHW one."""
+    from harness.backbone import build_backbone
+
+    buffers = {k: v.detach().cpu() for k, v in weights.named_buffers()}
+    image_size = getattr(weights, "image_size", 32)
+    classes = buffers["head_kernel"].shape[1] if head else 0
+    model = build_backbone("conv4", num_classes=classes, image_size=image_size)
+    state = {}
+    for i in range(4):
+        state[f"blocks.{i}.0.weight"] = buffers[f"block{i}_conv_kernel"].permute(3, 2, 0, 1)
+        state[f"blocks.{i}.0.bias"] = buffers[f"block{i}_conv_bias"]
+        for torch_name, keras_name in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
+                                       ("running_var", "moving_variance")):
+            state[f"blocks.{i}.1.{torch_name}"] = buffers[f"block{i}_bn_{keras_name}"]
+        state[f"blocks.{i}.1.num_batches_tracked"] = torch.tensor(0)
+    if classes:
+        side = image_size // 16
+        kernel = buffers["head_kernel"].view(side, side, -1, classes).permute(2, 0, 1, 3).reshape(-1, classes)
+        state["head.weight"], state["head.bias"] = kernel.T, buffers["head_bias"]
+    model.load_state_dict({k: v.contiguous().clone() for k, v in state.items()})
+    return model.eval()
 
 
 def normalise(images: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:

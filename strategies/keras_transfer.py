@@ -1,22 +1,29 @@
-"""Transfer baselines in TensorFlow/Keras under the harness's protocol (Chen et al. 2019, "A Closer Look at
-Few-shot Classification", Baseline; Yosinski et al. 2014 for partial fine-tuning), on the Keras Conv-4
-pretrained by :class:`strategies.keras_backbone.KerasSupervisedPretraining`.
+"""The transfer baselines in TensorFlow/Keras, the same algorithms as their PyTorch twins, on the Keras Conv-4
+pretrained by :class:`strategies.keras_backbone.KerasSupervisedPretraining`; only the framework differs.
 
-``keras-frozen-features``: the backbone is frozen (``trainable = False``); a Dense softmax head is fitted on
-the support set's L2-normalised features with Adam and ``SparseCategoricalCrossentropy(from_logits=True)``.
-``keras-partial-finetune``: the same with the last block trainable. Frozen blocks run in inference mode
-(Keras runs a BatchNormalization layer whose ``trainable`` is False with its moving statistics, even in
-training); the trainable block is called with ``training=False`` too, so its BatchNorm uses the pretrained
-moving statistics while its gamma/beta are trained (inductive, as ``partial-finetune``).
+``keras-frozen-features`` (twin: ``frozen-features``, strategies/probe.py): multinomial logistic regression
+on L2-normalised frozen features, scikit-learn's penalty ``||W||^2 / (2 C n)`` on the weights only, solved
+in float64 to max |gradient| < ``tolerance`` (strategies/keras_logistic.py: Newton, TensorFlow). On identical
+features it reaches the PyTorch probe's optimum (tests/strategies/test_keras_transfer.py).
 
-Frozen computations run once per image; each episode resets the trainable weights (head: Glorot uniform
-from the episode's seed) and the Adam state, then runs a compiled ``tf.function`` training loop.
+``keras-partial-finetune`` (twin: ``partial-finetune``, strategies/finetune.py): LP-FT: the head starts from
+the converged probe on the frozen tail's L2-normalised features; the last ``unfrozen_blocks`` blocks
+(BatchNorm affine weights included) and the head are trained with Adam (the update of torch.optim.Adam, L2
+weight decay added to the gradient; lr 1e-4, head 1e-3, 50 full-batch steps), features L2-normalised before
+the head. BatchNorm runs in inference mode (moving statistics), so queries never influence each other.
+
+Frozen computations run once per image; each episode resets the trainable weights and the Adam state, then
+runs a compiled ``tf.function`` training loop. :class:`EpisodeTrainer` is shared with the bring-your-own-model
+rows (strategies/keras_pretrained.py). Each adapter's FLOPs are counted on its PyTorch twin on a PyTorch copy
+of the model (``episode_flops``): FlopCounterMode does not see TensorFlow.
 """
 
 # ruff: noqa: I001 - strategies.keras_backbone is imported first: it prepares TensorFlow's import and GPUs
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import strategies.keras_backbone  # noqa: F401
 import keras
@@ -26,86 +33,116 @@ import torch
 from torch import nn
 
 from harness.episodes import TaskBatch
+from harness.errors import UsageError
 from harness.phases import Adapter, Pretrainer, Progress, no_progress
-from strategies.keras_backbone import configure_threads, nhwc, tensorflow_device, to_keras
+from strategies.keras_backbone import configure_threads, nhwc, tensorflow_device, to_keras, to_torch
+from strategies.keras_logistic import apply_probe, fit_probe, l2_normalise
+
+
+def run_model(model: Callable | None, inputs: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """``model`` in inference mode over ``inputs`` in chunks (None: the inputs themselves)."""
+    if model is None:
+        return inputs
+    return np.concatenate([np.asarray(model(inputs[i:i + batch_size], training=False))
+                           for i in range(0, len(inputs), batch_size)])
 
 
 class EpisodeTrainer:
-    """Resets ``body`` (may be None) and a Dense head, trains them on a support set, returns query logits."""
+    """Trains ``body`` (the unfrozen layers, a Keras model, or None) and a linear head on one episode's support
+    inputs and returns the query logits. Each call starts from the body's weights at construction and the
+    head it is given, with a fresh Adam state: torch.optim.Adam's update, L2 weight decay added to the
+    gradient, ``steps`` full-batch steps of mean cross-entropy. The body runs in inference mode (BatchNorm on
+    its moving statistics, affine weights trained); its output is pooled by ``pool`` and, with ``normalise``,
+    L2-normalised before the head."""
 
     def __init__(self, body: keras.Model | None, ways: int, dim: int, steps: int, lr: float, head_lr: float,
-                 weight_decay: float, jit_compile: bool):
-        self.body, self.steps, self.weight_decay = body, steps, weight_decay
-        self.head = keras.layers.Dense(ways)
-        self.head.build((None, dim))
-        self.initial = [tf.constant(v) for v in body.trainable_variables] if body is not None else []
-        self.groups = [(self.head.trainable_variables, keras.optimizers.Adam(head_lr))]
-        if body is not None:
-            self.groups.append((body.trainable_variables, keras.optimizers.Adam(lr)))
-        for variables, optimizer in self.groups:
-            optimizer.build(variables)
-        self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+                 weight_decay: float, normalise: bool = True, pool: Callable[[tf.Tensor], tf.Tensor] | None = None,
+                 jit_compile: bool = False, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.body, self.steps, self.weight_decay, self.normalise = body, steps, weight_decay, normalise
+        self.pool, self.betas, self.eps = pool, betas, eps
+        self.kernel = tf.Variable(tf.zeros((dim, ways)), name="head_kernel")
+        self.bias = tf.Variable(tf.zeros((ways,)), name="head_bias")
+        body_variables = list(body.trainable_variables) if body is not None else []
+        self.initial = [tf.constant(v) for v in body_variables]
+        self.variables = [self.kernel, self.bias, *body_variables]
+        self.lrs = [head_lr, head_lr] + [lr] * len(body_variables)
+        self.moments = [(tf.Variable(tf.zeros_like(v), trainable=False), tf.Variable(tf.zeros_like(v), trainable=False))
+                        for v in self.variables]
         self.fit = tf.function(self._fit, jit_compile=jit_compile)
 
-    def logits(self, x: tf.Tensor) -> tf.Tensor:
-        return self.head(x if self.body is None else self.body(x, training=False))
-
-    def _fit(self, support: tf.Tensor, labels: tf.Tensor, query: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-        self.head.kernel.assign(kernel)
-        self.head.bias.assign(tf.zeros_like(self.head.bias))
-        body = self.body.trainable_variables if self.body is not None else []
-        for v, v0 in zip(body, self.initial, strict=True):
+    def restore(self) -> None:
+        """Put the body's weights back as they were at construction."""
+        for v, v0 in zip(self.variables[2:], self.initial, strict=True):
             v.assign(v0)
-        for _, optimizer in self.groups:
-            for v in optimizer.variables:
-                if v is not optimizer._learning_rate:
-                    v.assign(tf.zeros_like(v))
-        for _ in tf.range(self.steps):
+
+    def logits(self, x: tf.Tensor) -> tf.Tensor:
+        feats = x if self.body is None else self.body(x, training=False)
+        feats = self.pool(feats) if self.pool is not None else feats
+        if self.normalise:
+            feats = l2_normalise(feats)
+        return tf.linalg.matmul(feats, self.kernel) + self.bias
+
+    def _fit(self, support: tf.Tensor, labels: tf.Tensor, query: tf.Tensor, weight: tf.Tensor,
+             bias: tf.Tensor) -> tf.Tensor:
+        """``weight`` (ways, dim) and ``bias`` (ways,): the head to start from."""
+        self.kernel.assign(tf.transpose(weight))
+        self.bias.assign(bias)
+        for v, v0 in zip(self.variables[2:], self.initial, strict=True):
+            v.assign(v0)
+        for m, s in self.moments:
+            m.assign(tf.zeros_like(m))
+            s.assign(tf.zeros_like(s))
+        b1, b2 = self.betas
+        labels = tf.cast(labels, tf.int32)
+        for step in tf.range(1, self.steps + 1):
+            t = tf.cast(step, tf.float32)
             with tf.GradientTape() as tape:
-                loss = self.loss(labels, self.logits(support))
-            grads = tape.gradient(loss, [v for variables, _ in self.groups for v in variables])
-            start = 0
-            for variables, optimizer in self.groups:
-                pairs = zip(grads[start:start + len(variables)], variables, strict=True)
-                optimizer.apply_gradients([(g + self.weight_decay * v, v) for g, v in pairs])
-                start += len(variables)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, self.logits(support)))
+            grads = tape.gradient(loss, self.variables)
+            for v, g, (m, s), lr in zip(self.variables, grads, self.moments, self.lrs, strict=True):
+                g = g + self.weight_decay * v
+                m.assign(b1 * m + (1 - b1) * g)
+                s.assign(b2 * s + (1 - b2) * g * g)
+                v.assign_sub(lr * (m / (1 - b1**t)) / (tf.sqrt(s / (1 - b2**t)) + self.eps))
         return self.logits(query)
 
 
-def glorot(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """Keras' default Dense initialiser, drawn from the episode's seed alone."""
-    limit = np.sqrt(6 / sum(shape))
-    return np.random.default_rng(seed).uniform(-limit, limit, shape).astype(np.float32)
+def twin_flops(twin: Adapter, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> int:
+    """The FLOPs of the PyTorch twin adapting a PyTorch copy of the Keras Conv-4 to ``tasks``, counted."""
+    from harness.flops import counted
+
+    return counted(lambda: twin.adapt(to_torch(model), tasks, source))[1]
+
+
+def logits_out(logits: tf.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.array(logits, dtype=np.float32)).to(device)
 
 
 @dataclass
 class KerasProbe(Adapter):
-    """Keras Dense softmax head (Adam) on L2-normalised frozen features of a Keras-pretrained Conv-4."""
+    """Linear probe in TensorFlow: logistic regression on L2-normalised frozen features of a Keras Conv-4."""
 
-    unfrozen_blocks = 0
+    twin = "frozen-features"  # the PyTorch row of the same algorithm (shown in the settings and the report)
 
-    steps: int = 100
-    head_lr: float = 0.1
-    weight_decay: float = 0.0
-    jit_compile: bool = False  # XLA for the episode's training loop
+    C: float = 10.0
+    max_iter: int = 100  # Newton iterations (about ten suffice)
+    tolerance: float = 1e-6
+    episode_batch: int = 100  # probes fitted in one batched call (speed only: each is solved on its own)
 
     def describe(self, source: Pretrainer) -> str:
-        return f"Keras Dense head on frozen features, Adam {self.steps} steps (lr {self.head_lr:g})"
+        return f"Keras linear probe (C={self.C:g}), Newton (TensorFlow) to max |gradient| < {self.tolerance:g}"
 
     def settings(self, source: Pretrainer) -> dict:
-        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inference (moving statistics)",
-                "XLA": self.jit_compile}
+        return {"PyTorch twin": self.twin}
 
     def runs_on(self, device: torch.device) -> str:
         return tensorflow_device()
 
-    def _inputs(self, backbone: keras.Model, images: np.ndarray) -> np.ndarray:
-        """What the frozen part computes once per image: 256-d L2-normalised features."""
-        feats = np.concatenate([backbone(images[i:i + 500], training=False) for i in range(0, len(images), 500)])
-        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    def episode_flops(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> int:
+        from strategies.probe import LinearProbe
 
-    def _trainer(self, backbone: keras.Model, ways: int) -> EpisodeTrainer:
-        return EpisodeTrainer(None, ways, 256, self.steps, 0.0, self.head_lr, self.weight_decay, self.jit_compile)
+        twin = LinearProbe(C=self.C, max_iter=self.max_iter, tolerance=self.tolerance, episode_batch=self.episode_batch)
+        return twin_flops(twin, model, tasks, source)
 
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
         if not len(tasks):
@@ -113,40 +150,98 @@ class KerasProbe(Adapter):
         configure_threads()
         backbone = to_keras(model)
         backbone.trainable = False
-        inputs = self._inputs(backbone, nhwc(tasks.images))
-        trainer = self._trainer(backbone, tasks.ways)
-        support, query = tasks.support.cpu().numpy(), tasks.query.cpu().numpy()
-        labels = tasks.support_labels.cpu().numpy()
-        logits = []
-        for i, seed in enumerate(tasks.seeds):
-            out = trainer.fit(inputs[support[i]], labels[i], inputs[query[i]], glorot((256, tasks.ways), seed))
-            logits.append(torch.from_numpy(out.numpy()).to(tasks.images.device))
-            progress(1)
-        return logits
+        return probe_episodes(run_model(backbone, nhwc(tasks.images)), tasks, self.C, self.max_iter, self.tolerance,
+                              self.episode_batch, progress)
+
+
+def probe_episodes(feats: np.ndarray, tasks: TaskBatch, C: float, max_iter: int, tolerance: float,
+                   episode_batch: int, progress: Progress) -> list[torch.Tensor]:
+    """Probe logits of every episode on per-image features (U, d)."""
+    outputs = []
+    for chunk in tasks.chunks(episode_batch):
+        support, query = chunk.support.cpu().numpy(), chunk.query.cpu().numpy()
+        w, b = fit_probe(feats[support], chunk.support_labels.cpu().numpy(), tasks.ways, C, max_iter, tolerance)
+        outputs += [logits_out(lg, tasks.images.device) for lg in apply_probe(feats[query], w, b).numpy()]
+        progress(len(chunk))
+    return outputs
 
 
 @dataclass
-class KerasFinetune(KerasProbe):
-    """Keras Dense head plus the last Conv-4 block fine-tuned on the support set (Adam), earlier blocks frozen."""
+class KerasFinetune(Adapter):
+    """Partial fine-tuning in TensorFlow: a probe-initialised head plus the last Conv-4 block(s), Adam."""
 
-    unfrozen_blocks = 1
+    twin = "partial-finetune"
 
-    lr: float = 1e-3
-    head_lr: float = 1e-2
+    unfrozen_blocks: int = 1
+    steps: int = 50
+    lr: float = 1e-4
+    head_lr: float = 1e-3
     weight_decay: float = 1e-4
+    head_init: Literal["probe", "random"] = "probe"  # probe: LP-FT (Kumar et al. 2022)
+    probe_C: float = 10.0  # the probe's inverse L2 strength when head_init = "probe"
+    episode_batch: int = 50  # probes of the head initialisation fitted in one batched call
+    jit_compile: bool = False  # XLA for the episode's training loop
+
+    def check(self, source: Pretrainer) -> None:
+        if not 1 <= self.unfrozen_blocks <= 4:
+            raise UsageError(f"unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
 
     def describe(self, source: Pretrainer) -> str:
-        return (f"Keras fine-tune head + last block, Adam {self.steps} steps (lr {self.lr:g}, head "
-                f"{self.head_lr:g})")
+        head = "probe-initialised (LP-FT)" if self.head_init == "probe" else "random"
+        return (f"Keras fine-tune {head} head + last {self.unfrozen_blocks} block(s), Adam {self.steps} steps "
+                f"(lr {self.lr:g}, head {self.head_lr:g})")
 
-    def _inputs(self, backbone: keras.Model, images: np.ndarray) -> np.ndarray:
-        """The frozen prefix (blocks 0-2) once per image: 4x4x64 maps."""
-        prefix = keras.Sequential(backbone.layers[:3])
-        return np.concatenate([prefix(images[i:i + 500], training=False) for i in range(0, len(images), 500)])
+    def settings(self, source: Pretrainer) -> dict:
+        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive",
+                "XLA": self.jit_compile, "PyTorch twin": self.twin}
 
-    def _trainer(self, backbone: keras.Model, ways: int) -> EpisodeTrainer:
-        for layer in backbone.layers[3:]:  # block3 (its BatchNorm affine weights included) + flatten
-            layer.trainable = True
-        body = keras.Sequential(backbone.layers[3:])
-        return EpisodeTrainer(body, ways, 256, self.steps, self.lr, self.head_lr, self.weight_decay,
-                              self.jit_compile)
+    def runs_on(self, device: torch.device) -> str:
+        return tensorflow_device()
+
+    def episode_flops(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> int:
+        from strategies.finetune import PartialFinetune
+
+        twin = PartialFinetune(unfrozen_blocks=self.unfrozen_blocks, steps=self.steps, lr=self.lr,
+                               head_lr=self.head_lr, weight_decay=self.weight_decay, head_init=self.head_init,
+                               probe_C=self.probe_C, episode_batch=self.episode_batch)
+        return twin_flops(twin, model, tasks, source)
+
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        if not len(tasks):
+            return []
+        configure_threads()
+        backbone = to_keras(model)
+        stop = len(backbone.layers) - 1 - self.unfrozen_blocks  # the layers: 4 blocks, then the flatten
+        prefix = keras.Sequential(backbone.layers[:stop]) if stop else None
+        body = keras.Sequential(backbone.layers[stop:])  # the unfrozen blocks and the flatten
+        inputs = run_model(prefix, nhwc(tasks.images))
+        start = run_model(body, inputs) if self.head_init == "probe" else None  # the frozen tail's features
+        dim = int(run_model(body, inputs[:1]).shape[-1])
+        trainer = EpisodeTrainer(body, tasks.ways, dim, self.steps, self.lr, self.head_lr, self.weight_decay,
+                                 jit_compile=self.jit_compile)
+        outputs = []
+        for chunk in tasks.chunks(self.episode_batch):
+            support, query = chunk.support.cpu().numpy(), chunk.query.cpu().numpy()
+            labels = chunk.support_labels.cpu().numpy()
+            heads = initial_heads(self.head_init, start, support, labels, tasks.ways, self.probe_C, dim, chunk.seeds)
+            for i, (w, b) in enumerate(heads):
+                outputs.append(logits_out(trainer.fit(inputs[support[i]], labels[i], inputs[query[i]], w, b),
+                                          tasks.images.device))
+            progress(len(chunk))
+        return outputs
+
+
+def initial_heads(init: str, feats: np.ndarray | None, support: np.ndarray, labels: np.ndarray, ways: int, C: float,
+                  dim: int, seeds: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per episode, the head fine-tuning starts from, float32 ((ways, dim), (ways,)): "probe": the converged
+    probe on the features (LP-FT; the PyTorch twin's tolerance); "random": nn.Linear's initialisation drawn
+    from the episode's seed (as the twin draws it)."""
+    if init == "probe":
+        w, b = fit_probe(feats[support], labels, ways, C, 100, 1e-6)
+        return list(zip(w.numpy().astype(np.float32), b.numpy().astype(np.float32), strict=True))
+    heads = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        head = nn.Linear(dim, ways)
+        heads.append((head.weight.detach().numpy(), head.bias.detach().numpy()))
+    return heads

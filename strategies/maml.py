@@ -5,7 +5,8 @@ Source phase: meta-training on base-class episodes with the evaluation's ways an
 per task, ``inner_steps`` SGD steps on the support set from the shared initialisation, then the query
 loss at the adapted weights; the mean over a meta-batch of tasks is minimised with Adam. The second-order
 meta-gradient differentiates through the inner loop (``create_graph``); the first-order one uses the
-query-loss gradient at the adapted weights. Budget: images processed = tasks * ways * (shots + queries).
+query-loss gradient at the adapted weights. Budget: images processed = tasks * (ways * shots * inner_steps *
+(2 if second order else 1) + ways * queries), the inner loop's passes included (``task_cost``).
 The registered backbone runs through ``torch.func.functional_call`` (strategies/meta_common.py).
 
 Episode phase (:class:`SgdInnerLoop`): ``steps`` SGD steps from the meta-learned initialisation on the
@@ -18,10 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import grad, vmap
 
 from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
@@ -35,8 +38,12 @@ from strategies.meta_common import (
     make_forward,
     params_of,
     predict,
+    predict_batched,
     sgd_adapt,
+    sgd_adapt_batched,
+    stacked,
     train_shots,
+    use_batched,
 )
 
 
@@ -48,6 +55,24 @@ def meta_loss(params: Params, tasks: Sequence[tuple[torch.Tensor, ...]], inner_s
         adapted = sgd_adapt(params, xs, ys, inner_steps, inner_lr, forward, create_graph=not first_order)
         total = total + F.cross_entropy(predict(adapted, xs, xq, bn_mode, forward), yq)
     return total / len(tasks)
+
+
+def batched_meta_gradients(params: Params, tasks: Sequence[tuple[torch.Tensor, ...]], inner_steps: int,
+                           inner_lr: float, first_order: bool, bn_mode: BnMode, forward: Forward) -> Params:
+    """The meta-gradient of the mean post-adaptation query loss of a meta-batch, with ``torch.func``: vmap
+    over the tasks of the gradient through the inner loop (the GPU path; equal to backward() of
+    :func:`meta_loss` up to rounding)."""
+
+    def task_loss(p: Params, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor):
+        for _ in range(inner_steps):
+            g = grad(lambda q: F.cross_entropy(forward(q, xs), ys))(p)
+            p = {k: p[k] - inner_lr * (g[k].detach() if first_order else g[k]) for k in p}
+        return F.cross_entropy(predict(p, xs, xq, bn_mode, forward), yq)
+
+    stacked_tasks = [torch.stack(t) for t in zip(*tasks, strict=True)]
+    detached = {k: v.detach() for k, v in params.items()}
+    per_task = vmap(grad(task_loss), in_dims=(None, 0, 0, 0, 0))(detached, *stacked_tasks)
+    return {k: v.mean(0) for k, v in per_task.items()}
 
 
 @dataclass
@@ -64,6 +89,7 @@ class MamlMetaTraining(MetaTraining):
     outer_lr: float = 1e-3
     bn_mode: BnMode = "transductive"
     width: int = 64  # backbone channels (smaller only for tests)
+    batched: Literal["auto", "always", "never"] = "auto"  # the meta-batch at once (vmap): auto = on CUDA only
 
     def describe(self) -> str:
         order = "first-order" if self.first_order else "second-order"
@@ -86,18 +112,25 @@ class MamlMetaTraining(MetaTraining):
         shots = train_shots(data)
         model = self.build_backbone(data.ways, data, width=self.width).to(data.device)
         params = dict(model.named_parameters())
+        batched = use_batched(self.batched, data.device)
         # NCHW is faster through double backward (measured); channels-last for the first-order loop
-        forward = make_forward(model, channels_last=self.first_order)
+        forward = make_forward(model, channels_last=self.first_order and not batched)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.outer_lr)
         per_task = self.task_cost(data.ways, shots, data.queries)
         stream = episode_stream(data, shots, data.queries)
         for _ in range(max(1, math.ceil(budget_images / (per_task * self.meta_batch)))):
             optimizer.zero_grad(set_to_none=True)
-            # one backward per task frees that task's graph before the next one is built
-            for _ in range(self.meta_batch):
-                loss = meta_loss(params, [next(stream)], self.inner_steps, self.inner_lr, self.first_order,
-                                 self.bn_mode, forward)
-                (loss / self.meta_batch).backward()
+            if batched:
+                grads = batched_meta_gradients(params, [next(stream) for _ in range(self.meta_batch)],
+                                               self.inner_steps, self.inner_lr, self.first_order, self.bn_mode,
+                                               forward)
+                for k, p in params.items():
+                    p.grad = grads[k]
+            else:  # one backward per task frees that task's graph before the next one is built
+                for _ in range(self.meta_batch):
+                    loss = meta_loss(params, [next(stream)], self.inner_steps, self.inner_lr, self.first_order,
+                                     self.bn_mode, forward)
+                    (loss / self.meta_batch).backward()
             optimizer.step()
             data.progress(per_task * self.meta_batch)
         return model
@@ -108,6 +141,8 @@ class SgdInnerLoop(EpisodeAdapter):
     """MAML's inner loop: SGD on the support set from the meta-learned initialisation."""
 
     steps: int = 10
+    batched: Literal["auto", "always", "never"] = "auto"  # episodes at once (vmap): auto = on CUDA only
+    episode_batch: int = 100  # episodes adapted at once on the batched path (memory vs speed)
 
     def check(self, source: Pretrainer) -> None:
         if self.steps < 0:
@@ -120,8 +155,19 @@ class SgdInnerLoop(EpisodeAdapter):
         return {"inner_steps_eval": self.steps}
 
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        outputs: list = []
+        if use_batched(self.batched, tasks.images.device):
+            forward = make_forward(model, channels_last=False)  # vmap keeps the memory format as it is
+            init = params_of(model, requires_grad=False)
+            for chunk in tasks.chunks(self.episode_batch):
+                xs, xq = chunk.images[chunk.support], chunk.images[chunk.query]
+                adapted = sgd_adapt_batched(stacked(init, len(chunk)), xs, chunk.support_labels, self.steps,
+                                            source.inner_lr, forward)
+                with torch.no_grad():
+                    outputs += list(predict_batched(adapted, xs, xq, source.bn_mode, forward))
+                progress(len(chunk))
+            return outputs
         forward = make_forward(model)  # one functional copy for the batch
-        outputs = []
         for task in tasks:  # a plain loop: measured faster on CPU than vmap over episodes
             outputs.append(self.adapt_episode(model, task, source, forward))
             progress(1)

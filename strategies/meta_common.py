@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad, vmap
 
 from harness.episodes import index_by_class, sample_episode
 from harness.errors import UsageError
@@ -134,34 +134,113 @@ def predict(params: Params, support: torch.Tensor, query: torch.Tensor, bn_mode:
     return forward(params, torch.cat([support, query]), stats_from=len(support))[len(support):]
 
 
+def minibatch_schedule(n: int, steps: int, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(steps, min(batch, n)) sample indices: mini-batches cycling through shuffled permutations of n."""
+    order = torch.empty(0, dtype=torch.long)
+    rows = []
+    for _ in range(steps):
+        if len(order) < min(batch, n):
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        rows.append(order[:batch])
+        order = order[batch:]
+    return torch.stack(rows) if rows else torch.empty(0, min(batch, n), dtype=torch.long)
+
+
+def adam_update(params: Params, grads: Params, m: Params, v: Params, t: int, lr: float,
+                betas: tuple[float, float], eps: float) -> Params:
+    """One Adam step (fresh-state bias correction at step t) with multi-tensor ops."""
+    keys = list(params)
+    ps, gs = [params[k] for k in keys], [grads[k] for k in keys]
+    ms, vs = [m[k] for k in keys], [v[k] for k in keys]
+    torch._foreach_mul_(ms, betas[0])
+    torch._foreach_add_(ms, gs, alpha=1 - betas[0])
+    torch._foreach_mul_(vs, betas[1])
+    torch._foreach_addcmul_(vs, gs, gs, value=1 - betas[1])
+    denominators = torch._foreach_add(torch._foreach_sqrt(torch._foreach_div(vs, 1 - betas[1] ** t)), eps)
+    steps = torch._foreach_div(torch._foreach_mul(ms, lr / (1 - betas[0] ** t)), denominators)
+    return dict(zip(keys, torch._foreach_sub(ps, steps), strict=True))
+
+
 def adam_adapt(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int,
                forward: Forward, betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8,
                generator: torch.Generator | None = None) -> Params:
     """``steps`` Adam steps on mini-batches of ``batch`` samples cycling through shuffled (x, y); fresh
     optimiser state. Returns detached weights."""
-    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    schedule = minibatch_schedule(len(x), steps, batch, generator).to(x.device)
+    params = {k: v.detach() for k, v in params.items()}
     m = {k: torch.zeros_like(v) for k, v in params.items()}
     v2 = {k: torch.zeros_like(v) for k, v in params.items()}
-    order = torch.empty(0, dtype=torch.long)
+    for t in range(1, steps + 1):
+        idx = schedule[t - 1]
+        with torch.enable_grad():
+            leaves = {k: p.requires_grad_() for k, p in params.items()}
+            loss = F.cross_entropy(forward(leaves, x[idx]), y[idx])
+            grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+        params = adam_update({k: p.detach() for k, p in leaves.items()}, grads, m, v2, t, lr, betas, eps)
+    return params
+
+
+# --- many episodes at once: torch.func.vmap over stacked parameters (the GPU path) -----------------
+
+
+def stacked(params: Params, batch: int) -> Params:
+    """``batch`` copies of every parameter, stacked on a new first dimension."""
+    return {k: v.detach().unsqueeze(0).expand(batch, *v.shape).clone() for k, v in params.items()}
+
+
+def sgd_adapt_batched(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
+                      forward: Forward) -> Params:
+    """:func:`sgd_adapt` (first order, no graph kept) for B episodes at once: params stacked (B, ...),
+    x (B, n, ...), y (B, n)."""
+    def loss(p: Params, xe: torch.Tensor, ye: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(forward(p, xe), ye)
+
+    step = vmap(grad(loss))
     with torch.enable_grad():
-        for t in range(1, steps + 1):
-            if len(order) < min(batch, len(x)):
-                order = torch.cat([order, torch.randperm(len(x), generator=generator)])
-            idx, order = order[:batch].to(x.device), order[batch:]
-            loss = F.cross_entropy(forward(params, x[idx]), y[idx])
-            grads = torch.autograd.grad(loss, list(params.values()))
-            new = {}
-            for (k, p), g in zip(params.items(), grads, strict=True):
-                m[k] = betas[0] * m[k] + (1 - betas[0]) * g
-                v2[k] = betas[1] * v2[k] + (1 - betas[1]) * g * g
-                step = lr * (m[k] / (1 - betas[0] ** t)) / ((v2[k] / (1 - betas[1] ** t)).sqrt() + eps)
-                new[k] = (p.detach() - step).requires_grad_()
-            params = new
-    return {k: v.detach() for k, v in params.items()}
+        for _ in range(steps):
+            grads = step(params, x, y)
+            params = {k: p - lr * grads[k] for k, p in params.items()}
+    return params
 
 
-def episode_stream(data: SourceData, shots: int, queries: int) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Endless base-class episodes (support x, support y, query x, query y) from the harness sampler."""
+def adam_adapt_batched(params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int,
+                       forward: Forward, generators: list[torch.Generator], betas: tuple[float, float] = (0.0, 0.999),
+                       eps: float = 1e-8) -> Params:
+    """:func:`adam_adapt` for B episodes at once (each with its own generator, so its own mini-batches)."""
+    schedule = torch.stack([minibatch_schedule(x.shape[1], steps, batch, g) for g in generators]).to(x.device)
+    rows = torch.arange(len(generators), device=x.device)[:, None]
+
+    def loss(p: Params, xe: torch.Tensor, ye: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(forward(p, xe), ye)
+
+    step = vmap(grad(loss))
+    m = {k: torch.zeros_like(v) for k, v in params.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in params.items()}
+    for t in range(1, steps + 1):
+        idx = schedule[:, t - 1]
+        with torch.enable_grad():
+            grads = step(params, x[rows, idx], y[rows, idx])
+        params = adam_update(params, grads, m, v2, t, lr, betas, eps)
+    return params
+
+
+def predict_batched(params: Params, support: torch.Tensor, query: torch.Tensor, bn_mode: BnMode,
+                    forward: Forward) -> torch.Tensor:
+    """:func:`predict` for B episodes at once."""
+    return vmap(lambda p, s, q: predict(p, s, q, bn_mode, forward))(params, support, query)
+
+
+def use_batched(batched: str, device: torch.device) -> bool:
+    """``auto``: batched over episodes on CUDA (kernel launches dominate there), the per-episode loop on a
+    CPU, where it measured faster; ``always`` / ``never`` force one."""
+    return batched == "always" or (batched == "auto" and device.type == "cuda")
+
+
+def episode_stream(data: SourceData, shots: int, queries: int,
+                   prefetch: int = 32) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless base-class episodes (support x, support y, query x, query y) from the harness sampler. The
+    indices of ``prefetch`` episodes are drawn at once and sent to the device in one copy, their images
+    gathered and normalised on the device in one call (the same episodes as one at a time)."""
     if data.labels is None:
         raise UsageError("episodic meta-training needs the base labels")
     labels = data.labels.cpu().numpy()
@@ -169,12 +248,16 @@ def episode_stream(data: SourceData, shots: int, queries: int) -> Iterator[tuple
     by_class = index_by_class(labels, classes)
     rng = np.random.default_rng([data.seed, shots, 7])
     while True:
-        e = sample_episode(by_class, classes, data.ways, shots, queries, rng)
-        idx = torch.as_tensor(np.concatenate([e.support, e.query]), device=data.device)
+        drawn = [sample_episode(by_class, classes, data.ways, shots, queries, rng) for _ in range(prefetch)]
+        idx = torch.as_tensor(np.concatenate([np.concatenate([e.support, e.query]) for e in drawn]), device=data.device)
+        y = torch.as_tensor(np.concatenate([np.concatenate([e.support_labels, e.query_labels]) for e in drawn]),
+                            device=data.device)
         x = data.to_float(data.images[idx])
-        y = torch.as_tensor(np.concatenate([e.support_labels, e.query_labels]), device=data.device)
-        n = len(e.support)
-        yield x[:n], y[:n], x[n:], y[n:]
+        size = len(drawn[0].support) + len(drawn[0].query)
+        n = len(drawn[0].support)
+        for i in range(prefetch):
+            xe, ye = x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]
+            yield xe[:n], ye[:n], xe[n:], ye[n:]
 
 
 def train_shots(data: SourceData, default: int = 1) -> int:

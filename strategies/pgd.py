@@ -67,8 +67,9 @@ def episode_uniform(seeds: Sequence[int], shape: Sequence[int], device: torch.de
 class RobustEval:
     """Episode-phase fields (mixed into a Strategy) for the robust evaluation: with ``robust_eval`` the
     queries are attacked through the adapted network at its clean predictions (query labels are never
-    seen) and the logits on them returned as "robust" (the harness reports ``robust_accuracy``). Off by
-    default: each attack step is a forward/backward pass per query of every episode."""
+    seen) and the logits on them returned as "robust" (the harness reports ``clean_and_robust_accuracy``:
+    queries right both clean and attacked). Off by default: each attack step is a forward/backward pass per
+    query of every episode."""
 
     robust_eval: bool = False
     robust_epsilon: float = PGD.epsilon  # the attack, in [0, 1] pixel units (strategies/adversarial.py)
@@ -79,7 +80,7 @@ class RobustEval:
         return PGD(self.robust_epsilon, self.robust_step_size, self.robust_steps)
 
     def robust_settings(self) -> dict[str, str]:
-        """For ``protocol_settings``: the attack behind ``robust_accuracy``, when it is evaluated."""
+        """For ``protocol_settings``: the attack behind ``clean_and_robust_accuracy``, when it is evaluated."""
         return {"robust eval": describe(self.attack())} if self.robust_eval else {}
 
 

@@ -29,11 +29,14 @@ def lr_at(step: int, total: int, peak: float, warmup: float = 0.05) -> float:
 
 
 def minibatches(n: int, batch_size: int, steps: int, generator: torch.Generator, device: torch.device):
-    """Indices of ``steps`` batches, epoch by epoch, each epoch a fresh permutation."""
-    order = torch.empty(0, dtype=torch.long)
+    """Indices of ``steps`` batches, epoch by epoch, each epoch a fresh permutation. On a GPU the
+    permutations are drawn there (from a device generator with the same seed): no host copies per step."""
+    if device.type == "cuda":
+        generator = torch.Generator(device=device).manual_seed(generator.initial_seed())
+    order = torch.empty(0, dtype=torch.long, device=generator.device)
     for _ in range(steps):
         if len(order) < batch_size:
-            order = torch.cat([order, torch.randperm(n, generator=generator)])
+            order = torch.cat([order, torch.randperm(n, generator=generator, device=generator.device)])
         yield order[:batch_size].to(device)
         order = order[batch_size:]
 

@@ -1,10 +1,11 @@
 """The linear probe on frozen features (Chen et al. 2019, "A Closer Look at Few-shot Classification",
 Baseline; Tian et al. 2020, "Rethinking Few-Shot Image Classification").
 
-Episode phase: multinomial logistic regression on L2-normalised frozen features, fitted with L-BFGS to
-convergence (gradient tolerance), with scikit-learn's L2 penalty convention (``C`` is the inverse
-strength). Features of every image the episodes use are computed once, in eval mode, and
-``episode_batch`` independent probes are fitted at once.
+Episode phase: multinomial logistic regression on L2-normalised frozen features, solved to convergence
+(gradient tolerance) with scikit-learn's L2 penalty convention (``C`` is the inverse strength) by
+Newton's method in the span of the support features (strategies/logistic.py), each episode on its own.
+Features of every image the episodes use are computed once, in eval mode, and ``episode_batch``
+probes are fitted in one batched call.
 
 With ``robust_eval`` the queries are also attacked with L-infinity PGD (strategies/pgd.py) through the
 frozen backbone and the episode's fitted probe, and the logits on the attacked queries are returned as
@@ -25,35 +26,8 @@ from torch import nn
 from harness.episodes import TaskBatch
 from harness.phases import Adapter, Pretrainer, Progress, no_progress
 from strategies.features import embed
+from strategies.logistic import fit_logistic_regression
 from strategies.pgd import PGD, RobustEval, episode_uniform, pgd_attack
-
-
-def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: float, max_iter: int,
-                            tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit B independent problems at once: x (B, n, d), y (B, n) -> weights (B, classes, d), bias (B, classes).
-
-    Each problem minimises mean cross-entropy + ||W||^2 / (2 C n) (scikit-learn's penalty, rescaled),
-    in float64. The problems are independent, so L-BFGS on their sum converges to every problem's own
-    optimum; it stops when the largest gradient entry is below ``tolerance``.
-    """
-    x = x.double()
-    batch, n, dim = x.shape
-    w = torch.zeros(batch, classes, dim, dtype=x.dtype, device=x.device, requires_grad=True)
-    b = torch.zeros(batch, classes, dtype=x.dtype, device=x.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=tolerance,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))  # (B, n, classes)
-        loss = F.cross_entropy(logits.reshape(-1, classes), y.reshape(-1), reduction="sum") / n
-        loss = loss + (w * w).sum() / (2 * C * n)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return w.detach(), b.detach()
 
 
 def fit_probe(support: torch.Tensor, labels: torch.Tensor, ways: int, C: float, max_iter: int,
@@ -95,12 +69,12 @@ class LinearProbe(Adapter, RobustEval):
     """Linear probe: logistic regression on L2-normalised frozen features."""
 
     C: float = 10.0
-    max_iter: int = 1000
+    max_iter: int = 100  # Newton iterations (about ten suffice); L-BFGS iterations for problems too large for Newton
     tolerance: float = 1e-6
-    episode_batch: int = 100  # probes fitted together (speed only; each converges to its own optimum)
+    episode_batch: int = 100  # probes fitted in one batched call (speed only: each is solved on its own)
 
     def describe(self, source: Pretrainer) -> str:
-        return f"linear probe (C={self.C:g}), L-BFGS to max |gradient| < {self.tolerance:g}"
+        return f"linear probe (C={self.C:g}), Newton to max |gradient| < {self.tolerance:g}"
 
     def settings(self, source: Pretrainer) -> dict:
         return self.robust_settings()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -30,10 +31,14 @@ from strategies.meta_common import (
     MetaTraining,
     Params,
     adam_adapt,
+    adam_adapt_batched,
     episode_stream,
     make_forward,
     params_of,
     predict,
+    predict_batched,
+    stacked,
+    use_batched,
 )
 
 
@@ -98,6 +103,8 @@ class AdamInnerLoop(EpisodeAdapter):
 
     steps: int = 50
     eval_batch: int = 15
+    batched: Literal["auto", "always", "never"] = "auto"  # episodes at once (vmap): auto = on CUDA only
+    episode_batch: int = 100  # episodes adapted at once on the batched path (memory vs speed)
 
     def check(self, source: Pretrainer) -> None:
         if self.steps < 0 or self.eval_batch < 1:
@@ -111,8 +118,20 @@ class AdamInnerLoop(EpisodeAdapter):
         return {"inner_steps_eval": self.steps}
 
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
-        forward = make_forward(model)
-        outputs = []
+        outputs: list = []
+        if use_batched(self.batched, tasks.images.device):
+            forward = make_forward(model, channels_last=False)  # vmap keeps the memory format as it is
+            init = params_of(model, requires_grad=False)
+            for chunk in tasks.chunks(self.episode_batch):
+                xs, xq = chunk.images[chunk.support], chunk.images[chunk.query]
+                adapted = adam_adapt_batched(stacked(init, len(chunk)), xs, chunk.support_labels, self.steps,
+                                             source.inner_lr, self.eval_batch, forward,
+                                             [task.generator() for task in chunk])
+                with torch.no_grad():
+                    outputs += list(predict_batched(adapted, xs, xq, source.bn_mode, forward))
+                progress(len(chunk))
+            return outputs
+        forward = make_forward(model)  # one functional copy for the batch
         for task in tasks:
             outputs.append(self.adapt_episode(model, task, source, forward))
             progress(1)

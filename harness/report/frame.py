@@ -8,6 +8,11 @@ level 1 - 0.05 / m (m comparisons with the best) and the Bonferroni-adjusted p-v
 statistic. A row is tied with the best ("=1") when that p-value is at least 0.05, which is exactly when its
 interval holds 0.
 
+Rows of family ``external`` (a model pretrained elsewhere, whose pretraining data may hold the novel classes)
+are not ranked: rank label ``external``, each compared with the best ranked row of its group on the shared
+episodes (Δ, 95% CI, p; no family of comparisons). A row whose settings name a ``PyTorch twin`` (a Keras row
+running the same algorithm as a PyTorch row) carries its paired difference to that row (``twin_*``).
+
 Units that config.json names but that have no record are rows with status ``missing`` (harness/report/
 expected.py). With several budget scales, the row of each (strategy, shots) at its largest scale carries
 the accuracy gain over its second largest scale (harness/report/expected.py ``scale_gains``).
@@ -35,8 +40,10 @@ FRAME_COLUMNS = [
     "total_flops", "source_images_per_second", "source_seconds", "source_cached", "source_device",
     "source_peak_memory_mb", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb", "device",
     "episodes", "episode_fingerprint", "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p",
-    "not_converged", "run",
+    "not_converged", "run", "twin", "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p",
 ]
+EXTERNAL = "external"  # the family of rows pretrained elsewhere: listed apart, never ranked
+TWIN = "PyTorch twin"  # the settings entry naming the PyTorch row a Keras row mirrors
 
 
 def check_episodes(records: list[dict]) -> None:
@@ -72,7 +79,9 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
                replicates=len(r.get("replicate_accuracies") or []) or None, rank=None, rank_label="-",
                tied_with_best=False, delta_vs_best=None, delta_ci_low=None, delta_ci_high=None, delta_ci_level=None,
                test=None, p_value=None, p_adjusted=None, scale_gain=None, scale_gain_ci_low=None,
-               scale_gain_ci_high=None, scale_gain_p=None, not_converged=None)
+               scale_gain_ci_high=None, scale_gain_p=None, not_converged=None,
+               twin=(r.get("settings") or {}).get(TWIN), twin_delta=None, twin_ci_low=None, twin_ci_high=None,
+               twin_p=None)
     if r.get("status") != "ok":
         row.update(accuracy=None, ci95=None)
     return row
@@ -81,12 +90,19 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of one (shots, budget scale) group, by accuracy: each compared with the best (Bonferroni over
     the m comparisons); tied with the best when not significantly worse; failed, skipped and missing rows
-    last."""
-    ok = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: (-r["accuracy"], r["strategy"]))
+    last. Rows of external pretraining come after the ranked ones, unranked, each compared with the best."""
+    done = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: (-r["accuracy"], r["strategy"]))
+    ok = [r for r in done if r.get("family") != EXTERNAL]
+    external = [r for r in done if r.get("family") == EXTERNAL]
     rest = sorted((r for r in records if r.get("status") != "ok"), key=lambda r: r["strategy"])
     rows = {id(r): _row(r) for r in records}
+    for r in external:
+        rows[id(r)]["rank_label"] = EXTERNAL
+        if ok:
+            rows[id(r)].update(_compared(r, ok[0], "delta_vs_best", "delta_ci_low", "delta_ci_high", "p_value"),
+                               delta_ci_level=1 - ALPHA)
     if not ok:
-        return [rows[id(r)] for r in rest]
+        return [rows[id(r)] for r in external + rest]
     best = ok[0]
     family = len(ok) - 1
     rows[id(best)].update(rank=1, rank_label="1", tied_with_best=True)
@@ -104,7 +120,27 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row.update(rank_label="=1", tied_with_best=True)
     if any(rows[id(r)]["tied_with_best"] for r in ok[1:]):
         rows[id(best)]["rank_label"] = "=1"
-    return [rows[id(r)] for r in ok + rest]
+    return [rows[id(r)] for r in ok + external + rest]
+
+
+def _compared(a: dict[str, Any], b: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """a - b on the shared episodes (one comparison, 95% CI) as {delta, low, high, p} under ``keys``."""
+    paired = a.get("episode_fingerprint") == b.get("episode_fingerprint")
+    d = difference(a.get("episode_accuracies") or [], b.get("episode_accuracies") or [],
+                   a.get("replicate_accuracies") or [], b.get("replicate_accuracies") or [], paired, 1)
+    values = (a["accuracy"] - b["accuracy"], None, None, None) if d is None else (d.delta, d.low, d.high, d.p_raw)
+    return dict(zip(keys, values, strict=True))
+
+
+def twin_differences(records: list[dict[str, Any]], where: dict[tuple, dict[str, Any]]) -> None:
+    """Fill the ``twin_*`` columns: each row naming a PyTorch twin, minus that twin, on the shared episodes."""
+    done = {(r["strategy"], r["shots"], scale_key(r.get("budget_scale"))): r for r in records
+            if r.get("status") == "ok"}
+    for (name, shots, scale), r in done.items():
+        twin = done.get(((r.get("settings") or {}).get(TWIN), shots, scale))
+        if twin is not None:
+            where[(r["_run"], name, shots, scale)].update(
+                _compared(r, twin, "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p"))
 
 
 def ci_coverage(frame: pd.DataFrame) -> str:
@@ -133,6 +169,7 @@ def leaderboard_frame(runs: list[Run], names: list[str] | None = None) -> pd.Dat
     where = {(row["run"], row["strategy"], row["shots"], row["budget_scale"]): row for row in rows}
     for (run, strategy, shots, scale), gain in scale_gains(records).items():
         where[(run, strategy, shots, scale)].update(gain)
+    twin_differences(records, where)
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     frame["rank"] = frame["rank"].astype("Int64")
     return frame

@@ -15,10 +15,18 @@ import pandas as pd
 from harness.report.cells import cell, scale_text, sig
 from harness.report.details import strategy_details
 from harness.report.expected import unit_label
-from harness.report.frame import ci_coverage, leaderboard_frame
+from harness.report.frame import EXTERNAL, ci_coverage, leaderboard_frame
 from harness.report.scales import NOT_CONVERGED
 from harness.report.summary import summary_paragraph
-from harness.report.tables import link_definitions, link_targets, not_ranked, ranking_table, scale_tables
+from harness.report.tables import (
+    external_table,
+    link_definitions,
+    link_targets,
+    not_ranked,
+    ranking_table,
+    scale_tables,
+    twin_tables,
+)
 from harness.results import Run
 from harness.stats import ALPHA
 
@@ -139,8 +147,11 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
     for shots, scale, group in _groups(frame):
         title = f"## {shots}-shot" + (f", source budget {scale_text(scale)}" if multi_scale else "")
         lines += ["", title, ""]
-        if (group["status"] == "ok").any():
+        ranked = (group["status"] == "ok") & (group["family"] != EXTERNAL)
+        if ranked.any():
             lines += [ranking_table(group, links, multi_run)]
+        external = external_table(group, links, multi_run)
+        lines += ([""] if ranked.any() and external else []) + external
         rest = not_ranked(group, multi_run)
         lines += ([""] if (group["status"] == "ok").any() and rest else []) + rest
     scales = scale_tables(frame)
@@ -150,6 +161,12 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
                   "at its second largest, tested paired on the episodes (95% CI; training seeds too with "
                   f"replicates); a positive gain with p < {ALPHA} means the curve is still rising: "
                   f"\"{NOT_CONVERGED}\"."] + scales
+    twins = twin_tables(frame)
+    if twins:
+        lines += ["", "## Same algorithm, two frameworks", "",
+                  "Each Keras row runs the algorithm of a PyTorch row (its twin: the same probe, optimiser, steps and "
+                  "BatchNorm handling); they differ in the framework, including the framework's own pretraining "
+                  "(initialisers, numerics). Δ: the row minus its twin on the same episodes (paired, 95% CI)."] + twins
     lines += strategy_details(frame, out, multi_run)
     if plot_files:
         lines += ["", "## Plots", ""]

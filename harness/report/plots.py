@@ -187,8 +187,10 @@ def render_plots(frame: pd.DataFrame, protocol: dict, stem: str) -> dict[str, by
     styles = strategy_styles(frame["strategy"].tolist())
     with matplotlib.rc_context(), matplotlib.style.context("default"):
         matplotlib.rcParams.update(STYLE)
-        images = {f"{stem}-accuracy-vs-shots.png": accuracy_vs_shots(ok, styles, protocol),
-                  f"{stem}-accuracy-vs-cost.png": accuracy_vs_cost(ok, styles, protocol)}
+        images = {f"{stem}-accuracy-vs-shots.png": accuracy_vs_shots(ok, styles, protocol)}
+        ok = ok[ok["family"] != "external"]  # pretrained elsewhere: their source cost is not measured here
+        if not ok.empty:
+            images[f"{stem}-accuracy-vs-cost.png"] = accuracy_vs_cost(ok, styles, protocol)
         if ok["budget_scale"].nunique() > 1:
             images[f"{stem}-accuracy-vs-compute.png"] = accuracy_vs_compute(ok, styles, protocol)
         if ok["source_images_per_second"].notna().any():

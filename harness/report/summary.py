@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report.cells import clean, pct, scale_text, sig, total_compute
+from harness.report.frame import EXTERNAL
 from harness.report.scales import NOT_CONVERGED
 
 
@@ -36,10 +37,12 @@ def summary_paragraph(frame: pd.DataFrame) -> str:
     multi_scale = frame["budget_scale"].nunique() > 1
     parts = []
     for shots in sorted(frame["shots"].unique().tolist()):
-        rows = frame[frame["shots"] == shots]
+        rows = frame[(frame["shots"] == shots) & (frame["family"] != EXTERNAL)]  # external rows are not ranked
         ok = rows[rows["status"] == "ok"]
         if ok.empty:
-            parts.append(f"{shots}-shot: no strategy has a result.")
+            external = ((frame["shots"] == shots) & (frame["status"] == "ok")).any()
+            parts.append(f"{shots}-shot: " + ("only rows of external pretraining have results (not ranked)."
+                                             if external else "no strategy has a result."))
             continue
         scale = ok["budget_scale"].max()
         group = [clean(r) for r in rows[rows["budget_scale"] == scale].to_dict("records")]

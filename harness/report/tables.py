@@ -1,5 +1,6 @@
-"""The leaderboard's tables: the compact ranking of one (shots, budget scale) group, the rows that were not
-ranked (failed, skipped, missing) with their reason, and the accuracy at each budget scale."""
+"""The leaderboard's tables: the compact ranking of one (shots, budget scale) group, the rows of external
+pretraining (listed apart, never ranked), the rows that were not ranked (failed, skipped, missing) with their
+reason, the accuracy at each budget scale, and each Keras row against its PyTorch twin."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.report.cells import cell, clean, code_link, level_text, num, p_text, pct, pp, scale_text, source_cost
+from harness.report.frame import EXTERNAL
 from harness.report.scales import NOT_CONVERGED
 
 
@@ -33,7 +35,7 @@ def strategy_cell(name: str, links: dict[str, str]) -> str:
 
 def ranking_table(group: pd.DataFrame, links: dict[str, str], multi_run: bool) -> str:
     """Rank, strategy, accuracy ± CI, Δ to best [CI], p (adj.), source cost, ms / episode: the ranked rows."""
-    rows = [clean(r) for r in group[group["status"] == "ok"].to_dict("records")]
+    rows = [clean(r) for r in group[(group["status"] == "ok") & (group["family"] != EXTERNAL)].to_dict("records")]
     levels = {r["delta_ci_level"] for r in rows if r["delta_ci_level"] is not None}
     level = f"{level_text(levels.pop())} CI" if len(levels) == 1 else "CI"
     headers = ["#", "Strategy", "Accuracy (%)", f"Δ to best (pp) [{level}]", "p (adj.)", "Source cost",
@@ -92,3 +94,51 @@ def scale_tables(frame: pd.DataFrame) -> list[str]:
                                                         disable_numparse=True)]
     return lines
 
+
+
+def _delta(r: dict, key: str, low: str, high: str) -> str:
+    if r[key] is None:
+        return "-"
+    return pp(r[key]) + (f" [{pp(r[low])}, {pp(r[high])}]" if r[low] is not None else "")
+
+
+def external_table(group: pd.DataFrame, links: dict[str, str], multi_run: bool) -> list[str]:
+    """The group's rows of external pretraining (a model pretrained elsewhere): accuracy and the paired
+    difference to the best ranked row, not ranked; [] when there are none."""
+    rows = [clean(r) for r in group[(group["status"] == "ok") & (group["family"] == EXTERNAL)].to_dict("records")]
+    if not rows:
+        return []
+    ranked = group[(group["status"] == "ok") & (group["family"] != EXTERNAL)].sort_values("rank")
+    best = f"Δ to {ranked.iloc[0]['strategy']} (pp) [95% CI]" if len(ranked) else "Δ to best (pp)"
+    headers = ["Strategy", "Pretraining", "Accuracy (%)", best, "p", "ms / episode"] + (["Run"] if multi_run else [])
+    lines = []
+    for r in rows:
+        cells = [strategy_cell(r["strategy"], links), "external", pct(r["accuracy"], r["ci95"]),
+                 _delta(r, "delta_vs_best", "delta_ci_low", "delta_ci_high"), p_text(r["p_value"]),
+                 num(r["ms_per_episode"], ",.2f")]
+        lines.append([cell(c) for c in cells + ([r["run"]] if multi_run else [])])
+    return ["### External pretraining (not ranked)", "",
+            "Models pretrained elsewhere (`keras-pretrained`, `torch-pretrained` rows): their pretraining data may "
+            "hold the novel classes, so they are not ranked against strategies that saw only the base classes. "
+            "Δ: against the best ranked row on the same episodes (paired; one comparison, so no Bonferroni).", "",
+            tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)]
+
+
+def twin_tables(frame: pd.DataFrame) -> list[str]:
+    """Per shot setting (at the largest budget scale): each row naming a PyTorch twin (the same algorithm in
+    another framework), its twin's accuracy and the paired difference; [] when no row has a twin."""
+    rows = frame[(frame["status"] == "ok") & frame["twin"].notna()]
+    if rows.empty:
+        return []
+    rows = rows[rows["budget_scale"] == rows["budget_scale"].max()]
+    done = {(r["strategy"], r["shots"]): clean(r) for r in frame[frame["status"] == "ok"].to_dict("records")
+            if r["budget_scale"] == rows["budget_scale"].max()}
+    headers = ["Shots", "Row", "Accuracy (%)", "PyTorch twin", "Twin accuracy (%)", "Δ (pp) [95% CI]", "p"]
+    lines = []
+    for r in sorted((clean(r) for r in rows.to_dict("records")), key=lambda r: (r["shots"], r["strategy"])):
+        twin = done.get((r["twin"], r["shots"]))
+        cells = [r["shots"], r["strategy"], pct(r["accuracy"], r["ci95"]), r["twin"],
+                 pct(twin["accuracy"], twin["ci95"]) if twin else "not in this run",
+                 _delta(r, "twin_delta", "twin_ci_low", "twin_ci_high"), p_text(r["twin_p"])]
+        lines.append([cell(c) for c in cells])
+    return [tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)]

@@ -13,13 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import grad, vmap
 
 from harness.augment import to_float
 from harness.backbone import build_backbone
 from harness.episodes import EpisodeSet
 from harness.suite import get_row
-from strategies.maml import meta_loss
+from strategies.maml import batched_meta_gradients, meta_loss
 from strategies.meta_common import Forward, make_forward, params_of
 from strategies.protonet import prototype_logits
 from strategies.reptile import reptile_step
@@ -27,10 +26,13 @@ from strategies.reptile import reptile_step
 WAYS, QUERIES, META_BATCH = 5, 15, 4
 
 
-def make_tasks(shots: int, n: int = META_BATCH, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+def make_tasks(shots: int, n: int = META_BATCH, seed: int = 0,
+               device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, ...]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(WAYS * shots, 3, 32, 32, generator=g), torch.arange(WAYS).repeat(shots),
-             torch.randn(WAYS * QUERIES, 3, 32, 32, generator=g), torch.arange(WAYS).repeat(QUERIES))
+    return [tuple(t.to(device) for t in (torch.randn(WAYS * shots, 3, 32, 32, generator=g),
+                                         torch.arange(WAYS).repeat(shots),
+                                         torch.randn(WAYS * QUERIES, 3, 32, 32, generator=g),
+                                         torch.arange(WAYS).repeat(QUERIES)))
             for _ in range(n)]
 
 
@@ -38,76 +40,77 @@ def conv4(num_classes: int = WAYS, width: int | None = None) -> torch.nn.Module:
     return build_backbone("conv4", num_classes, width=width)
 
 
-def vmap_meta_grads(params, tasks, steps: int, lr: float, forward: Forward) -> dict[str, torch.Tensor]:
-    """Second-order MAML meta-gradient with torch.func: vmap over tasks of grad through the inner loop."""
-
-    def task_loss(p, xs, ys, xq, yq):
-        for _ in range(steps):
-            g = grad(lambda q: F.cross_entropy(forward(q, xs), ys))(p)
-            p = {k: p[k] - lr * g[k] for k in p}
-        return F.cross_entropy(forward(p, xq), yq)
-
-    stacked = [torch.stack(t) for t in zip(*tasks, strict=True)]
-    per_task = vmap(grad(task_loss), in_dims=(None, 0, 0, 0, 0))(params, *stacked)
-    return {k: v.mean(0) for k, v in per_task.items()}
+def vmap_meta_grads(params, tasks, steps: int, lr: float, forward: Forward, first_order: bool = False,
+                    bn_mode: str = "transductive") -> dict[str, torch.Tensor]:
+    """The meta-gradient as MamlMetaTraining computes it on a GPU: vmap over tasks."""
+    return batched_meta_gradients(params, tasks, steps, lr, first_order, bn_mode, forward)
 
 
-def loop_meta_grads(params, tasks, steps: int, lr: float, forward: Forward,
-                    first_order: bool = False) -> dict[str, torch.Tensor]:
+def loop_meta_grads(params, tasks, steps: int, lr: float, forward: Forward, first_order: bool = False,
+                    bn_mode: str = "transductive") -> dict[str, torch.Tensor]:
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     for task in tasks:
-        (meta_loss(leaves, [task], steps, lr, first_order, "transductive", forward) / len(tasks)).backward()
+        (meta_loss(leaves, [task], steps, lr, first_order, bn_mode, forward) / len(tasks)).backward()
     return {k: v.grad for k, v in leaves.items()}
 
 
-def test_vmap_meta_gradient_equals_loop():
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("bn_mode", ["transductive", "inductive"])
+def test_vmap_meta_gradient_equals_loop(first_order, bn_mode):
+    """The GPU path of MAML meta-training (the meta-batch at once) gives the loop's meta-gradient."""
     torch.manual_seed(0)
-    model = conv4(width=8)
+    model = conv4(width=8).double()
     forward = make_forward(model, channels_last=False)
     params = params_of(model, requires_grad=False)
-    tasks = make_tasks(1, n=2)
-    loop, batched = loop_meta_grads(params, tasks, 2, 0.01, forward), vmap_meta_grads(params, tasks, 2, 0.01, forward)
+    tasks = [tuple(t.double() if t.is_floating_point() else t for t in task) for task in make_tasks(1, n=2)]
+    loop = loop_meta_grads(params, tasks, 2, 0.01, forward, first_order, bn_mode)
+    batched = vmap_meta_grads(params, tasks, 2, 0.01, forward, first_order, bn_mode)
     for k in params:
-        assert torch.allclose(loop[k], batched[k], rtol=1e-3, atol=1e-5), k
+        assert torch.allclose(loop[k], batched[k], rtol=1e-8, atol=1e-10), k
     assert any(loop[k].abs().max() > 1e-4 for k in params)  # not trivially equal
 
 
 @pytest.mark.parametrize("shots", [1, 5])
-@pytest.mark.parametrize("variant", ["second-order-loop", "second-order-vmap", "first-order-loop"])
-def test_maml_meta_step(benchmark, shots, variant):
+@pytest.mark.parametrize("variant", ["second-order-loop", "second-order-vmap", "first-order-loop",
+                                     "first-order-vmap"])
+def test_maml_meta_step(benchmark, shots, variant, device, synchronized):
+    """Meta-gradients of a meta-batch; tasks/s = tasks_per_call / time."""
     torch.manual_seed(0)
-    model = conv4()
+    model = conv4().to(device)
     first_order = variant.startswith("first")
-    forward = make_forward(model, channels_last=first_order)  # as MamlMetaTraining.train
+    vmapped = variant.endswith("vmap")
+    forward = make_forward(model, channels_last=first_order and not vmapped)  # as MamlMetaTraining.train
     params = params_of(model, requires_grad=False)
-    tasks = make_tasks(shots)
-    if variant == "second-order-vmap":
+    meta_batch = 32 if device.type == "cuda" else META_BATCH
+    tasks = make_tasks(shots, n=meta_batch, device=device)
+    if vmapped:
         def step():
-            return vmap_meta_grads(params, tasks, 5, 0.01, forward)
+            return vmap_meta_grads(params, tasks, 5, 0.01, forward, first_order)
     else:
         def step():
             return loop_meta_grads(params, tasks, 5, 0.01, forward, first_order=first_order)
-    benchmark.extra_info["tasks_per_call"] = META_BATCH
-    grads = benchmark.pedantic(step, rounds=2, iterations=1)
+    benchmark.extra_info["tasks_per_call"] = meta_batch
+    grads = benchmark.pedantic(synchronized(step), rounds=2, iterations=1, warmup_rounds=1)
     assert all(torch.isfinite(g).all() for g in grads.values())
 
 
-def test_reptile_meta_step(benchmark):
+def test_reptile_meta_step(benchmark, device, synchronized):
     torch.manual_seed(0)
-    model = conv4()
+    model = conv4().to(device)
     forward, params = make_forward(model), params_of(model, requires_grad=False)
-    tasks = [(t[2], t[3]) for t in make_tasks(1, n=5)]  # 75 images (15 per class) per task
+    tasks = [(t[2], t[3]) for t in make_tasks(1, n=5, device=device)]  # 75 images (15 per class) per task
     benchmark.extra_info["tasks_per_call"] = 5
-    out = benchmark.pedantic(lambda: reptile_step(params, tasks, 8, 1e-3, 10, 1.0, forward), rounds=2, iterations=1)
+    out = benchmark.pedantic(synchronized(lambda: reptile_step(params, tasks, 8, 1e-3, 10, 1.0, forward)), rounds=2,
+                             iterations=1, warmup_rounds=1)
     assert all(torch.isfinite(v).all() for v in out.values())
 
 
 @pytest.mark.parametrize("shots", [1, 5])
-def test_protonet_train_step(benchmark, shots):
+def test_protonet_train_step(benchmark, shots, device, synchronized):
     torch.manual_seed(0)
-    model = conv4(0).train()
+    model = conv4(0).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    xs, ys, xq, yq = make_tasks(shots, n=1)[0]
+    xs, ys, xq, yq = make_tasks(shots, n=1, device=device)[0]
 
     def step():
         feats = model(torch.cat([xs, xq]))
@@ -118,20 +121,21 @@ def test_protonet_train_step(benchmark, shots):
         return loss
 
     benchmark.extra_info["tasks_per_call"] = 1
-    assert torch.isfinite(benchmark.pedantic(step, rounds=3, iterations=1))
+    assert torch.isfinite(benchmark.pedantic(synchronized(step), rounds=3, iterations=1, warmup_rounds=1))
 
 
 @pytest.mark.parametrize("shots", [1, 5])
-@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile", "protonet"])
-def test_evaluation_episodes(benchmark, name, shots):
+@pytest.mark.parametrize("name", ["frozen-features", "partial-finetune", "maml", "fomaml", "reptile", "protonet"])
+def test_evaluation_episodes(benchmark, name, shots, device, episodes, synchronized):
+    """Episode phases, batched as on a run of this device; ms/episode = time / tasks_per_call."""
     strategy = get_row(name).build()
     torch.manual_seed(0)
-    model = conv4(WAYS if type(strategy.source).uses_ways else 0).eval()
-    labels = torch.arange(WAYS).repeat(40).numpy()
-    pool = to_float(torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8))
-    episodes = 4
+    model = conv4(WAYS if type(strategy.source).uses_ways else 0).to(device).eval()
+    labels = torch.arange(WAYS).repeat(200).numpy()
+    pool = to_float(torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8, device=device))
     tasks = EpisodeSet.draw(labels, range(WAYS), WAYS, shots, QUERIES, episodes, seed=0).batch(pool)
+    strategy.run_episodes(model, tasks[0:1])  # warm-up
     benchmark.extra_info["tasks_per_call"] = episodes
-    logits = benchmark.pedantic(lambda: strategy.run_episodes(model, tasks), rounds=1, iterations=1)
+    logits = benchmark.pedantic(synchronized(lambda: strategy.run_episodes(model, tasks)), rounds=1, iterations=1)
     assert len(logits) == episodes
     assert all(lg.shape == (WAYS * QUERIES, WAYS) and torch.isfinite(lg).all() for lg in logits)

@@ -37,6 +37,7 @@ def records(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_match_compute_lands_every_phase_within_5_percent(imagefolder_dir, tmp_path):
     names = ["frozen-features", "ssl-rotation", "ssl-simclr", "adversarial-probe", "fomaml", "protonet", "reptile",
              "keras-frozen-features"]

@@ -14,6 +14,8 @@ from synthetic_cifar100 import write_cifar100
 
 from harness.cli import main
 
+pytestmark = pytest.mark.slow  # end to end or training-heavy: `pytest -m "not slow"` skips it
+
 SMOKE = ["--preset", "smoke", "--queries", "5", "--quiet"]
 
 

@@ -17,6 +17,8 @@ from harness.cli import main
 from harness.executors.local import LocalExecutor
 from harness.phases import EpisodeAdapter
 
+pytestmark = pytest.mark.slow  # end to end or training-heavy: `pytest -m "not slow"` skips it
+
 ROOT = Path(__file__).resolve().parents[2]
 PAIR = ["frozen-features", "partial-finetune"]
 
@@ -172,7 +174,8 @@ def test_every_strategy_is_deterministic_and_order_independent(imagefolder_dir, 
     Every record is identical but for the measured times and memory."""
     from harness.suite import get_row
 
-    names = sorted(n for n in registry.STRATEGIES.names() if get_row(n).available())
+    names = sorted(n for n in registry.STRATEGIES.names()  # external rows need a model file: tested apart
+                   if get_row(n).available() and get_row(n).family != "external")
     first = run_cli(imagefolder_dir, tmp_path / "a", tmp_path / "cache-a", names=names)
     assert first.returncode == 0, first.stderr
     monkeypatch.setitem(registry.EXECUTORS.entries(), "reverse",

@@ -10,8 +10,9 @@ from harness.stats import ci95
 def test_ci95_formula():
     accs = np.array([0.2, 0.4, 0.6, 0.8, 1.0])
     mean = accs.mean()
-    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
-    assert math.isclose(ci95(accs), 1.96 * std / math.sqrt(5))
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))  # sample standard deviation
+    t_975_4 = 2.7764451051977987  # Student t quantile 0.975 with 4 degrees of freedom (statistical tables)
+    assert math.isclose(ci95(accs), t_975_4 * std / math.sqrt(5))
     assert ci95(np.full(10, 0.5)) == 0.0
 
 

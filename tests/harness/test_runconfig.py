@@ -49,7 +49,7 @@ def test_aliases_and_lists():
     ("[run]\nepsiodes = 3\n", "unknown [run] setting 'epsiodes' (did you mean 'episodes'?)"),
     ("[run]\nresume = 'x'\n", "unknown [run] setting 'resume'"),
     ("[run]\nways = 'five'\n", "[run] ways: expected a value of type int"),
-    ("[run]\nways = 0\n", "[run] ways must be a positive integer, got 0"),
+    ("[run]\nways = 0\n", "[run] ways must be positive, got 0"),
     ("run = 3\n", "'run' must be a [run] table"),
 ])
 def test_bad_run_tables(tmp_path, text, message):

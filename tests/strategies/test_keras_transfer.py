@@ -1,6 +1,7 @@
 """Keras strategies: lazy TensorFlow import, behaviour without it, parity with the PyTorch Conv-4, the
 torch-state-dict cache round trip, determinism, and a mixed Keras + PyTorch run on the same episodes.
-(Both strategies also run the shared contract suite in test_contract.py.)"""
+(Both strategies also run the shared contract suite in test_contract.py; test_keras_twins.py checks that
+they run their PyTorch twins' algorithms, test_pretrained_rows.py the bring-your-own-model rows.)"""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from harness.cli import main
 from harness.phases import SourceData
 
 ROOT = Path(__file__).resolve().parents[2]
-KERAS = ("keras-frozen-features", "keras-partial-finetune")
+KERAS = ("keras-frozen-features", "keras-partial-finetune", "keras-pretrained", "keras-pretrained-finetune")
 
 
 def python(code: str) -> subprocess.CompletedProcess:
@@ -35,11 +36,14 @@ def test_list_and_registry_never_import_tensorflow():
                  "rows = {n: get_row(n) for n in registry.STRATEGIES.names()}\nassert main(['list']) == 0\n"
                  "keras = ('keras-frozen-features', 'keras-partial-finetune')\n"
                  "assert all(rows[n].available() and rows[n].family == 'transfer' for n in keras)\n"
+                 "external = ('keras-pretrained', 'keras-pretrained-finetune', 'torch-pretrained')\n"
+                 "assert all(rows[n].available() and rows[n].family == 'external' for n in external)\n"
                  "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     assert out.returncode == 0, out.stderr
     assert "keras-frozen-features" in out.stdout and out.stdout.strip().endswith("[]")
 
 
+@pytest.mark.slow
 def test_memory_growth_is_set_for_every_gpu_at_import():
     out = python("try:\n    import triton._C.libtriton\nexcept ImportError:\n    pass\n"
                  "import tensorflow as tf\ncalls = []\n"
@@ -143,39 +147,52 @@ def test_partial_finetune_trains_one_block_with_bn_in_inference_mode():
     other queries (BatchNorm uses moving statistics, never batch statistics)."""
     import keras
 
+    from strategies.external import glorot
     from strategies.keras_backbone import conv4
-    from strategies.keras_transfer import EpisodeTrainer, glorot
+    from strategies.keras_transfer import EpisodeTrainer
 
     backbone = conv4()
     backbone.trainable = False
     for layer in backbone.layers[3:]:
         layer.trainable = True
     body = keras.Sequential(backbone.layers[3:])
-    trainer = EpisodeTrainer(body, 5, 256, 5, 1e-3, 1e-2, 1e-4, False)
+    before = [v.numpy().copy() for v in body.trainable_variables]
+    trainer = EpisodeTrainer(body, 5, 256, 5, 1e-3, 1e-2, 1e-4)
     assert sorted(v.name for v in body.trainable_variables) == ["beta", "bias", "gamma", "kernel"]
     rng = np.random.default_rng(0)
     support, query = rng.normal(size=(2, 5, 4, 4, 64)).astype(np.float32)
-    labels = np.arange(5)
-    alone = trainer.fit(support, labels, query[:1], glorot((256, 5), 1)).numpy()
-    together = trainer.fit(support, labels, query, glorot((256, 5), 1)).numpy()
+    labels, head, bias = np.arange(5), glorot((5, 256), 1), np.zeros(5, np.float32)
+    alone = trainer.fit(support, labels, query[:1], head, bias).numpy()
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(before, body.trainable_variables, strict=True))
+    together = trainer.fit(support, labels, query, head, bias).numpy()
     np.testing.assert_allclose(alone[0], together[0], rtol=1e-5, atol=1e-6)
+    trainer.restore()
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, body.trainable_variables, strict=True))
 
 
+@pytest.mark.slow
 def test_keras_and_pytorch_strategies_share_the_episodes(imagefolder_dir, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness", "run", "keras-partial-finetune", "frozen-features",
+    out = subprocess.run([sys.executable, "-m", "harness", "run", "keras-partial-finetune", "keras-frozen-features",
+                          "frozen-features",
                           "--preset", "smoke", "--shots", "1", "--data-dir", str(imagefolder_dir),
                           "--out", str(tmp_path / "r"), "--report", str(tmp_path / "r.md"), "--quiet"],
                          capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "records").glob("*.json")]
-    assert {r["strategy"] for r in records} == {"keras-partial-finetune", "frozen-features"}
+    assert {r["strategy"] for r in records} == {"keras-partial-finetune", "keras-frozen-features", "frozen-features"}
     assert all(r["status"] == "ok" and r["source_images_per_second"] > 0 for r in records)
     assert len({r["episode_fingerprint"] for r in records}) == 1
     keras_record = next(r for r in records if r["strategy"] == "keras-partial-finetune")
     assert keras_record["settings"]["framework"].startswith("TensorFlow")
     # the device TensorFlow computes on is recorded (tensorflow-cpu: the CPU, whatever torch uses)
     assert keras_record["device"].endswith("TensorFlow)") and keras_record["source_device"].endswith("TensorFlow)")
+    # each Keras row names its PyTorch twin, and the report shows the paired difference to it
+    assert keras_record["settings"]["PyTorch twin"] == "partial-finetune"
+    report = (tmp_path / "r.md").read_text().split("## Same algorithm, two frameworks", 1)[1].split("##", 1)[0]
+    twin_line = next(line for line in report.splitlines() if "keras-frozen-features" in line)
+    assert "frozen-features" in twin_line.split("|")[4] and "[" in twin_line.split("|")[6]  # Δ with its CI
+    assert "not in this run" in next(line for line in report.splitlines() if "keras-partial-finetune" in line)
 
 
 def test_naming_one_on_another_backbone_is_a_clear_error(imagefolder_dir, tmp_path, capsys):

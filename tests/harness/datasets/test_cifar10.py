@@ -100,6 +100,7 @@ def test_bad_batch_file(tmp_path):
         load_cifar10(root, tmp_path / "cache")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TARBALL.is_file(), reason="the real CIFAR-10 copy (../shared/data) is not present")
 def test_real_cifar10_copy_counts(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
