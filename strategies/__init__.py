@@ -46,6 +46,10 @@ ADAPTERS.register_lazy("keras-probe", "strategies.keras_transfer:KerasProbe", re
                        description="linear-probe in TensorFlow: the same optimum")
 ADAPTERS.register_lazy("keras-finetune", "strategies.keras_transfer:KerasFinetune", requires="tensorflow",
                        description="partial-finetune in TensorFlow: LP-FT head + last block(s), Adam")
+ADAPTERS.register_lazy("torch-probe-on-keras", "strategies.keras_check:TorchProbeOnKeras", requires="tensorflow",
+                       description="linear-probe (PyTorch) on the PyTorch copy of a Keras Conv-4")
+ADAPTERS.register_lazy("torch-finetune-on-keras", "strategies.keras_check:TorchFinetuneOnKeras", requires="tensorflow",
+                       description="partial-finetune (PyTorch) on the PyTorch copy of a Keras Conv-4")
 ADAPTERS.register_lazy("keras-pretrained-probe", "strategies.keras_pretrained:KerasPretrainedProbe",
                        requires="tensorflow", description="linear probe on a Keras model file's features")
 ADAPTERS.register_lazy("keras-pretrained-finetune", "strategies.keras_pretrained:KerasPretrainedFinetune",
@@ -82,6 +86,10 @@ register_row("keras-frozen-features", "keras-supervised", "keras-probe",
              description="frozen-features in Keras/TensorFlow: the same probe on a Keras-pretrained Conv-4")
 register_row("keras-partial-finetune", "keras-supervised", "keras-finetune",
              description="partial-finetune in Keras/TensorFlow: LP-FT head + last Conv-4 block, Adam")
+register_row("torch-probe-on-keras", "keras-supervised", "torch-probe-on-keras",
+             description="Framework check: the PyTorch probe on keras-frozen-features' Keras-pretrained Conv-4")
+register_row("torch-finetune-on-keras", "keras-supervised", "torch-finetune-on-keras",
+             description="Framework check: PyTorch partial-finetune on keras-partial-finetune's Keras Conv-4")
 register_row("keras-pretrained", "keras-pretrained", "keras-pretrained-probe",
              description="Linear probe on your Keras model's frozen features (external pretraining, not ranked)")
 register_row("keras-pretrained-finetune", "keras-pretrained", "keras-pretrained-finetune",

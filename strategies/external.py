@@ -152,3 +152,26 @@ class ExternalModel(Pretrainer):
     def file_settings(self) -> dict[str, Any]:
         return {"external pretraining": f"{Path(self.model).name} (sha256 {self.sha256[:12]})" if self.model
                 else "no model file", "inputs": self.inputs}
+
+
+@dataclass
+class TopLayersSettings:
+    """The first recipe's hyperparameters (layers[unfreeze_from:] trainable + a new head, Adam), shared by the
+    Keras and the PyTorch external fine-tuning rows; each sets its framework's words."""
+
+    unfreeze_from: int = -4  # layers[k:] trainable (negative: from the end)
+    steps: int = 50
+    lr: float = 1e-3  # Adam, head and unfrozen layers
+    weight_decay: float = 0.0
+
+    layers_word: ClassVar[str] = "layers"
+    head_word: ClassVar[str] = "head"
+    loss_word: ClassVar[str] = "cross-entropy"
+    bn_word: ClassVar[str] = "inference (running statistics)"
+
+    def describe(self, source: Pretrainer) -> str:
+        return (f"{self.layers_word}[{self.unfreeze_from}:] unfrozen + new {self.head_word} (Glorot), Adam "
+                f"{self.steps} steps (lr {self.lr:g}), {self.loss_word}")
+
+    def settings(self, source: Pretrainer) -> dict:
+        return {"unfreeze from": self.unfreeze_from, "steps": self.steps, "BN": self.bn_word}

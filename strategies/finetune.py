@@ -48,8 +48,9 @@ def adam_step(params: dict, grads: dict, state: dict, step: int, lrs: dict[str, 
 
 
 @dataclass
-class PartialFinetune(Adapter, RobustEval):
-    """Partial fine-tuning: a new head plus the last block(s) trained on the support set, the rest frozen."""
+class FinetuneSettings:
+    """The hyperparameters of partial fine-tuning, shared by the PyTorch adapter and its Keras twin
+    (strategies/keras_transfer.py), so the two cannot drift apart."""
 
     unfrozen_blocks: int = 1
     steps: int = 50
@@ -60,18 +61,27 @@ class PartialFinetune(Adapter, RobustEval):
     probe_C: float = 10.0  # the probe's inverse L2 strength when head_init = "probe"
     episode_batch: int = 50  # episodes trained at once: memory vs speed (results equal up to rounding)
 
+    framework = ""  # shown before the description ("Keras ")
+
     def check(self, source: Pretrainer) -> None:
         if not 1 <= self.unfrozen_blocks <= 4:
             raise UsageError(f"unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
 
     def describe(self, source: Pretrainer) -> str:
         head = "probe-initialised (LP-FT)" if self.head_init == "probe" else "random"
-        return (f"fine-tune {head} head + last {self.unfrozen_blocks} block(s), Adam {self.steps} steps "
-                f"(lr {self.lr:g}, head {self.head_lr:g})")
+        return (f"{self.framework}fine-tune {head} head + last {self.unfrozen_blocks} block(s), Adam {self.steps} "
+                f"steps (lr {self.lr:g}, head {self.head_lr:g})")
 
     def settings(self, source: Pretrainer) -> dict:
-        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive",
-                **self.robust_settings()}
+        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive"}
+
+
+@dataclass
+class PartialFinetune(FinetuneSettings, Adapter, RobustEval):
+    """Partial fine-tuning: a new head plus the last block(s) trained on the support set, the rest frozen."""
+
+    def settings(self, source: Pretrainer) -> dict:
+        return {**super().settings(source), **self.robust_settings()}
 
     def fine_tune(self, model: nn.Module, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
                   ways: int, seeds: Sequence[int], query_images: torch.Tensor | None = None,

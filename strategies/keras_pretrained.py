@@ -30,9 +30,10 @@ from torch import nn
 from harness.episodes import TaskBatch
 from harness.errors import UsageError
 from harness.phases import Adapter, Pretrainer, Progress, SourceData, no_progress
-from strategies.external import ExternalModel, Inputs, glorot, index_of, model_inputs, refusal
+from strategies.external import ExternalModel, TopLayersSettings, Inputs, glorot, index_of, model_inputs, refusal
 from strategies.keras_backbone import configure_threads, tensorflow_device
 from strategies.keras_transfer import EpisodeTrainer, logits_out, probe_episodes, run_model
+from strategies.probe import ProbeSettings
 
 _LOADED: dict[tuple, keras.Model] = {}  # the last file loaded, by (path, sha256, trusted)
 
@@ -172,13 +173,8 @@ def checked_spec(model: nn.Module, source: Pretrainer) -> dict:
 
 
 @dataclass
-class KerasPretrainedProbe(Adapter):
+class KerasPretrainedProbe(ProbeSettings, Adapter):
     """Linear probe (TensorFlow) on L2-normalised frozen features of the user's Keras model."""
-
-    C: float = 10.0
-    max_iter: int = 100
-    tolerance: float = 1e-6
-    episode_batch: int = 100
 
     def describe(self, source: Pretrainer) -> str:
         return f"Keras linear probe (C={self.C:g}) on the file's frozen features, Newton to |gradient| < " \
@@ -199,20 +195,15 @@ class KerasPretrainedProbe(Adapter):
 
 
 @dataclass
-class KerasPretrainedFinetune(Adapter):
+class KerasPretrainedFinetune(TopLayersSettings, Adapter):
     """The first recipe: top layers (``layers[unfreeze_from:]``) unfrozen + a new Dense head, Adam (Keras)."""
 
     unfreeze_from: int = -4  # layers[k:] trainable (negative: from the end); -4: VGG16's last block
-    steps: int = 50
-    lr: float = 1e-3  # Adam, head and unfrozen layers
-    weight_decay: float = 0.0
 
-    def describe(self, source: Pretrainer) -> str:
-        return (f"Keras layers[{self.unfreeze_from}:] unfrozen + new Dense head (Glorot), Adam {self.steps} steps "
-                f"(lr {self.lr:g}), sparse categorical cross-entropy")
-
-    def settings(self, source: Pretrainer) -> dict:
-        return {"unfreeze from": self.unfreeze_from, "steps": self.steps, "BN": "inference (moving statistics)"}
+    layers_word = "Keras layers"
+    head_word = "Dense head"
+    loss_word = "sparse categorical cross-entropy"
+    bn_word = "inference (moving statistics)"
 
     def runs_on(self, device: torch.device) -> str:
         return tensorflow_device()

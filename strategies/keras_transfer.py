@@ -22,8 +22,8 @@ of the model (``episode_flops``): FlopCounterMode does not see TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
 
 import strategies.keras_backbone  # noqa: F401
 import keras
@@ -33,9 +33,10 @@ import torch
 from torch import nn
 
 from harness.episodes import TaskBatch
-from harness.errors import UsageError
 from harness.phases import Adapter, Pretrainer, Progress, no_progress
+from strategies.finetune import FinetuneSettings, PartialFinetune
 from strategies.keras_backbone import configure_threads, nhwc, tensorflow_device, to_keras, to_torch
+from strategies.probe import LinearProbe, ProbeSettings
 from strategies.keras_logistic import apply_probe, fit_probe, l2_normalise
 
 
@@ -114,35 +115,39 @@ def twin_flops(twin: Adapter, model: nn.Module, tasks: TaskBatch, source: Pretra
     return counted(lambda: twin.adapt(to_torch(model), tasks, source))[1]
 
 
+class KerasTwin:
+    """What a Keras adapter running a PyTorch adapter's algorithm adds: ``twin`` names the PyTorch row,
+    ``twin_adapter`` its adapter class; both inherit the hyperparameter dataclass ``shared``. TensorFlow's device
+    is the one named; the FLOPs are counted on the twin (FlopCounterMode sees PyTorch only)."""
+
+    twin: str
+    twin_adapter: type
+    shared: type
+
+    def runs_on(self, device: torch.device) -> str:
+        return tensorflow_device()
+
+    def episode_flops(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> int:
+        twin = self.twin_adapter(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self.shared)})
+        return twin_flops(twin, model, tasks, source)
+
+
 def logits_out(logits: tf.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(logits, dtype=np.float32)).to(device)
 
 
 @dataclass
-class KerasProbe(Adapter):
+class KerasProbe(KerasTwin, ProbeSettings, Adapter):
     """Linear probe in TensorFlow: logistic regression on L2-normalised frozen features of a Keras Conv-4."""
 
     twin = "frozen-features"  # the PyTorch row of the same algorithm (shown in the settings and the report)
-
-    C: float = 10.0
-    max_iter: int = 100  # Newton iterations (about ten suffice)
-    tolerance: float = 1e-6
-    episode_batch: int = 100  # probes fitted in one batched call (speed only: each is solved on its own)
+    twin_adapter, shared = LinearProbe, ProbeSettings
 
     def describe(self, source: Pretrainer) -> str:
         return f"Keras linear probe (C={self.C:g}), Newton (TensorFlow) to max |gradient| < {self.tolerance:g}"
 
     def settings(self, source: Pretrainer) -> dict:
         return {"PyTorch twin": self.twin}
-
-    def runs_on(self, device: torch.device) -> str:
-        return tensorflow_device()
-
-    def episode_flops(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> int:
-        from strategies.probe import LinearProbe
-
-        twin = LinearProbe(C=self.C, max_iter=self.max_iter, tolerance=self.tolerance, episode_batch=self.episode_batch)
-        return twin_flops(twin, model, tasks, source)
 
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
         if not len(tasks):
@@ -167,44 +172,17 @@ def probe_episodes(feats: np.ndarray, tasks: TaskBatch, C: float, max_iter: int,
 
 
 @dataclass
-class KerasFinetune(Adapter):
+class KerasFinetune(KerasTwin, FinetuneSettings, Adapter):
     """Partial fine-tuning in TensorFlow: a probe-initialised head plus the last Conv-4 block(s), Adam."""
 
     twin = "partial-finetune"
+    twin_adapter, shared = PartialFinetune, FinetuneSettings
+    framework = "Keras "
 
-    unfrozen_blocks: int = 1
-    steps: int = 50
-    lr: float = 1e-4
-    head_lr: float = 1e-3
-    weight_decay: float = 1e-4
-    head_init: Literal["probe", "random"] = "probe"  # probe: LP-FT (Kumar et al. 2022)
-    probe_C: float = 10.0  # the probe's inverse L2 strength when head_init = "probe"
-    episode_batch: int = 50  # probes of the head initialisation fitted in one batched call
     jit_compile: bool = False  # XLA for the episode's training loop
 
-    def check(self, source: Pretrainer) -> None:
-        if not 1 <= self.unfrozen_blocks <= 4:
-            raise UsageError(f"unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
-
-    def describe(self, source: Pretrainer) -> str:
-        head = "probe-initialised (LP-FT)" if self.head_init == "probe" else "random"
-        return (f"Keras fine-tune {head} head + last {self.unfrozen_blocks} block(s), Adam {self.steps} steps "
-                f"(lr {self.lr:g}, head {self.head_lr:g})")
-
     def settings(self, source: Pretrainer) -> dict:
-        return {"unfrozen blocks": self.unfrozen_blocks, "steps": self.steps, "BN": "inductive",
-                "XLA": self.jit_compile, "PyTorch twin": self.twin}
-
-    def runs_on(self, device: torch.device) -> str:
-        return tensorflow_device()
-
-    def episode_flops(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> int:
-        from strategies.finetune import PartialFinetune
-
-        twin = PartialFinetune(unfrozen_blocks=self.unfrozen_blocks, steps=self.steps, lr=self.lr,
-                               head_lr=self.head_lr, weight_decay=self.weight_decay, head_init=self.head_init,
-                               probe_C=self.probe_C, episode_batch=self.episode_batch)
-        return twin_flops(twin, model, tasks, source)
+        return {**super().settings(source), "XLA": self.jit_compile, "PyTorch twin": self.twin}
 
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
         if not len(tasks):

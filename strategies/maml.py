@@ -28,20 +28,18 @@ from torch.func import grad, vmap
 
 from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
-from harness.phases import EpisodeAdapter, Pretrainer, Progress, SourceData, no_progress
+from harness.phases import Pretrainer, SourceData
 from strategies.meta_common import (
     BnMode,
     Forward,
+    InnerLoop,
     MetaTraining,
     Params,
     episode_stream,
     make_forward,
-    params_of,
     predict,
-    predict_batched,
     sgd_adapt,
     sgd_adapt_batched,
-    stacked,
     train_shots,
     use_batched,
 )
@@ -137,7 +135,7 @@ class MamlMetaTraining(MetaTraining):
 
 
 @dataclass
-class SgdInnerLoop(EpisodeAdapter):
+class SgdInnerLoop(InnerLoop):
     """MAML's inner loop: SGD on the support set from the meta-learned initialisation."""
 
     steps: int = 10
@@ -154,29 +152,9 @@ class SgdInnerLoop(EpisodeAdapter):
     def settings(self, source: Pretrainer) -> dict:
         return {"inner_steps_eval": self.steps}
 
-    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
-        outputs: list = []
-        if use_batched(self.batched, tasks.images.device):
-            forward = make_forward(model, channels_last=False)  # vmap keeps the memory format as it is
-            init = params_of(model, requires_grad=False)
-            for chunk in tasks.chunks(self.episode_batch):
-                xs, xq = chunk.images[chunk.support], chunk.images[chunk.query]
-                adapted = sgd_adapt_batched(stacked(init, len(chunk)), xs, chunk.support_labels, self.steps,
-                                            source.inner_lr, forward)
-                with torch.no_grad():
-                    outputs += list(predict_batched(adapted, xs, xq, source.bn_mode, forward))
-                progress(len(chunk))
-            return outputs
-        forward = make_forward(model)  # one functional copy for the batch
-        for task in tasks:  # a plain loop: measured faster on CPU than vmap over episodes
-            outputs.append(self.adapt_episode(model, task, source, forward))
-            progress(1)
-        return outputs
+    def adapt_params(self, params: Params, task: Task, source: Pretrainer, forward: Forward) -> Params:
+        return sgd_adapt(params, task.support_images, task.support_labels, self.steps, source.inner_lr, forward)
 
-    def adapt_episode(self, model: nn.Module, task: Task, source: Pretrainer,
-                      forward: Forward | None = None) -> torch.Tensor:
-        forward = forward or make_forward(model)
-        xs, xq = task.support_images, task.query_images
-        adapted = sgd_adapt(params_of(model), xs, task.support_labels, self.steps, source.inner_lr, forward)
-        with torch.no_grad():
-            return predict(adapted, xs, xq, source.bn_mode, forward)
+    def adapt_stacked(self, params: Params, xs: torch.Tensor, ys: torch.Tensor, chunk: TaskBatch,
+                      source: Pretrainer, forward: Forward) -> Params:
+        return sgd_adapt_batched(params, xs, ys, self.steps, source.inner_lr, forward)

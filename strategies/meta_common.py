@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from harness.episodes import index_by_class, sample_episode
+from harness.episodes import Task, TaskBatch, index_by_class, sample_episode
 from harness.errors import UsageError
-from harness.phases import Pretrainer, SourceData
+from harness.phases import EpisodeAdapter, Pretrainer, Progress, SourceData, no_progress
 
 BnMode = Literal["transductive", "inductive"]
 Params = dict[str, torch.Tensor]
@@ -234,6 +234,51 @@ def use_batched(batched: str, device: torch.device) -> bool:
     """``auto``: batched over episodes on CUDA (kernel launches dominate there), the per-episode loop on a
     CPU, where it measured faster; ``always`` / ``never`` force one."""
     return batched == "always" or (batched == "auto" and device.type == "cuda")
+
+
+class InnerLoop(EpisodeAdapter):
+    """Shared by the meta-learners' episode phases (MAML's SGD, Reptile's Adam): an inner loop from the
+    meta-learned initialisation, then the queries predicted with the source phase's ``bn_mode``. Many
+    episodes at once through ``vmap`` (:meth:`adapt_stacked`) where :func:`use_batched` says so, else one at
+    a time (:meth:`adapt_params`). Subclasses are dataclasses with ``batched`` and ``episode_batch`` fields."""
+
+    batched: str
+    episode_batch: int
+
+    def adapt_params(self, params: Params, task: Task, source: Pretrainer, forward: Forward) -> Params:
+        """The adapted weights of one episode."""
+        raise NotImplementedError
+
+    def adapt_stacked(self, params: Params, xs: torch.Tensor, ys: torch.Tensor, chunk: TaskBatch,
+                      source: Pretrainer, forward: Forward) -> Params:
+        """The adapted weights of a chunk of episodes at once (stacked parameters, (B, n, ...) supports)."""
+        raise NotImplementedError
+
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        outputs: list = []
+        if use_batched(self.batched, tasks.images.device):
+            forward = make_forward(model, channels_last=False)  # vmap keeps the memory format as it is
+            init = params_of(model, requires_grad=False)
+            for chunk in tasks.chunks(self.episode_batch):
+                xs, xq = chunk.images[chunk.support], chunk.images[chunk.query]
+                adapted = self.adapt_stacked(stacked(init, len(chunk)), xs, chunk.support_labels, chunk, source,
+                                             forward)
+                with torch.no_grad():
+                    outputs += list(predict_batched(adapted, xs, xq, source.bn_mode, forward))
+                progress(len(chunk))
+            return outputs
+        forward = make_forward(model)  # one functional copy for the batch
+        for task in tasks:  # a plain loop: measured faster on CPU than vmap over episodes
+            outputs.append(self.adapt_episode(model, task, source, forward))
+            progress(1)
+        return outputs
+
+    def adapt_episode(self, model: nn.Module, task: Task, source: Pretrainer,
+                      forward: Forward | None = None) -> torch.Tensor:
+        forward = forward or make_forward(model)
+        adapted = self.adapt_params(params_of(model), task, source, forward)
+        with torch.no_grad():
+            return predict(adapted, task.support_images, task.query_images, source.bn_mode, forward)
 
 
 def episode_stream(data: SourceData, shots: int, queries: int,

@@ -65,13 +65,18 @@ def attack_probes(model: nn.Module, queries: torch.Tensor, w: torch.Tensor, b: t
 
 
 @dataclass
-class LinearProbe(Adapter, RobustEval):
-    """Linear probe: logistic regression on L2-normalised frozen features."""
+class ProbeSettings:
+    """The probe's hyperparameters, shared by every probe row (PyTorch, its Keras twin, the external Keras row)."""
 
     C: float = 10.0
     max_iter: int = 100  # Newton iterations (about ten suffice); L-BFGS iterations for problems too large for Newton
     tolerance: float = 1e-6
     episode_batch: int = 100  # probes fitted in one batched call (speed only: each is solved on its own)
+
+
+@dataclass
+class LinearProbe(ProbeSettings, Adapter, RobustEval):
+    """Linear probe: logistic regression on L2-normalised frozen features."""
 
     def describe(self, source: Pretrainer) -> str:
         return f"linear probe (C={self.C:g}), Newton to max |gradient| < {self.tolerance:g}"

@@ -24,10 +24,11 @@ from torch import nn
 
 from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
-from harness.phases import EpisodeAdapter, Pretrainer, Progress, SourceData, no_progress
+from harness.phases import Pretrainer, SourceData
 from strategies.meta_common import (
     BnMode,
     Forward,
+    InnerLoop,
     MetaTraining,
     Params,
     adam_adapt,
@@ -35,10 +36,6 @@ from strategies.meta_common import (
     episode_stream,
     make_forward,
     params_of,
-    predict,
-    predict_batched,
-    stacked,
-    use_batched,
 )
 
 
@@ -98,7 +95,7 @@ class ReptileMetaTraining(MetaTraining):
 
 
 @dataclass
-class AdamInnerLoop(EpisodeAdapter):
+class AdamInnerLoop(InnerLoop):
     """Reptile's inner loop: Adam on support mini-batches from the meta-learned initialisation."""
 
     steps: int = 50
@@ -117,31 +114,11 @@ class AdamInnerLoop(EpisodeAdapter):
     def settings(self, source: Pretrainer) -> dict:
         return {"inner_steps_eval": self.steps}
 
-    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
-        outputs: list = []
-        if use_batched(self.batched, tasks.images.device):
-            forward = make_forward(model, channels_last=False)  # vmap keeps the memory format as it is
-            init = params_of(model, requires_grad=False)
-            for chunk in tasks.chunks(self.episode_batch):
-                xs, xq = chunk.images[chunk.support], chunk.images[chunk.query]
-                adapted = adam_adapt_batched(stacked(init, len(chunk)), xs, chunk.support_labels, self.steps,
-                                             source.inner_lr, self.eval_batch, forward,
-                                             [task.generator() for task in chunk])
-                with torch.no_grad():
-                    outputs += list(predict_batched(adapted, xs, xq, source.bn_mode, forward))
-                progress(len(chunk))
-            return outputs
-        forward = make_forward(model)  # one functional copy for the batch
-        for task in tasks:
-            outputs.append(self.adapt_episode(model, task, source, forward))
-            progress(1)
-        return outputs
+    def adapt_params(self, params: Params, task: Task, source: Pretrainer, forward: Forward) -> Params:
+        return adam_adapt(params, task.support_images, task.support_labels, self.steps, source.inner_lr,
+                          self.eval_batch, forward, generator=task.generator())
 
-    def adapt_episode(self, model: nn.Module, task: Task, source: Pretrainer,
-                      forward: Forward | None = None) -> torch.Tensor:
-        forward = forward or make_forward(model)
-        xs, xq = task.support_images, task.query_images
-        adapted = adam_adapt(params_of(model, requires_grad=False), xs, task.support_labels, self.steps,
-                             source.inner_lr, self.eval_batch, forward, generator=task.generator())
-        with torch.no_grad():
-            return predict(adapted, xs, xq, source.bn_mode, forward)
+    def adapt_stacked(self, params: Params, xs: torch.Tensor, ys: torch.Tensor, chunk: TaskBatch,
+                      source: Pretrainer, forward: Forward) -> Params:
+        return adam_adapt_batched(params, xs, ys, self.steps, source.inner_lr, self.eval_batch, forward,
+                                  [task.generator() for task in chunk])

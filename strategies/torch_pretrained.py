@@ -32,7 +32,7 @@ from torch.func import functional_call
 from harness.episodes import TaskBatch
 from harness.errors import UsageError, unknown
 from harness.phases import Adapter, Pretrainer, Progress, SourceData, no_progress
-from strategies.external import ExternalModel, Inputs, glorot, index_of, model_inputs, refusal
+from strategies.external import ExternalModel, Inputs, TopLayersSettings, glorot, index_of, model_inputs, refusal
 from strategies.features import embed
 
 
@@ -190,20 +190,13 @@ class TorchPretrained(ExternalModel):
 
 
 @dataclass
-class TorchPretrainedFinetune(Adapter):
+class TorchPretrainedFinetune(TopLayersSettings, Adapter):
     """The first recipe in PyTorch: top-level layers[unfreeze_from:] unfrozen + a new linear head, Adam."""
 
     unfreeze_from: int = -3  # top-level layers[k:] trainable (negative: from the end); -3: ResNet's layer4
-    steps: int = 50
-    lr: float = 1e-3  # Adam, head and unfrozen layers
-    weight_decay: float = 0.0
 
-    def describe(self, source: Pretrainer) -> str:
-        return (f"top-level layers[{self.unfreeze_from}:] unfrozen + new linear head (Glorot), Adam {self.steps} "
-                f"steps (lr {self.lr:g}), cross-entropy")
-
-    def settings(self, source: Pretrainer) -> dict:
-        return {"unfreeze from": self.unfreeze_from, "steps": self.steps, "BN": "inference (running statistics)"}
+    layers_word = "top-level layers"
+    head_word = "linear head"
 
     def start(self, names: list[str], where: str) -> int:
         k = self.unfreeze_from + len(names) if self.unfreeze_from < 0 else self.unfreeze_from

@@ -11,7 +11,10 @@ interval holds 0.
 Rows of family ``external`` (a model pretrained elsewhere, whose pretraining data may hold the novel classes)
 are not ranked: rank label ``external``, each compared with the best ranked row of its group on the shared
 episodes (Δ, 95% CI, p; no family of comparisons). A row whose settings name a ``PyTorch twin`` (a Keras row
-running the same algorithm as a PyTorch row) carries its paired difference to that row (``twin_*``).
+running the same algorithm as a PyTorch row) carries its paired difference to that row (``twin_*``). When a
+framework-check row (settings ``episode phase of``: the twin's episode phase on the Keras row's pretraining,
+strategies/keras_check.py) ran too, the difference splits into the episode phase's framework (``check_*``:
+Keras row - check row) and the pretraining's (``pretraining_*``: check row - twin).
 
 Units that config.json names but that have no record are rows with status ``missing`` (harness/report/
 expected.py). With several budget scales, the row of each (strategy, shots) at its largest scale carries
@@ -41,9 +44,12 @@ FRAME_COLUMNS = [
     "source_peak_memory_mb", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb", "device",
     "episodes", "episode_fingerprint", "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p",
     "not_converged", "run", "twin", "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p",
+    "check", "check_delta", "check_ci_low", "check_ci_high", "check_p",
+    "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high", "pretraining_p",
 ]
 EXTERNAL = "external"  # the family of rows pretrained elsewhere: listed apart, never ranked
 TWIN = "PyTorch twin"  # the settings entry naming the PyTorch row a Keras row mirrors
+CHECK = "episode phase of"  # the settings entry of a framework-check row naming the Keras row it checks
 
 
 def check_episodes(records: list[dict]) -> None:
@@ -81,7 +87,8 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
                test=None, p_value=None, p_adjusted=None, scale_gain=None, scale_gain_ci_low=None,
                scale_gain_ci_high=None, scale_gain_p=None, not_converged=None,
                twin=(r.get("settings") or {}).get(TWIN), twin_delta=None, twin_ci_low=None, twin_ci_high=None,
-               twin_p=None)
+               twin_p=None, check=None, check_delta=None, check_ci_low=None, check_ci_high=None, check_p=None,
+               pretraining_delta=None, pretraining_ci_low=None, pretraining_ci_high=None, pretraining_p=None)
     if r.get("status") != "ok":
         row.update(accuracy=None, ci95=None)
     return row
@@ -136,11 +143,20 @@ def twin_differences(records: list[dict[str, Any]], where: dict[tuple, dict[str,
     """Fill the ``twin_*`` columns: each row naming a PyTorch twin, minus that twin, on the shared episodes."""
     done = {(r["strategy"], r["shots"], scale_key(r.get("budget_scale"))): r for r in records
             if r.get("status") == "ok"}
+    checks = {((r.get("settings") or {}).get(CHECK), shots, scale): r for (_, shots, scale), r in done.items()
+              if (r.get("settings") or {}).get(CHECK)}
     for (name, shots, scale), r in done.items():
         twin = done.get(((r.get("settings") or {}).get(TWIN), shots, scale))
-        if twin is not None:
-            where[(r["_run"], name, shots, scale)].update(
-                _compared(r, twin, "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p"))
+        if twin is None:
+            continue
+        row = where[(r["_run"], name, shots, scale)]
+        row.update(_compared(r, twin, "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p"))
+        check = checks.get((name, shots, scale))  # the twin's episode phase on this row's Keras pretraining
+        if check is not None:
+            row.update(check=check["strategy"], **_compared(r, check, "check_delta", "check_ci_low", "check_ci_high",
+                                                            "check_p"),
+                       **_compared(check, twin, "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high",
+                                   "pretraining_p"))
 
 
 def ci_coverage(frame: pd.DataFrame) -> str:

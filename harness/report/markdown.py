@@ -20,6 +20,7 @@ from harness.report.scales import NOT_CONVERGED
 from harness.report.summary import summary_paragraph
 from harness.report.tables import (
     external_table,
+    framework_tables,
     link_definitions,
     link_targets,
     not_ranked,
@@ -166,7 +167,15 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
         lines += ["", "## Same algorithm, two frameworks", "",
                   "Each Keras row runs the algorithm of a PyTorch row (its twin: the same probe, optimiser, steps and "
                   "BatchNorm handling); they differ in the framework, including the framework's own pretraining "
-                  "(initialisers, numerics). Δ: the row minus its twin on the same episodes (paired, 95% CI)."] + twins
+                  "(initialisers, numerics). Δ: the row minus its twin on the same episodes (paired, 95% CI).",
+                  "", *twins]
+        split = framework_tables(frame)
+        if split:
+            lines += ["", "Where the difference comes from: a framework-check row (`torch-probe-on-keras`, "
+                      "`torch-finetune-on-keras`) runs the PyTorch twin's episode phase on the Keras row's own "
+                      "pretrained model, so Δ to the twin = (Keras row − check row: the episode phase's framework) + "
+                      "(check row − twin: the pretraining's framework), each paired on the episodes (95% CI).", "",
+                      *split]
     lines += strategy_details(frame, out, multi_run)
     if plot_files:
         lines += ["", "## Plots", ""]

@@ -142,3 +142,21 @@ def twin_tables(frame: pd.DataFrame) -> list[str]:
                  _delta(r, "twin_delta", "twin_ci_low", "twin_ci_high"), p_text(r["twin_p"])]
         lines.append([cell(c) for c in cells])
     return [tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)]
+
+
+def framework_tables(frame: pd.DataFrame) -> list[str]:
+    """Per shot setting: each Keras row's difference to its PyTorch twin split into the episode phase's
+    framework and the pretraining's (rows that have a framework-check row); [] when none has one."""
+    rows = frame[(frame["status"] == "ok") & frame["check"].notna()]
+    if rows.empty:
+        return []
+    rows = rows[rows["budget_scale"] == rows["budget_scale"].max()]
+    headers = ["Shots", "Row", "Δ to PyTorch twin (pp)", "Episode phase: Δ to check row", "Check row",
+               "Pretraining: check row − twin"]
+    lines = []
+    for r in sorted((clean(r) for r in rows.to_dict("records")), key=lambda r: (r["shots"], r["strategy"])):
+        cells = [r["shots"], r["strategy"], _delta(r, "twin_delta", "twin_ci_low", "twin_ci_high"),
+                 _delta(r, "check_delta", "check_ci_low", "check_ci_high"), r["check"],
+                 _delta(r, "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high")]
+        lines.append([cell(c) for c in cells])
+    return [tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)]

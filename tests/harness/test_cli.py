@@ -61,8 +61,10 @@ def test_run_all_smoke_then_report(imagefolder_dir, tmp_path):
     text = rendered.read_text()
     assert text == report.read_text()  # a pure function of the results files
     assert "## 1-shot" in text and "## 5-shot" in text
-    for name in names:
+    for name in names - external:  # one ranking row per shot setting
         assert text.count(f"| [{name}] ") == 2
+    for name in external:  # skipped (no model file): listed under "Not ranked" with the reason, per shot setting
+        assert text.count(f"- {name}: skipped: needs your model file") == 2
 
     # rerunning into the same directory resumes: nothing is recomputed
     before = snapshot(run_dir / "records")

@@ -1,0 +1,63 @@
+"""The framework-isolating check of the Keras rows: the PyTorch episode phases (the linear probe,
+strategies/probe.py; partial fine-tuning, strategies/finetune.py) on the PyTorch copy of the Keras-pretrained
+Conv-4 (``strategies.keras_backbone.to_torch``: the same weights, kernels transposed).
+
+A Keras row and its PyTorch twin differ in two things, the pretraining's framework and the episode phase's.
+These rows share the Keras row's pretraining and run the twin's episode phase, so on the same episodes
+
+    Keras row - PyTorch twin = (Keras row - check row) + (check row - PyTorch twin)
+                               episode-phase framework   pretraining framework
+
+and the report splits each Keras row's gap that way (harness/report/tables.py ``framework_tables``). The
+first part is about 0 when the Keras episode phase computes what the PyTorch one does (tested on synthetic
+data in tests/strategies/test_keras_twins.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from harness.episodes import TaskBatch
+from harness.phases import Pretrainer, Progress, no_progress
+from strategies.finetune import PartialFinetune
+from strategies.keras_backbone import to_torch
+from strategies.probe import LinearProbe
+
+CHECK = "episode phase of"  # the settings entry naming the Keras row whose pretraining a check row shares
+
+
+class OnTorchCopy:
+    """Runs the PyTorch adapter on the PyTorch copy of the Keras-pretrained model; ``keras_row`` names the Keras
+    row it checks."""
+
+    keras_row: ClassVar[str] = ""
+
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        copy = to_torch(model).to(tasks.images.device).eval()
+        return super().adapt(copy, tasks, source, progress)  # type: ignore[misc]
+
+    def settings(self, source: Pretrainer) -> dict:
+        return {**super().settings(source), CHECK: self.keras_row}  # type: ignore[misc]
+
+
+@dataclass
+class TorchProbeOnKeras(OnTorchCopy, LinearProbe):
+    """The PyTorch linear probe on the PyTorch copy of the Keras-pretrained Conv-4."""
+
+    keras_row = "keras-frozen-features"
+
+    def describe(self, source: Pretrainer) -> str:
+        return f"PyTorch {super().describe(source)}, on the PyTorch copy of the Keras model"
+
+
+@dataclass
+class TorchFinetuneOnKeras(OnTorchCopy, PartialFinetune):
+    """PyTorch partial fine-tuning (LP-FT) on the PyTorch copy of the Keras-pretrained Conv-4."""
+
+    keras_row = "keras-partial-finetune"
+
+    def describe(self, source: Pretrainer) -> str:
+        return f"PyTorch {super().describe(source)}, on the PyTorch copy of the Keras model"
