@@ -105,6 +105,12 @@ class EpisodeSet:
         digest = hashlib.sha256(f"sealed-order|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
         return [int.from_bytes(digest.digest()[i:i + 4], "little") for i in range(0, 16, 4)]
 
+    def check_index(self) -> int:
+        """The episode the harness also adapts alone (harness/work.py ``check_independent``): from a hash of the
+        run seed, never handed to strategies."""
+        digest = hashlib.sha256(f"independence-check|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
+        return int.from_bytes(digest.digest()[:4], "little") % len(self.episodes)
+
     def batch(self, pool: Any, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> TaskBatch:
         """What strategies see: every episode's support images and labels and its query images, the
         images stored once in a hash-derived random order, never query labels or other pool images."""

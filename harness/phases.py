@@ -250,17 +250,16 @@ class Strategy:
                      progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
         return self.adapter.adapt(model, tasks, self.source, progress)
 
-    def warm_up(self, model: nn.Module, tasks: TaskBatch) -> int:
-        """Run ``tasks`` untimed (start-up costs, lazy initialisation) and return their episode-phase FLOPs:
-        the adapter's :meth:`Adapter.episode_flops` when it gives them, else counted with FlopCounterMode
+    def warm_up(self, model: nn.Module, tasks: TaskBatch) -> tuple[list, int]:
+        """Run ``tasks`` untimed (start-up costs, lazy initialisation); return their outputs and episode-phase
+        FLOPs: the adapter's :meth:`Adapter.episode_flops` when it gives them, else counted with FlopCounterMode
         (harness/flops.py) while it runs."""
         from harness.flops import counted
 
         flops = self.adapter.episode_flops(model, tasks, self.source)
         if flops is None:
-            return counted(lambda: self.run_episodes(model, tasks))[1]
-        self.run_episodes(model, tasks)
-        return flops
+            return counted(lambda: self.run_episodes(model, tasks))
+        return self.run_episodes(model, tasks), flops
 
 
 class Unsupported(UsageError):

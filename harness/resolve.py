@@ -146,6 +146,7 @@ def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotDat
         "phase": f"{type(phase).__module__}.{type(phase).__qualname__}", "params": phase.params(),
         "code": code_hash(*modules), "dataset": data.fingerprint, "seed": seed, "budget_images": budget,
         "device": device.type, "precision": config.precision, "deterministic": config.deterministic,
+        "denormals": "flushed",  # harness/measure.py configure
         "torch": ".".join(torch.__version__.split(".")[:2]),
     }
     if type(phase).uses_ways or type(phase).per_shots:

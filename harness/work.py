@@ -172,19 +172,38 @@ def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device, 
     return record
 
 
+def check_independent(name: str, single: list, outputs: list, index: int, agreement: float = 0.9) -> None:
+    """The adapter contract: an episode's output never depends on the other episodes of its batch (a batch
+    of de-duplicated images would otherwise let an adapter link labels across episodes). Episode ``index``
+    (hidden from the strategy), adapted alone, must predict what it predicts within the batch."""
+    if len(single) != 1 or len(outputs) <= index:
+        return  # the scoring reports the wrong count
+    a, b = (o["logits"] if isinstance(o, dict) else o for o in (single[0], outputs[index]))
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape):
+        return  # the scoring reports the wrong shape
+    same = float((a.argmax(1) == b.argmax(1)).float().mean())
+    if same < agreement:
+        raise ValueError(f"{name} breaks the adapter contract: an episode adapted alone predicts {100 * same:.0f}% of "
+                         f"its queries as it does inside the batch, so its output depends on the other episodes; "
+                         f"adapt each episode from its own support set and queries only")
+
+
 def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> Record:
     """Every replicate's model on the same episodes; one record with per-replicate and averaged results."""
     strategy = unit.strategy
     episode_set = ctx.episode_set(unit.shots)
     tasks = episode_set.batch(ctx.pool, ctx.data.mean, ctx.data.std)
     per_episode, extras, seconds, peak = [], {}, 0.0, 0.0
+    alone = episode_set.check_index()  # the warm-up episode, also run alone to check the batch's independence
     with ctx.bar(unit.label, len(tasks) * len(sources), "ep", "episode") as progress:
         for i, source in enumerate(sources):
             model = load_model(unit, source, ctx.device)
             if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation), its FLOPs counted
-                episode_flops = strategy.warm_up(model, tasks[0:1])
+                single, episode_flops = strategy.warm_up(model, tasks[alone:alone + 1])
             with Stopwatch(ctx.device) as watch:
                 outputs = strategy.run_episodes(model, tasks, progress)
+            if i == 0:
+                check_independent(strategy.name, single, outputs, alone)
             seconds, peak = seconds + watch.seconds, max(peak, watch.peak_memory_mb)
             scores = episode_set.score(outputs, strategy.name)
             per_episode.append(scores["episode_accuracies"])

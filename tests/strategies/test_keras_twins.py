@@ -117,12 +117,12 @@ def test_keras_episode_flops_are_counted_on_the_pytorch_twin(keras_pretrained):
     for name in ("keras-frozen-features", "keras-partial-finetune"):
         strategy = dataclasses.replace(get_row(name).build(), source=phase)
         twin = get_row(strategy.settings()["PyTorch twin"]).build()
-        flops = strategy.warm_up(weights, tasks)
+        _, flops = strategy.warm_up(weights, tasks)
         _, expected = counted(lambda t=twin: t.run_episodes(torch_model, tasks))
         assert flops == expected > 0, name
     # a PyTorch row's FLOPs are counted on itself, as before
     twin = get_row("frozen-features").build()
-    assert twin.warm_up(torch_model, tasks) == counted(lambda: twin.run_episodes(torch_model, tasks))[1] > 0
+    assert twin.warm_up(torch_model, tasks)[1] == counted(lambda: twin.run_episodes(torch_model, tasks))[1] > 0
 
 
 def test_keras_conv4_converts_to_the_pytorch_one(keras_pretrained):
