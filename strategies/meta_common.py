@@ -12,6 +12,9 @@ BatchNorm has two modes (``bn_mode``), always from batch statistics, never runni
   are normalised together (what the MAML and Reptile reference code did).
 * ``inductive``: the queries are normalised with the support set's statistics, so one query's prediction
   does not depend on the other queries.
+
+About 310 lines: the functional forward, both inner loops (one episode and vmap over many) and the episodic
+task stream are shared by three strategies and tested together (tests/strategies/test_batched.py).
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ puts it in the object store, or keeps the lock while the key trains and stores w
 written as tasks finish. A unit's own exception comes back as a value and becomes failed rows (never
 retried); a worker process that dies mid-unit is retried by Ray (MAX_RETRIES). Ctrl-C, --fail-fast or an
 error: what has finished is saved, outstanding tasks are cancelled.
+
+One module of about 330 lines on purpose: the driver's loop (locks, claims, submissions, retries, failures,
+Ctrl-C) is one state machine whose parts only make sense together; the worker side is the first 100 lines.
 """
 
 from __future__ import annotations
