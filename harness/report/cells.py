@@ -106,6 +106,17 @@ def source_cost(row: dict[str, Any]) -> str:
     return "-"
 
 
+def source_cost_time(row: dict[str, Any]) -> str:
+    """The source phase's cost of one trained model and its wall seconds on its device (the run's time split
+    over its replicates; a cached model shows the time recorded when it was trained): "0.0834 TFLOP, 77 s"."""
+    cost = source_cost(row)
+    if missing(row.get("source_seconds")):
+        return cost
+    replicates = row.get("replicates")
+    seconds = float(row["source_seconds"]) / (1 if missing(replicates) else max(1, int(replicates)))
+    return f"{cost}, {num(seconds, ',.0f' if seconds >= 10 else '.1f')} s"
+
+
 def total_flops(row: dict[str, Any]) -> float | None:
     """source FLOPs + episodes × episode FLOPs (one trained model), when both are recorded."""
     if missing(row.get("source_flops")) or missing(row.get("episode_flops")) or missing(row.get("episodes")):

@@ -104,8 +104,9 @@ def header(runs: list[Run], names: list[str], frame: pd.DataFrame) -> list[str]:
         f"t statistic, so a row is tied with the best, rank `=1`, exactly when its CI holds 0 (p (adj.) ≥ {ALPHA}). "
         "The other rows are numbered by accuracy.",
         "- **Costs** are per trained model. Source cost: the source phase's floating-point operations in TFLOP "
-        "when recorded, else the images it processed (`img`: forward and backward passes of the backbone); a "
-        "cached source phase costs what training it cost. Total compute (summary and plots): source FLOPs + "
+        "when recorded, else the images it processed (`img`: forward and backward passes of the backbone), and "
+        "its wall seconds on the source phase's device; a cached source phase costs what training it cost. Δ to "
+        "best is in percentage points. Total compute (summary and plots): source FLOPs + "
         "episodes × episode FLOPs when recorded for every strategy compared, else source images processed (the "
         "episode phase left out).",
         "- **Throughput** is measured on the named device and is not part of the ranking: source img/s leaves out "

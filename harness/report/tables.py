@@ -9,7 +9,18 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from harness.report.cells import cell, clean, code_link, level_text, num, p_text, pct, pp, scale_text, source_cost
+from harness.report.cells import (
+    cell,
+    clean,
+    code_link,
+    level_text,
+    num,
+    p_text,
+    pct,
+    pp,
+    scale_text,
+    source_cost_time,
+)
 from harness.report.frame import EXTERNAL
 from harness.report.scales import NOT_CONVERGED
 
@@ -34,12 +45,13 @@ def strategy_cell(name: str, links: dict[str, str]) -> str:
 
 
 def ranking_table(group: pd.DataFrame, links: dict[str, str], multi_run: bool) -> str:
-    """Rank, strategy, accuracy ± CI, Δ to best [CI], p (adj.), source cost, ms / episode: the ranked rows."""
+    """Rank, strategy, accuracy ± CI, Δ to best [CI], p (adj.), source cost (compute and device seconds of one
+    trained model), ms / episode: the ranked rows."""
     rows = [clean(r) for r in group[(group["status"] == "ok") & (group["family"] != EXTERNAL)].to_dict("records")]
     levels = {r["delta_ci_level"] for r in rows if r["delta_ci_level"] is not None}
     level = f"{level_text(levels.pop())} CI" if len(levels) == 1 else "CI"
-    headers = ["#", "Strategy", "Accuracy (%)", f"Δ to best (pp) [{level}]", "p (adj.)", "Source cost",
-               "ms / episode"] + (["Run"] if multi_run else [])
+    headers = ["#", "Strategy", "Accuracy (%)", f"Δ to best [{level}]", "p (adj.)", "Source cost, time",
+               "ms/episode"] + (["Run"] if multi_run else [])
     lines = []
     for r in rows:
         if r["delta_vs_best"] is None:
@@ -49,7 +61,7 @@ def ranking_table(group: pd.DataFrame, links: dict[str, str], multi_run: bool) -
         else:
             delta = f"{pp(r['delta_vs_best'])} [{pp(r['delta_ci_low'])}, {pp(r['delta_ci_high'])}]"
         cells = [r["rank_label"], strategy_cell(r["strategy"], links), pct(r["accuracy"], r["ci95"]), delta,
-                 p_text(r["p_adjusted"]), source_cost(r), num(r["ms_per_episode"], ",.2f")]
+                 p_text(r["p_adjusted"]), source_cost_time(r), num(r["ms_per_episode"], ",.2f")]
         lines.append([cell(c) for c in cells + ([r["run"]] if multi_run else [])])
     return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
 

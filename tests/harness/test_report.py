@@ -310,8 +310,9 @@ def test_leaderboard_fits_a_laptop_screen(tmp_path):
     assert widest < 160, widest
     ranking = next(t for t in tables(text) if t[0].startswith("| #"))
     assert [c.strip() for c in ranking[0].strip("|").split("|")] == [
-        "#", "Strategy", "Accuracy (%)", "Δ to best (pp) [98.3% CI]", "p (adj.)", "Source cost", "ms / episode"]
-    assert "| 12.3 TFLOP " in text and "| 150,016 img " in text  # TFLOP when recorded, else images processed
+        "#", "Strategy", "Accuracy (%)", "Δ to best [98.3% CI]", "p (adj.)", "Source cost, time",
+        "ms/episode"]
+    assert "| 12.3 TFLOP, " in text and "| 150,016 img, " in text  # TFLOP when recorded, else images processed
     assert "the source phase ran on NVIDIA H200" in text  # only where it differs from the evaluation device
     assert text.count("the source phase ran on") == 1
     assert text.count("<details>") == text.count("</details>") == 6  # one block per strategy
