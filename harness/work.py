@@ -194,12 +194,16 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
     episode_set = ctx.episode_set(unit.shots)
     tasks = episode_set.batch(ctx.pool, ctx.data.mean, ctx.data.std)
     per_episode, extras, seconds, peak = [], {}, 0.0, 0.0
-    alone = episode_set.check_index()  # the warm-up episode, also run alone to check the batch's independence
+    # the warm-up episode, alone in a sealed batch of its own images: its FLOPs are one episode's, and its output
+    # checks that the batched one does not depend on the other episodes
+    alone = episode_set.check_index()
+    lone = dataclasses.replace(episode_set, episodes=[episode_set.episodes[alone]]).batch(ctx.pool, ctx.data.mean,
+                                                                                         ctx.data.std)
     with ctx.bar(unit.label, len(tasks) * len(sources), "ep", "episode") as progress:
         for i, source in enumerate(sources):
             model = load_model(unit, source, ctx.device)
             if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation), its FLOPs counted
-                single, episode_flops = strategy.warm_up(model, tasks[alone:alone + 1])
+                single, episode_flops = strategy.warm_up(model, lone)
             with Stopwatch(ctx.device) as watch:
                 outputs = strategy.run_episodes(model, tasks, progress)
             if i == 0:

@@ -69,6 +69,10 @@ def test_budget_overrides_and_scales_are_recorded(imagefolder_dir, tmp_path):
     for r in recs.values():  # every record carries its compute
         per_image = r["source_flops"] / r["source_images_processed"]
         assert 5e7 < per_image < 2e8 and r["episode_flops"] > 0 and "FlopCounterMode" in r["source_flops_method"]
+    # one episode's FLOPs: the probe embeds that episode's 5 x (1 + 15) images (28.3 MFLOP each, the hand count
+    # above) and fits a small logistic regression, not every image of the batch of episodes
+    embed = 5 * (1 + 15) * 28_311_552
+    assert embed < recs[("frozen-features", 1.0)]["episode_flops"] < 1.2 * embed
     assert (out / "records" / "protonet-1shot-x0.5.json").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["budget_scales"] == [0.5, 1.0] and config["run"]["budget"] == ["meta=640"]
