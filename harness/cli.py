@@ -204,7 +204,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """A finished run's estimated wall time on each number of workers (harness/estimate.py)."""
     from harness.estimate import report
 
-    print(report(args.run_dir, [n for counts in args.workers for n in counts], args.warm_cache))
+    print(report(args.run_dir, [n for counts in args.workers for n in counts], args.warm_cache, args.preset))
     return 0
 
 
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-cache", action="store_true",
                    help="count source models the run loaded from the cache as free (default: their recorded "
                         "training time counts, as for an empty cache)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="scale the measured times to another preset's budgets and episodes (e.g. paper), assuming "
+                        "the run's throughput")
     p.set_defaults(handler=cmd_plan)
     return parser
 

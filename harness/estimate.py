@@ -47,21 +47,35 @@ class Schedule:
     worker_of: dict[str, int] = field(default_factory=dict)
 
 
-def units_of(records: list[dict], warm_cache: bool = False) -> list[TimedUnit]:
-    """Source units (by cache key) then evaluation units of the ``ok`` records, in record order."""
+def scaling(record: dict, preset: object | None) -> tuple[float, float]:
+    """(source, episode) time factors taking ``record`` to the budgets and episode count of ``preset`` (None:
+    1, 1): times are taken as proportional to the images processed and to the episodes (constant throughput)."""
+    if preset is None:
+        return 1.0, 1.0
+    budget = preset.source_images.get(record.get("budget_group") or "", 0) * (record.get("budget_scale") or 1.0)
+    done = record.get("source_budget_images") or 0
+    return (budget / done if budget and done else 1.0), preset.episodes / max(1, record.get("episodes") or 1)
+
+
+def units_of(records: list[dict], warm_cache: bool = False, preset: object | None = None) -> list[TimedUnit]:
+    """Source units (by cache key) then evaluation units of the ``ok`` records, in record order; with ``preset``
+    (a :class:`harness.presets.Preset`) their times scaled to its budgets and episodes (:func:`scaling`)."""
     sources: dict[str, TimedUnit] = {}
     evaluations: list[TimedUnit] = []
     for r in records:
         if r.get("status") != "ok":
             continue
         keys = r.get("source_keys") or []
+        source_factor, episode_factor = scaling(r, preset)
         for key in keys:
-            seconds, cached = (r.get("source_seconds") or 0.0) / len(keys), bool(r.get("source_cached"))
+            seconds = (r.get("source_seconds") or 0.0) / len(keys) * source_factor
+            cached = bool(r.get("source_cached"))
             if key in sources:  # trained in the run if any of its rows says so
                 seconds, cached = max(seconds, sources[key].seconds), cached and sources[key].cached
             sources[key] = TimedUnit(f"source:{key}", seconds, (), cached)
         name = f"eval:{r['strategy']}:{r['shots']}:{r.get('budget_scale', 1.0):g}"
-        evaluations.append(TimedUnit(name, r.get("episode_seconds") or 0.0, tuple(f"source:{k}" for k in keys)))
+        evaluations.append(TimedUnit(name, (r.get("episode_seconds") or 0.0) * episode_factor,
+                                     tuple(f"source:{k}" for k in keys)))
     if warm_cache:
         sources = {k: dataclasses.replace(u, seconds=0.0) if u.cached else u for k, u in sources.items()}
     return [*sources.values(), *evaluations]
@@ -156,15 +170,18 @@ def worker_counts(text: str) -> list[int]:
     return counts
 
 
-def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False) -> str:
-    """The estimate for each worker count, as printed by ``plan``; UsageError on a bad run directory."""
+def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, preset: str | None = None) -> str:
+    """The estimate for each worker count, as printed by ``plan``; UsageError on a bad run directory. With
+    ``preset``, the run's unit times are scaled to that preset's budgets and episodes first."""
     from tabulate import tabulate
 
     from harness.errors import UsageError
+    from harness.presets import get_preset
     from harness.results import load_run
 
+    target = get_preset(preset) if preset else None
     _, _, records = load_run(run_dir)
-    units = units_of(records, warm_cache)
+    units = units_of(records, warm_cache, target)
     sources = [u for u in units if not u.needs and u.id.startswith("source:")]
     evaluations = [u for u in units if u.id.startswith("eval:")]
     if not evaluations:
@@ -173,7 +190,8 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False) ->
     critical = max(path_lengths(units).values())
     cached = sum(u.cached for u in sources)
     lines = [f"{run_dir}: {_count(len(sources), 'source unit')} and {_count(len(evaluations), 'evaluation unit')}, "
-             f"{duration(total)} of measured unit time"]
+             f"{duration(total)} of measured unit time" + (f" scaled to the {target.name} preset ({target.episodes:,} "
+                                                            f"episodes and its budgets)" if target else "")]
     if cached:
         lines.append(f"{_count(cached, 'source model')} came from the cache in that run: "
                      + ("counted as free (--warm-cache)" if warm_cache
@@ -191,4 +209,7 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False) ->
                            tablefmt="simple", colalign=("right", "right", "right", "right", "right")), "",
               "assumes: one unit per worker at a time; workers as fast as the machine that measured the run; no",
               "start-up or transfer costs; each source unit before its evaluations, the longest path first"]
+    if target:
+        lines += ["scaled: source time x (preset budget / budget run), episode time x (preset episodes / episodes "
+                  "run): constant throughput"]
     return "\n".join(lines)

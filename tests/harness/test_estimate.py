@@ -76,6 +76,23 @@ def test_a_shared_source_is_trained_once_and_replicates_split_its_time():
     assert warm["source:k2"] == 0.0
 
 
+def test_times_scale_to_another_presets_budgets_and_episodes(tmp_path, capsys):
+    from harness.presets import get_preset
+
+    paper = get_preset("paper")
+    rec = record("a", 1, [0.5], "fp", source_keys=["k"], budget_group="meta", source_budget_images=20_000,
+                 source_seconds=20.0, episode_seconds=30.0, episodes=300, budget_scale=0.5).to_json()
+    times = {u.id: u.seconds for u in units_of([rec], preset=paper)}
+    # meta: 20,000,000 x 0.5 / 20,000 images = 500x the source time; 2,000 / 300 episodes
+    assert times == {"source:k": pytest.approx(20.0 * 500), "eval:a:1:0.5": pytest.approx(30.0 * 2000 / 300)}
+    assert {u.id: u.seconds for u in units_of([rec])} == {"source:k": 20.0, "eval:a:1:0.5": 30.0}
+    run = write_run(tmp_path / "run", fixed_records())
+    assert main(["plan", str(run), "--workers", "4", "--preset", "paper"]) == 0
+    assert "scaled to the paper preset (2,000 episodes" in capsys.readouterr().out
+    assert main(["plan", str(run), "--preset", "papr"]) == 2
+    assert "unknown preset 'papr' (did you mean 'paper'?)" in capsys.readouterr().err
+
+
 def test_random_plans_are_valid_and_never_beat_the_bounds():
     import random
 
