@@ -48,18 +48,32 @@ def parse_budgets(items: list[str], preset: Preset) -> dict[str, int]:
 class Budgets:
     """``budgets(strategy, shots, scale) -> Budget`` for the planner."""
 
-    def __init__(self, groups: dict[str, int], scales: list[float], match_compute: bool, probe: Callable[..., Any]):
+    def __init__(self, groups: dict[str, int], scales: list[float], match_compute: bool, probe: Callable[..., Any],
+                 backbone: str = "conv4"):
         self.groups, self.scales, self.match_compute, self.probe = groups, scales, match_compute, probe
+        self.backbone = backbone  # the run's backbone: its supervised phase sets the matched FLOP budget
         self.matched_flops: float | None = None
 
-    def reference_flops(self, backbone: str) -> float:
-        """The FLOP budget of every phase under --match-compute: the supervised phase's budget in FLOPs."""
+    def reference_flops(self) -> float:
+        """The FLOP budget of every phase under --match-compute: the supervised phase's budget in FLOPs, on the
+        run's backbone (whatever the order of the strategies or a row's own backbone)."""
         if self.matched_flops is None:
             from strategies.supervised import SupervisedPretraining
 
-            per_image, _ = self.probe(SupervisedPretraining(backbone=backbone), None)
+            per_image, _ = self.measure(SupervisedPretraining(backbone=self.backbone), None, "the matched budget")
             self.matched_flops = self.groups["pretrain"] * per_image
         return self.matched_flops
+
+    def measure(self, phase: Pretrainer, shots: int | None, what: str) -> tuple[float, str]:
+        """The probe's FLOPs per image; a phase that cannot take its one counted step is a one-line error."""
+        try:
+            return self.probe(phase, shots)
+        except UsageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - bad hyperparameters, out of memory...: before anything is trained
+            detail = " ".join(str(e).split())[:200]
+            raise UsageError(f"--match-compute: counting the FLOPs of one {phase.phase_name} step for {what} failed "
+                             f"({type(e).__name__}: {detail}); check its --set values") from None
 
     def __call__(self, strategy: Strategy, shots: int | None, scale: float) -> Budget:
         group = type(strategy.source).budget_group
@@ -68,8 +82,8 @@ class Budgets:
                              f"({', '.join(self.groups)}); give its pretrainer one of those budget_group values")
         if not self.match_compute:
             return Budget(max(1, round(self.groups[group] * scale)))
-        target = self.reference_flops(strategy.source.backbone) * scale
-        per_image, method = self.probe(strategy.source, shots)
+        target = self.reference_flops() * scale
+        per_image, method = self.measure(strategy.source, shots, strategy.name)
         if per_image <= 0:  # a phase that trains nothing (a model pretrained elsewhere, loaded): nothing to match
             return Budget(max(1, round(self.groups[group] * scale)))
         return Budget(max(1, math.ceil(target / per_image)), (per_image, method), target)

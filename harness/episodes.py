@@ -6,16 +6,22 @@ queries are shuffled. Query labels stay with the harness in :class:`EpisodeSet`,
 the strategies' outputs.
 
 Strategies get a :class:`TaskBatch`: the support images, support labels and query images of a batch of
-episodes and nothing else. Images that recur across the batch's episodes are stored once, in an order
-given by a permutation derived from the run seed through a hash the strategy never sees, so neither an
-image's position nor an index reveals its class, its place in the novel pool, or the other novel images.
+episodes and nothing else. Everything the sampler does is a function of the run seed and the pool's class
+sizes, both public (the seed defaults to 0; a strategy knows this code), so any order it produces can be
+replayed: the query order it draws, and any permutation of the stored images derived from the seed or the
+data fingerprint (itself computable from a known copy's published fingerprint), would reveal the query
+labels to a strategy that replays it. So the harness orders by image content instead (``content``: a hash
+of each pool image's pixels, :func:`content_keys`): each episode's queries are presented, and the batch's
+de-duplicated images stored, in the order of their content hashes. Without the pool's pixels, which no
+strategy receives, that order says nothing about an image's class or its place in the pool.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +62,13 @@ def sample_episode(by_class: Sequence[np.ndarray], class_ids: Sequence[int], way
                    classes=np.asarray(class_ids)[chosen], seed=int(rng.integers(2**31 - 1)))
 
 
+def content_keys(images: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each image's pixels (uint8 (N, ...)): the order the harness presents images in."""
+    rows = np.ascontiguousarray(images).reshape(len(images), -1)
+    return np.array([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") for r in rows],
+                    dtype=np.uint64)
+
+
 def validate_protocol(class_sizes: Sequence[int], ways: int, shots: int, queries: int, episodes: int) -> None:
     """Check an episode protocol against the pool before any training."""
     for name, value in (("ways", ways), ("shots", shots), ("queries", queries), ("episodes", episodes)):
@@ -80,15 +93,23 @@ class EpisodeSet:
     queries: int
     seed: int
     data_fingerprint: str = ""
+    #: content_keys of the pool: the order queries are presented and images stored in (None: the seed-derived
+    #: order of earlier versions, replayable; for tests of the sampler only)
+    content: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def draw(cls, labels: np.ndarray, classes: Sequence[int], ways: int, shots: int, queries: int,
-             episodes: int, seed: int, data_fingerprint: str = "") -> EpisodeSet:
+             episodes: int, seed: int, data_fingerprint: str = "", content: np.ndarray | None = None) -> EpisodeSet:
+        """The episodes; with ``content`` (:func:`content_keys` of the pool) each episode's queries are put in
+        the order of their content hashes."""
         by_class = index_by_class(labels, classes)
         validate_protocol([len(ix) for ix in by_class], ways, shots, queries, episodes)
         drawn = [sample_episode(by_class, classes, ways, shots, queries,
                                 np.random.default_rng([seed, shots, i])) for i in range(episodes)]
-        return cls(drawn, ways, shots, queries, seed, data_fingerprint)
+        if content is not None:
+            drawn = [dataclasses.replace(e, query=e.query[order], query_labels=e.query_labels[order])
+                     for e in drawn for order in [np.argsort(content[e.query], kind="stable")]]
+        return cls(drawn, ways, shots, queries, seed, data_fingerprint, content)
 
     def fingerprint(self) -> str:
         """sha256 of the data fingerprint and every index and label of every episode: equal fingerprints,
@@ -101,25 +122,32 @@ class EpisodeSet:
         return h.hexdigest()[:16]
 
     def _permutation_seed(self) -> list[int]:
-        """Seeds of the de-duplication order: a hash of the run seed, never handed to strategies."""
+        """Seeds of the de-duplication order without ``content`` (replayable from the run seed: tests only)."""
         digest = hashlib.sha256(f"sealed-order|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
         return [int.from_bytes(digest.digest()[i:i + 4], "little") for i in range(0, 16, 4)]
 
-    def check_index(self) -> int:
-        """The episode the harness also adapts alone (harness/work.py ``check_independent``): from a hash of the
-        run seed, never handed to strategies."""
+    def warm_up_index(self) -> int:
+        """The untimed warm-up episode, whose FLOPs are counted (harness/work.py): from a hash of the run seed."""
         digest = hashlib.sha256(f"independence-check|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
         return int.from_bytes(digest.digest()[:4], "little") % len(self.episodes)
 
+    def alone(self, index: int, pool: Any, mean: Sequence[float] = CIFAR10_MEAN,
+              std: Sequence[float] = CIFAR10_STD) -> TaskBatch:
+        """Episode ``index`` in a sealed batch of its own images only."""
+        return dataclasses.replace(self, episodes=[self.episodes[index]]).batch(pool, mean, std)
+
     def batch(self, pool: Any, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> TaskBatch:
         """What strategies see: every episode's support images and labels and its query images, the
-        images stored once in a hash-derived random order, never query labels or other pool images."""
+        images stored once in content-hash order, never query labels or other pool images."""
         import torch
 
         support = np.stack([e.support for e in self.episodes])
         query = np.stack([e.query for e in self.episodes])
         used = np.unique(np.concatenate([support.ravel(), query.ravel()]))
-        order = used[np.random.default_rng(self._permutation_seed()).permutation(len(used))]
+        if self.content is not None:  # by content hash (the module docstring says why)
+            order = used[np.argsort(self.content[used], kind="stable")]
+        else:
+            order = used[np.random.default_rng(self._permutation_seed()).permutation(len(used))]
         position = np.full(len(pool), -1, dtype=np.int64)
         position[order] = np.arange(len(order))
         device = pool.device

@@ -32,6 +32,8 @@ def counted(fn: Callable[[], Any]) -> tuple[Any, int]:
 
 def flops_per_image(phase: Pretrainer, data: SourceData) -> tuple[float, str]:
     """(FLOPs per image processed, how it was measured) for a source phase on this data."""
+    if not type(phase).trains:
+        return 0.0, "none: the phase trains nothing (a model pretrained elsewhere, loaded)"
     twin = phase.flop_twin()
     processed: list[int] = []
     probe = dataclasses.replace(data, progress=processed.append, metrics={})

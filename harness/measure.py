@@ -113,7 +113,8 @@ class Stopwatch:
 
 def configure(deterministic: bool) -> dict[str, Any]:
     """Set (or lift) deterministic algorithms for this process; return what is in force, for the record.
-    ``CUBLAS_WORKSPACE_CONFIG`` must be set before CUDA starts: the command line sets it on start-up."""
+    ``CUBLAS_WORKSPACE_CONFIG`` must be set before cuBLAS starts: this runs in ``prepare`` (and in each worker
+    process) before any CUDA work."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic)

@@ -88,6 +88,8 @@ class Pretrainer(ABC):
     any_backbone: ClassVar[bool] = True
     #: the ``--precision`` values the phase honours (fp32, bf16 autocast)
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    #: False for phases that train nothing (a model file pretrained elsewhere, loaded): no FLOPs per image
+    trains: ClassVar[bool] = True
 
     backbone: str = "conv4"  # a registered backbone (`python -m harness list backbones`)
 
@@ -117,6 +119,11 @@ class Pretrainer(ABC):
         from harness.measure import device_name
 
         return device_name(device)
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the frameworks besides torch that the phase trains or loads with (TensorFlow,
+        torchvision), for its cache key. Override."""
+        return {}
 
     def apply_run(self, config: Any) -> Pretrainer:
         """This phase with the run-wide settings it honours applied (``config``: the run's
@@ -159,6 +166,9 @@ class Pretrainer(ABC):
 @dataclass
 class Adapter(ABC):
     """Hyperparameters of an episode phase; subclasses add their own fields (with defaults)."""
+
+    #: False for adapters computing in another framework without a PyTorch twin: their FLOPs are not counted
+    counts_flops: ClassVar[bool] = True
 
     def check(self, source: Pretrainer) -> None:
         """Reject impossible hyperparameters (raise UsageError). Override."""
@@ -250,14 +260,14 @@ class Strategy:
                      progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
         return self.adapter.adapt(model, tasks, self.source, progress)
 
-    def warm_up(self, model: nn.Module, tasks: TaskBatch) -> tuple[list, int]:
+    def warm_up(self, model: nn.Module, tasks: TaskBatch) -> tuple[list, int | None]:
         """Run ``tasks`` untimed (start-up costs, lazy initialisation); return their outputs and episode-phase
         FLOPs: the adapter's :meth:`Adapter.episode_flops` when it gives them, else counted with FlopCounterMode
-        (harness/flops.py) while it runs."""
+        (harness/flops.py) while it runs; None for adapters whose work the counter cannot see."""
         from harness.flops import counted
 
         flops = self.adapter.episode_flops(model, tasks, self.source)
-        if flops is None:
+        if flops is None and type(self.adapter).counts_flops:
             return counted(lambda: self.run_episodes(model, tasks))
         return self.run_episodes(model, tasks), flops
 

@@ -3,8 +3,11 @@ phase trains with (their hash enters the cache key), and the files a row's code 
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import subprocess
 import sys
@@ -18,9 +21,34 @@ def _project_module(name: str | None) -> bool:
     return bool(name) and name.split(".")[0] in PROJECT_PACKAGES
 
 
+@functools.cache
+def _imports(name: str) -> frozenset[str]:
+    """The project modules module ``name``'s source imports anywhere, inside functions too (``import``
+    statements that run lazily), found by parsing it (once per process)."""
+    path = getattr(sys.modules.get(name) or importlib.import_module(name), "__file__", None)
+    if not path or not path.endswith(".py"):
+        return frozenset()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # ``from harness import augment``
+    return frozenset(n for n in found if _project_module(n) and _is_module(n))
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, AttributeError, ValueError):  # ``harness.backbone.Backbone``: a class, not a module
+        return False
+
+
 def module_closure(*names: str) -> list[str]:
     """The project modules reachable from ``names`` through module-level references (imported modules,
-    functions, classes), sorted: what a class defined there can run."""
+    functions, classes) and import statements (also inside functions), sorted: what a class defined there
+    can run."""
     seen: set[str] = set()
     stack = [n for n in names if _project_module(n)]
     while stack:
@@ -29,10 +57,9 @@ def module_closure(*names: str) -> list[str]:
             continue
         seen.add(name)
         module = sys.modules.get(name) or importlib.import_module(name)
-        for value in vars(module).values():
-            ref = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-            if isinstance(ref, str) and _project_module(ref) and ref not in seen:
-                stack.append(ref)
+        refs = {value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+                for value in vars(module).values()} | _imports(name)
+        stack += [ref for ref in refs if isinstance(ref, str) and _project_module(ref) and ref not in seen]
     return sorted(seen)
 
 

@@ -149,6 +149,8 @@ def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotDat
         "denormals": "flushed",  # harness/measure.py configure
         "torch": ".".join(torch.__version__.split(".")[:2]),
     }
+    if phase.versions():  # other frameworks the phase trains or loads with (TensorFlow, torchvision)
+        ingredients["versions"] = phase.versions()
     if type(phase).uses_ways or type(phase).per_shots:
         ingredients["ways"] = config.ways
     if type(phase).per_shots:

@@ -168,7 +168,8 @@ class Run:
 
 def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], None],
             command: list[str] | None = None) -> Run:
-    """Validate everything and load the data; writes nothing."""
+    """Validate everything and load the data; writes nothing but caches (decoded images, and with
+    --match-compute each phase's measured FLOPs per image)."""
     preset = get_preset(config.preset)
     executor = EXECUTORS.load(config.executor)(config)
     executor.check()  # e.g. its framework installed, its cluster reachable
@@ -192,7 +193,7 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     probe = flop_probe(data, device, config.ways, config.queries, config.seed, cache_dir,
                        lambda phase, shots: source_key(phase, shots, 0, data, config, 0, device))
     budgets = Budgets(parse_budgets(config.budget, preset), list(dict.fromkeys(config.budget_scale)),
-                      config.match_compute, probe)
+                      config.match_compute, probe, config.backbone or "conv4")
     seeds = replicate_seeds(config.seed, config.replicates)
     units = plan(strategies, list(config.shots), budgets.scales, seeds, budgets,
                  lambda s, shots, seed, images: source_key(s.source, shots, seed, data, config, images, device))

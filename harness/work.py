@@ -11,6 +11,7 @@ first (warm-up) step; the episode phase runs one untimed warm-up episode before 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from harness.datasets.base import FewShotData
-from harness.episodes import EpisodeSet
+from harness.episodes import EpisodeSet, content_keys
 from harness.faults import checkpoint
 from harness.flops import flops_per_image
 from harness.measure import Stopwatch, autocast, configure, device_name, synchronize
@@ -73,13 +74,16 @@ class UnitContext:
 
         self.pool = to_float(torch.from_numpy(data.novel.nchw()).to(self.device), data.mean, data.std).contiguous()
         self._episodes: dict[int, EpisodeSet] = {}
+        self._content: np.ndarray | None = None
 
     def episode_set(self, shots: int) -> EpisodeSet:
         if shots not in self._episodes:
             s = self.spec
+            if self._content is None:  # the order images are presented in (harness/episodes.py says why)
+                self._content = content_keys(self.data.novel.images)
             self._episodes[shots] = EpisodeSet.draw(self.data.novel.labels, range(len(self.data.novel.classes)),
                                                     s.ways, shots, s.queries, s.episodes, s.seed,
-                                                    self.data.fingerprint)
+                                                    self.data.fingerprint, self._content)
         return self._episodes[shots]
 
     @contextmanager
@@ -132,6 +136,7 @@ def train_source(unit: SourceUnit, ctx: UnitContext) -> SourceResult:
             per_image, method = unit.flops_per_image or flops_per_image(phase, data)
         with Stopwatch(ctx.device) as watch, autocast(ctx.device, spec.precision):
             model = phase.train(data, unit.budget_images)
+            synchronize(ctx.device)  # the queued device work belongs to the steady-state time
             end = time.perf_counter()
     steady = counter.processed - counter.first_count
     per_second = steady / max(end - counter.first_time, 1e-9) if steady > 0 else \
@@ -175,7 +180,8 @@ def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device, 
 def check_independent(name: str, single: list, outputs: list, index: int, agreement: float = 0.9) -> None:
     """The adapter contract: an episode's output never depends on the other episodes of its batch (a batch
     of de-duplicated images would otherwise let an adapter link labels across episodes). Episode ``index``
-    (hidden from the strategy), adapted alone, must predict what it predicts within the batch."""
+    (drawn with ``secrets``: no strategy can know which), adapted alone, must predict what it predicts within
+    the batch."""
     if len(single) != 1 or len(outputs) <= index:
         return  # the scoring reports the wrong count
     a, b = (o["logits"] if isinstance(o, dict) else o for o in (single[0], outputs[index]))
@@ -194,20 +200,19 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
     episode_set = ctx.episode_set(unit.shots)
     tasks = episode_set.batch(ctx.pool, ctx.data.mean, ctx.data.std)
     per_episode, extras, seconds, peak = [], {}, 0.0, 0.0
-    # the warm-up episode, alone in a sealed batch of its own images: its FLOPs are one episode's, and its output
-    # checks that the batched one does not depend on the other episodes
-    alone = episode_set.check_index()
-    lone = dataclasses.replace(episode_set, episodes=[episode_set.episodes[alone]]).batch(ctx.pool, ctx.data.mean,
-                                                                                         ctx.data.std)
+    # the warm-up episode, alone in a sealed batch of its own images: its FLOPs are one episode's
+    warm = episode_set.alone(episode_set.warm_up_index(), ctx.pool, ctx.data.mean, ctx.data.std)
     with ctx.bar(unit.label, len(tasks) * len(sources), "ep", "episode") as progress:
         for i, source in enumerate(sources):
             model = load_model(unit, source, ctx.device)
             if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation), its FLOPs counted
-                single, episode_flops = strategy.warm_up(model, lone)
+                _, episode_flops = strategy.warm_up(model, warm)
             with Stopwatch(ctx.device) as watch:
                 outputs = strategy.run_episodes(model, tasks, progress)
-            if i == 0:
-                check_independent(strategy.name, single, outputs, alone)
+            if i == 0:  # untimed: an episode no strategy can predict, adapted alone, must predict the same
+                k = secrets.randbelow(len(tasks))
+                alone = strategy.run_episodes(model, episode_set.alone(k, ctx.pool, ctx.data.mean, ctx.data.std))
+                check_independent(strategy.name, alone, outputs, k)
             seconds, peak = seconds + watch.seconds, max(peak, watch.peak_memory_mb)
             scores = episode_set.score(outputs, strategy.name)
             per_episode.append(scores["episode_accuracies"])
@@ -233,6 +238,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         source_images_per_second=float(np.mean([m["images_per_second"] for m in ms])),
         source_peak_memory_mb=max(m["peak_memory_mb"] for m in ms), source_device=ms[0]["device"],
         source_cached=all(s.cached for s in sources), source_metrics=ms[0].get("metrics", {}),
-        episode_seconds=seconds, ms_per_episode=1000 * seconds / n, episode_flops=float(episode_flops),
+        episode_seconds=seconds, ms_per_episode=1000 * seconds / n,
+        episode_flops=None if episode_flops is None else float(episode_flops),
         query_images_per_second=n * tasks.queries_per_episode / max(seconds, 1e-9), episode_peak_memory_mb=peak,
         device=strategy.adapter.runs_on(ctx.device))

@@ -66,7 +66,8 @@ def paper_estimate(records: list[dict]) -> float:
     paper = get_preset("paper").source_images
     seen, total = set(), 0.0
     for r in records:
-        if r["status"] == "ok" and r["source_keys"] and r["source_keys"][0] not in seen:
+        if r["status"] == "ok" and r["source_keys"] and r["source_keys"][0] not in seen \
+                and r.get("source_images_processed"):  # rows that train nothing (external) cost nothing here
             seen.add(r["source_keys"][0])
             total += paper.get(r["budget_group"], 0) / max(r["source_images_per_second"], 1e-9)
     return total

@@ -102,6 +102,7 @@ class ExternalModel(Pretrainer):
     family = "external"
     any_backbone = False  # the file brings its own network
     precisions = ("fp32",)
+    trains = False  # loads the file: 0 images processed, no FLOPs
     rows: ClassVar[tuple[str, str]] = ("", "")  # the probe and fine-tuning rows (for messages)
     suffixes: ClassVar[tuple[str, ...]] = ()
 

@@ -66,6 +66,9 @@ class FinetuneSettings:
     def check(self, source: Pretrainer) -> None:
         if not 1 <= self.unfrozen_blocks <= 4:
             raise UsageError(f"unfrozen_blocks must be 1..4, got {self.unfrozen_blocks}")
+        if self.steps < 0 or self.episode_batch < 1 or self.probe_C <= 0:
+            raise UsageError(f"need steps >= 0, episode_batch >= 1 and probe_C > 0 (got {self.steps}, "
+                             f"{self.episode_batch}, {self.probe_C:g})")
 
     def describe(self, source: Pretrainer) -> str:
         head = "probe-initialised (LP-FT)" if self.head_init == "probe" else "random"

@@ -1,5 +1,5 @@
 """Keras Conv-4 (Vinyals et al. 2016) and its supervised pretraining on the base classes: the TensorFlow
-twin of strategies/backbones.py and strategies/supervised.py (Chen et al. 2019's Baseline pretraining).
+twin of strategies/backbones/conv4.py and strategies/supervised.py (Chen et al. 2019's Baseline pretraining).
 
 Same architecture (4 x [Conv2D 64 3x3 same, BatchNormalization, ReLU, MaxPool 2], 256-d features at
 32x32, BatchNorm momentum and epsilon as PyTorch's defaults) and the same budget rule: images processed,
@@ -65,6 +65,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from harness.errors import UsageError  # noqa: E402
 from harness.phases import Pretrainer, SourceData  # noqa: E402
 from strategies.pretraining import lr_at, minibatches  # noqa: E402
 
@@ -198,6 +199,9 @@ class KerasSupervisedPretraining(Pretrainer):
     label_smoothing: float = 0.0
     jit_compile: bool = False  # XLA for the training step
 
+    def versions(self) -> dict[str, str]:
+        return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
     def describe(self) -> str:
         return f"supervised Keras Conv-4 pretraining (SGD, lr {self.lr:g}; TensorFlow {tf.__version__})"
 
@@ -205,7 +209,10 @@ class KerasSupervisedPretraining(Pretrainer):
         return {"framework": f"TensorFlow {tf.__version__}", "source XLA": self.jit_compile}
 
     def check(self) -> None:  # the Keras Conv-4 is not a registered backbone: Strategy.check names the limit
-        pass
+        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise UsageError(f"{self.phase_name}: need source.batch_size >= 1, source.lr > 0, 0 <= source.momentum < 1 "
+                             f"and source.weight_decay >= 0 (got {self.batch_size}, {self.lr:g}, {self.momentum:g}, "
+                             f"{self.weight_decay:g})")
 
     def runs_on(self, device: torch.device) -> str:
         return tensorflow_device()

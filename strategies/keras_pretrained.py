@@ -110,6 +110,11 @@ class KerasPretrained(ExternalModel):
 
     inputs: Inputs = "caffe"  # what Keras's VGG16/VGG19/ResNet50 expect (their preprocess_input)
 
+    def versions(self) -> dict[str, str]:
+        import tensorflow as tf
+
+        return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
     def describe(self) -> str:
         at = f"cut at layer {self.layer!r}" if self.layer else "its output"
         return f"external: Keras model file {Path(self.model).name or '(none)'}, {at} ({self.pool} pooled), no training"
@@ -176,6 +181,8 @@ def checked_spec(model: nn.Module, source: Pretrainer) -> dict:
 class KerasPretrainedProbe(ProbeSettings, Adapter):
     """Linear probe (TensorFlow) on L2-normalised frozen features of the user's Keras model."""
 
+    counts_flops = False  # TensorFlow's operations are invisible to FlopCounterMode, and there is no twin
+
     def describe(self, source: Pretrainer) -> str:
         return f"Keras linear probe (C={self.C:g}) on the file's frozen features, Newton to |gradient| < " \
                f"{self.tolerance:g}"
@@ -200,6 +207,7 @@ class KerasPretrainedFinetune(TopLayersSettings, Adapter):
 
     unfreeze_from: int = -4  # layers[k:] trainable (negative: from the end); -4: VGG16's last block
 
+    counts_flops = False  # TensorFlow's operations are invisible to FlopCounterMode
     layers_word = "Keras layers"
     head_word = "Dense head"
     loss_word = "sparse categorical cross-entropy"

@@ -112,7 +112,7 @@ def twin_flops(twin: Adapter, model: nn.Module, tasks: TaskBatch, source: Pretra
     """The FLOPs of the PyTorch twin adapting a PyTorch copy of the Keras Conv-4 to ``tasks``, counted."""
     from harness.flops import counted
 
-    return counted(lambda: twin.adapt(to_torch(model), tasks, source))[1]
+    return counted(lambda: twin.adapt(to_torch(model).to(tasks.images.device), tasks, source))[1]
 
 
 class KerasTwin:

@@ -6,7 +6,9 @@ adapted; inner loops written with ``torch.autograd.grad`` (``create_graph`` for 
 functional Adam step for Reptile, and the episodic task stream of meta-training, drawn with the
 harness's own sampler (:func:`harness.episodes.sample_episode`) from the base pool.
 
-BatchNorm has two modes (``bn_mode``), always from batch statistics, never running averages:
+BatchNorm in the functional forward has two modes (``bn_mode``), always from batch statistics, never running
+averages (ProtoNet's episode phase, strategies/protonet.py, embeds with the running statistics instead when
+its ``bn_mode`` is ``inductive``):
 
 * ``transductive``: every forward normalises with its own batch's statistics; the queries of an episode
   are normalised together (what the MAML and Reptile reference code did).

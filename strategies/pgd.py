@@ -80,7 +80,7 @@ class RobustEval:
         return PGD(self.robust_epsilon, self.robust_step_size, self.robust_steps)
 
     def robust_settings(self) -> dict[str, str]:
-        """For ``protocol_settings``: the attack behind ``clean_and_robust_accuracy``, when it is evaluated."""
+        """For the row's settings: the attack behind ``clean_and_robust_accuracy``, when it is evaluated."""
         return {"robust eval": describe(self.attack())} if self.robust_eval else {}
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.episodes import TaskBatch
+from harness.errors import UsageError
 from harness.phases import Adapter, Pretrainer, Progress, no_progress
 from strategies.features import embed
 from strategies.logistic import fit_logistic_regression
@@ -72,6 +73,11 @@ class ProbeSettings:
     max_iter: int = 100  # Newton iterations (about ten suffice); L-BFGS iterations for problems too large for Newton
     tolerance: float = 1e-6
     episode_batch: int = 100  # probes fitted in one batched call (speed only: each is solved on its own)
+
+    def check(self, source: Pretrainer) -> None:
+        if self.C <= 0 or self.max_iter < 1 or self.tolerance <= 0 or self.episode_batch < 1:
+            raise UsageError(f"need C > 0, max_iter >= 1, tolerance > 0 and episode_batch >= 1 (got {self.C:g}, "
+                             f"{self.max_iter}, {self.tolerance:g}, {self.episode_batch})")
 
 
 @dataclass

@@ -129,6 +129,11 @@ class TorchPretrained(ExternalModel):
     arch: str = "resnet18"  # a torchvision classification architecture (torchvision.models.list_models())
     inputs: Inputs = "imagenet"  # torchvision's ImageNet normalisation
 
+    def versions(self) -> dict[str, str]:
+        import torchvision
+
+        return {"torchvision": torchvision.__version__}
+
     def describe(self) -> str:
         at = f"cut after layer {self.layer!r}" if self.layer else "without its classifier"
         return f"external: torchvision {self.arch} from {Path(self.model).name or '(none)'}, {at}, no training"

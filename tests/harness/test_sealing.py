@@ -4,6 +4,7 @@ they receive (image positions, index arithmetic, query order, seeds, batch layou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.episodes import EpisodeSet
+from harness.episodes import EpisodeSet, content_keys
 from harness.phases import Adapter
 
 WAYS, EPISODES = 5, 60
@@ -23,10 +24,14 @@ class Cheater(Adapter):
     """Predicts query labels from what it receives other than image contents."""
 
     trick: str = "index-blocks"
+    class_size: int = 0  # replay tricks: what the cheater knows of the novel pool (public for CIFAR-10)...
+    seed: int = 0  # ...the run seed (0 unless --seed)...
+    fingerprint: str = ""  # ...and the data fingerprint (computable for a known copy)
 
     def adapt(self, model, tasks, source, progress=lambda n: None):
         u = len(tasks.images)
         links = link_labels(tasks) if self.trick == "cross-episode" else None
+        replay = self.replayed(tasks) if self.trick.startswith("replay") else None
         outputs = []
         for i in range(len(tasks)):
             support, labels, query = tasks.support[i], tasks.support_labels[i], tasks.query[i]
@@ -48,11 +53,37 @@ class Cheater(Adapter):
                 guess = ranks * tasks.ways // (len(support) + q)
             elif self.trick == "cross-episode":  # a query that is a support image of another episode
                 guess = cross_episode_guess(tasks, i, links)
+            elif self.trick == "replay-queries":  # the sampler's own query order, replayed from the seed
+                guess = torch.as_tensor(replay.episodes[i].query_labels)
+            elif self.trick == "replay-storage":  # the seed- and fingerprint-derived storage order, replayed
+                stored = replay.batch(torch.arange(len(replay_labels(self)), dtype=torch.float64)[:, None]).images
+                pool_class = stored[:, 0].long() // self.class_size  # a pool sorted by class
+                table = torch.zeros(int(pool_class.max()) + 1, dtype=torch.long)
+                table[pool_class[support]] = labels  # pool class -> this episode's label, from the support set
+                guess = table[pool_class[query]]
             else:
                 raise ValueError(self.trick)
             outputs.append(torch.nn.functional.one_hot(guess.long(), tasks.ways).float())
             progress(1)
         return outputs
+
+
+def replay_labels(cheater) -> np.ndarray:
+    """A novel pool of the public class sizes, sorted by class (as an ImageFolder tree is read)."""
+    return np.repeat(np.arange(5), cheater.class_size)
+
+
+def _replayed(cheater, tasks) -> EpisodeSet:
+    """The received episodes, replayed with the harness's own sampler from what the cheater knows (no pixels):
+    each found among the replayed ones by its seed, so the replay matches a batch of any episodes, in order."""
+    queries = tasks.queries_per_episode // tasks.ways
+    every = EpisodeSet.draw(replay_labels(cheater), range(5), tasks.ways, tasks.shots, queries, 200, cheater.seed,
+                            cheater.fingerprint)
+    by_seed = {e.seed: e for e in every.episodes}
+    return dataclasses.replace(every, episodes=[by_seed[seed] for seed in tasks.seeds])
+
+
+Cheater.replayed = _replayed
 
 
 def link_labels(tasks):
@@ -84,7 +115,8 @@ def cross_episode_guess(tasks, i, links):
     return torch.tensor([mine.get(find(first[q]), 0) if q in first else 0 for q in tasks.query[i].tolist()])
 
 
-TRICKS = ["index-blocks", "nearest-support-index", "query-position", "seed", "image-order-rank"]
+TRICKS = ["index-blocks", "nearest-support-index", "query-position", "seed", "image-order-rank", "replay-queries",
+          "replay-storage"]
 
 
 @pytest.fixture
@@ -92,14 +124,57 @@ def cheaters(register_strategy):
     return register_strategy(Cheater, "cheater")
 
 
+def known(imagefolder_dir, tmp_path) -> list[str]:
+    """--set arguments giving the cheater all a strategy could know but the pool's pixels: the class size,
+    the run seed and the data fingerprint."""
+    from harness.datasets import get_dataset
+
+    data = get_dataset("cifar10-5-5").load(imagefolder_dir, tmp_path / "cache")
+    size = set(data.novel.class_sizes())
+    assert len(size) == 1
+    return ["--set", f"cheater.class_size={size.pop()}", "--set", "cheater.seed=0", "--set",
+            f"cheater.fingerprint={data.fingerprint}"]
+
+
 @pytest.mark.parametrize("trick", TRICKS)
 def test_cheating_scores_chance(trick, cheaters, imagefolder_dir, tmp_path):
+    """Through the harness: the cheater either scores chance, or (a trick whose guesses depend on the batch it
+    is handed) its row fails the adapter contract; either way it gains nothing. Scored directly on a sealed
+    batch, bypassing that check, it scores chance too."""
     out = tmp_path / "run"
-    assert main(["run", cheaters, "--set", f"cheater.trick={trick}", "--preset", "smoke", "--shots", "1",
-                 "--episodes", str(EPISODES), "--data-dir", str(imagefolder_dir), "--out", str(out), "--quiet"]) == 0
+    code = main(["run", cheaters, "--set", f"cheater.trick={trick}", *known(imagefolder_dir, tmp_path), "--preset",
+                 "smoke", "--shots", "1", "--episodes", str(EPISODES), "--data-dir", str(imagefolder_dir),
+                 "--out", str(out), "--quiet"])
     record = json.loads((out / "records" / "cheater-1shot.json").read_text())
     n = EPISODES * WAYS * 15
-    assert abs(record["accuracy"] - 1 / WAYS) < 4 * np.sqrt(0.2 * 0.8 / n), (trick, record["accuracy"])
+    if record["status"] == "failed":
+        assert code == 1 and "breaks the adapter contract" in record["reason"], record["reason"]
+    else:
+        assert code == 0 and abs(record["accuracy"] - 1 / WAYS) < 4 * np.sqrt(0.2 * 0.8 / n), (trick, record)
+
+    labels = np.repeat(np.arange(5), 40)  # directly: a pool sorted by class, its content order, 60 episodes
+    pool = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (len(labels), 3, 4, 4), dtype=np.uint8))
+    es = EpisodeSet.draw(labels, range(5), WAYS, 1, 15, EPISODES, seed=0, data_fingerprint="fp",
+                         content=content_keys(pool.numpy()))
+    cheater = Cheater(trick, class_size=40, seed=0, fingerprint="fp")
+    accuracy = es.accuracies([o.argmax(1) for o in cheater.adapt(None, es.batch(pool.double()), None)]).mean()
+    assert abs(accuracy - 1 / WAYS) < 4 * np.sqrt(0.2 * 0.8 / n), (trick, accuracy)
+
+
+def test_replaying_the_sampler_would_win_without_the_content_order():
+    """Without content keys (the order of earlier versions: the sampler's query order and a storage order from
+    a hash of the seed and fingerprint), replaying the sampler reads every query label; with them, chance."""
+    labels = np.repeat(np.arange(5), 30)
+    pool = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (150, 3, 4, 4), dtype=np.uint8))
+    content = content_keys(pool.numpy())
+    for trick in ("replay-queries", "replay-storage"):
+        cheater = Cheater(trick, class_size=30, seed=0, fingerprint="fp")
+        scores = []
+        for keys in (None, content):
+            es = EpisodeSet.draw(labels, range(5), 5, 1, 15, 40, seed=0, data_fingerprint="fp", content=keys)
+            tasks = es.batch(pool.double())
+            scores.append(es.accuracies([o.argmax(1) for o in cheater.adapt(None, tasks, None)]).mean())
+        assert scores[0] == 1.0 and scores[1] < 0.4, (trick, scores)
 
 
 def test_the_same_tricks_would_win_on_an_unsealed_pool():

@@ -37,7 +37,6 @@ def run_copy(project: Path, data: Path, out: Path, cache: Path) -> subprocess.Co
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_an_edit_to_a_training_module_forces_retraining(imagefolder_dir, tmp_path):
     """A copy of the project (not a git checkout: its code version is a hash of its source) trains, reuses
     its cache, and retrains after a comment is added to the supervised pretraining module; an edit to a
