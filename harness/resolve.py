@@ -137,7 +137,7 @@ def protocol_of(config: RunConfig, data: FewShotData, device: torch.device) -> d
 
 
 def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotData, config: RunConfig,
-               budget: int, device: torch.device) -> str:
+               budget: int, device: torch.device, threads: int = 0) -> str:
     """The cache key of a source model (harness/cache.py says what it covers)."""
     backbone = BACKBONES.get(phase.backbone).target if phase.any_backbone else None
     modules = [type(phase).__module__] + ([backbone.split(":")[0] if isinstance(backbone, str)
@@ -149,6 +149,8 @@ def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotDat
         "denormals": "flushed",  # harness/measure.py configure
         "torch": ".".join(torch.__version__.split(".")[:2]),
     }
+    if device.type == "cpu" and threads:  # a CPU's reductions sum in an order that depends on the thread count
+        ingredients["threads"] = threads
     if phase.versions():  # other frameworks the phase trains or loads with (TensorFlow, torchvision)
         ingredients["versions"] = phase.versions()
     if type(phase).uses_ways or type(phase).per_shots:

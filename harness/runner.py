@@ -190,13 +190,15 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     check_base_pool(strategies, data, config)
     out = Path(config.out) if config.out else default_out()
     check_out(out, protocol_of(config, data, device))
+    threads = executor.unit_threads()
     probe = flop_probe(data, device, config.ways, config.queries, config.seed, cache_dir,
-                       lambda phase, shots: source_key(phase, shots, 0, data, config, 0, device))
+                       lambda phase, shots: source_key(phase, shots, 0, data, config, 0, device, threads))
     budgets = Budgets(parse_budgets(config.budget, preset), list(dict.fromkeys(config.budget_scale)),
                       config.match_compute, probe, config.backbone or "conv4")
     seeds = replicate_seeds(config.seed, config.replicates)
     units = plan(strategies, list(config.shots), budgets.scales, seeds, budgets,
-                 lambda s, shots, seed, images: source_key(s.source, shots, seed, data, config, images, device))
+                 lambda s, shots, seed, images: source_key(s.source, shots, seed, data, config, images, device,
+                                                           threads))
     return Run(config, strategies, skipped, data, preset, device, out, SourceCache(cache_dir, warn=log), units, log,
                executor, command or ["python", "-m", "harness", *sys.argv[1:]])
 

@@ -28,6 +28,13 @@ class Executor(ABC):
     def check(self) -> None:
         """Reject unusable settings before anything runs (raise UsageError). Override."""
 
+    def unit_threads(self) -> int:
+        """The torch CPU threads a unit of work runs with (on a CPU they enter the cache key: another thread
+        count sums in another order). Override."""
+        import torch
+
+        return (self.config.threads if self.config is not None else None) or torch.get_num_threads()
+
     @abstractmethod
     def execute(self, plan: Plan, session: Any) -> None:
         """Run every unit of ``plan``; report outcomes to ``session``."""

@@ -177,6 +177,9 @@ class RayExecutor(Executor):
             self.shutdown()
             raise
 
+    def unit_threads(self) -> int:
+        return self.config.threads or max(1, math.floor(self.config.cpus_per_unit))
+
     def shutdown(self) -> None:
         if self.started:
             ray.shutdown()
@@ -200,7 +203,7 @@ class _Driver:
         self.evals = [e for e in plan.evaluations if e.id not in session.finished]
         self.keys = list(dict.fromkeys(k for e in self.evals for k in e.source_keys))
         self.users = Counter(k for e in self.evals for k in e.source_keys)
-        self.threads = c.threads or max(1, math.floor(c.cpus_per_unit))
+        self.threads = executor.unit_threads()
         self.options: dict[str, Any] = {"num_cpus": c.cpus_per_unit, "num_gpus": executor.gpus,
                                         "max_retries": MAX_RETRIES, "retry_exceptions": False}
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cli import main
 from harness.phases import EpisodeAdapter
@@ -30,8 +31,11 @@ MEASURED = {"source_seconds", "source_images_per_second", "source_peak_memory_mb
 
 
 def argv(data: Path, out: Path, cache: Path, *extra: str, names: list[str] = NAMES, executor: str = "ray") -> list:
+    """One torch thread per unit under both executors: a CPU sums in an order that depends on the thread count
+    (it is in the cache key), so equal numbers need equal threads."""
     return ["run", *names, "--preset", "smoke", "--data-dir", str(data), "--out", str(out), "--cache-dir", str(cache),
-            "--report", str(out.parent / f"{out.name}.md"), "--executor", executor, "--quiet", *extra]
+            "--report", str(out.parent / f"{out.name}.md"), "--executor", executor, "--threads", "1", "--quiet",
+            *extra]
 
 
 def run_driver(args: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
@@ -67,8 +71,18 @@ def cluster():
 def local_run(imagefolder_dir, tmp_path_factory) -> Path:
     """The reference: the local executor; its cache (every source model trained) is reused by later tests."""
     base = tmp_path_factory.mktemp("local")
+    threads = torch.get_num_threads()
     assert main(argv(imagefolder_dir, base / "run", base / "cache", executor="local")) == 0
+    torch.set_num_threads(threads)  # --threads 1 set it for this process
     return base
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """The runs here pass --threads 1, which holds for the rest of the process: restored after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 # --- bad input: exit 2, one line, before anything runs ----------------------------------------------
