@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +19,7 @@ def test_the_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "gpu_check.sh")]).returncode == 0
 
 
+@pytest.mark.slow
 def test_the_table_from_a_run_and_benchmarks(imagefolder_dir, tmp_path):
     out = tmp_path / "run"
     assert main(["run", "frozen-features", "protonet", "--preset", "smoke", "--shots", "1", "--data-dir",

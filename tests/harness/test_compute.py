@@ -37,7 +37,6 @@ def records(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_match_compute_lands_every_phase_within_5_percent(imagefolder_dir, tmp_path):
     # every kind of source phase (keras-supervised counts its PyTorch twin's FLOPs, test_keras_twins.py); one-task
     # meta-batches and 32-image PGD batches make the steps small enough to land within 5% of 3,000 images
@@ -57,6 +56,7 @@ def test_match_compute_lands_every_phase_within_5_percent(imagefolder_dir, tmp_p
     assert header["matched_flops"] == pytest.approx(target)
 
 
+@pytest.mark.slow
 def test_budget_overrides_and_scales_are_recorded(imagefolder_dir, tmp_path):
     out = tmp_path / "run"
     assert main(["run", "frozen-features", "protonet", "--preset", "smoke", "--budget", "meta=640",

@@ -107,7 +107,7 @@ def accuracy(es: EpisodeSet, logits: list) -> float:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("shots", [1, 5])
+@pytest.mark.parametrize("shots", [1, pytest.param(5, marks=pytest.mark.slow)])  # 5-shot: full suite
 def test_contract(name, shots, synthetic):
     strategy = make_strategy(name)
     strategy.check()
@@ -140,6 +140,7 @@ def test_contract(name, shots, synthetic):
     assert acc > 0.6, f"{name} {shots}-shot accuracy {acc:.2f} on easy synthetic episodes"
 
 
+@pytest.mark.slow  # the fast suite keeps the one-episode-batch check of test_contract
 @pytest.mark.parametrize("name", NAMES)
 def test_episode_output_does_not_depend_on_the_rest_of_the_batch(name, synthetic):
     """Each episode batched with episodes 0-3 and alone, in a sealed batch of its own (other images, another

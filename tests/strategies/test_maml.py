@@ -131,7 +131,7 @@ def smooth(module: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize("bn_mode", ["transductive", "inductive"])
-@pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
+@pytest.mark.parametrize("backbone", ["conv4", pytest.param("resnet12", marks=pytest.mark.slow)])
 def test_meta_gradient_through_registered_backbones_matches_finite_differences(backbone, bn_mode):
     """Second-order meta-gradients of the production path (make_forward: functional_call on a copy of the
     registered module, episodic BatchNorm, ResNet-12's 1x1 shortcuts) against central differences along
