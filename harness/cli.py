@@ -175,10 +175,10 @@ def _wall_times(session: object) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """Render (or compare). Units config.json names without a record: one line on stderr, rendered as
     missing, exit 0; no record at all: one line on stderr, nothing written, exit 1."""
-    from harness.report import FORMATS, NoRecords, run_names, write_comparison, write_report
+    from harness.registry import REPORT_FORMATS
+    from harness.report import NoRecords, run_names, write_comparison, write_report
 
-    if args.format not in FORMATS:
-        raise UsageError(f"unknown format {args.format!r}; choose from: {', '.join(FORMATS)}")
+    REPORT_FORMATS.get(args.format)  # any registered format, built-in or a plugin's; else did-you-mean, exit 2
     names = run_names(args.run_dirs)
     if args.compare:
         if len(args.run_dirs) != 2:

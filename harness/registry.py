@@ -180,4 +180,5 @@ DATASETS: Registry[Any] = Registry("dataset", builtins="harness.datasets", entry
 BACKBONES: Registry[Any] = Registry("backbone", builtins="strategies.backbones",
                                     entry_point_group="harness.backbones")
 EXECUTORS: Registry[Any] = Registry("executor", builtins="harness.executors", entry_point_group="harness.executors")
-REPORT_FORMATS: Registry[Any] = Registry("report format", builtins="harness.report")
+REPORT_FORMATS: Registry[Any] = Registry("report format", builtins="harness.report",
+                                         entry_point_group="harness.report_formats")

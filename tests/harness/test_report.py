@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,10 @@ import scipy.stats
 from reportdata import EPISODES, SCALES, episodes, fixed_records, record, scaled_records, write_run
 
 from harness.cli import main
+from harness.registry import REPORT_FORMATS
 from harness.report import FRAME_COLUMNS, compare_frame, leaderboard_frame, render_runs
 from harness.report.cells import code_link
+from harness.report.formats import Renderer
 from harness.report.plots import render_plots
 from harness.results import load_run
 from harness.stats import difference
@@ -249,7 +252,8 @@ def test_compare_refusals_exit_2(tmp_path, capsys, dirs, message):
 
 
 def test_bad_format_and_missing_run_exit_2(tmp_path, capsys):
-    assert run_code(["report", str(tmp_path), "--format", "xlsx"]) == 2
+    assert run_code(["report", str(tmp_path), "--format", "jsn"]) == 2
+    assert "unknown report format 'jsn' (did you mean 'json'?)" in capsys.readouterr().err
     assert run_code(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "x.md")]) == 2
     assert "is not a run directory" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
 
@@ -452,3 +456,22 @@ def test_budget_scales_rank_within_each_scale_and_flag_rising_curves(tmp_path):
     assert "Still rising at the largest budget (not converged at this budget): frozen-features." in text
     images = render_plots(frame, config["protocol"], "scaled")
     assert "scaled-accuracy-vs-compute.png" in images
+
+
+class CountRenderer(Renderer):
+    """A plugin's format: one line per shot setting with the number of rows."""
+
+    def render(self, runs, names, frame, out, plot_files) -> str:
+        return "".join(f"{shots}-shot: {len(rows)} rows\n" for shots, rows in frame.groupby("shots"))
+
+
+def test_a_registered_format_is_one_renderer_and_one_line(fixed_run, tmp_path):
+    REPORT_FORMATS.add("count", CountRenderer("count", False), description="rows per shot setting (tests only)")
+    try:
+        out = tmp_path / "board.txt"
+        assert run_code(["report", str(fixed_run), "--out", str(out), "--format", "count"]) == 0
+        assert out.read_text() == "".join(f"{k}-shot: {v} rows\n" for k, v in
+                                          sorted(Counter(r.shots for r in fixed_records()).items()))
+        assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["board.txt"]  # no plots for this format
+    finally:
+        REPORT_FORMATS.unregister("count")
