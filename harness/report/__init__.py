@@ -16,12 +16,11 @@ from harness.registry import REPORT_FORMATS
 REPORT_FORMATS.register_lazy("md", "harness.report.formats:MARKDOWN", description="the leaderboard page, with plots")
 REPORT_FORMATS.register_lazy("csv", "harness.report.formats:CSV", description="the aggregated table, for pandas")
 REPORT_FORMATS.register_lazy("json", "harness.report.formats:JSON", description="the aggregated table, for pandas")
-FORMATS = ("md", "csv", "json")  # the built-in ones; `report --format` takes any registered format
 
 from harness.report.cells import run_names  # noqa: E402
 from harness.report.compare import compare_frame, write_comparison  # noqa: E402
 from harness.report.frame import FRAME_COLUMNS, leaderboard_frame  # noqa: E402
 from harness.report.write import NoRecords, render_runs, write_report  # noqa: E402
 
-__all__ = ["FORMATS", "FRAME_COLUMNS", "NoRecords", "compare_frame", "leaderboard_frame", "render_runs", "run_names",
+__all__ = ["FRAME_COLUMNS", "NoRecords", "compare_frame", "leaderboard_frame", "render_runs", "run_names",
            "write_comparison", "write_report"]
