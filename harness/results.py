@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.io import atomic_write_json, read_json
-from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
+from harness.schema import READABLE_VERSIONS, SCHEMA_VERSION, Environment, Record, RunHeader
 
 Run = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]  # (config, environment, records) as JSON
 
@@ -25,9 +25,11 @@ def write_record(run_dir: Path, record: Record) -> Path:
     return path
 
 
-def read_header(run_dir: Path) -> RunHeader:
+def read_header(run_dir: Path, versions: tuple[int, ...] = (SCHEMA_VERSION,)) -> RunHeader:
+    """config.json of a run directory; ``versions``: the schema versions accepted (a resume needs this one,
+    a report reads older ones too)."""
     data = read_json(run_dir / "config.json")
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(data, dict) or data.get("schema_version") not in versions:
         version = data.get("schema_version") if isinstance(data, dict) else None
         raise UsageError(f"{run_dir} was written with results schema {version}, this harness reads "
                          f"{SCHEMA_VERSION} (an incompatible harness); rerun it with this version or pass a new --out")
@@ -40,7 +42,7 @@ def load_run(run_dir: str | Path) -> Run:
     if not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a run directory (no config.json); pass a folder written by "
                          f"`python -m harness run`")
-    header = read_header(run_dir)
+    header = read_header(run_dir, READABLE_VERSIONS)
     env_path = run_dir / "environment.json"
     environment = Environment.from_json(read_json(env_path), str(env_path)).to_json() if env_path.is_file() else {}
     records = [Record.from_json(read_json(p), str(p)).to_json() for p in sorted((run_dir / "records").glob("*.json"))]

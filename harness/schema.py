@@ -21,14 +21,17 @@ from typing import Any
 from harness.errors import UsageError
 
 #: version of the on-disk layout; a run directory of another version is refused with a clear message
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+#: versions whose files still load: fields added since (``metadata["added"]``) take their defaults
+READABLE_VERSIONS = (3, 4)
 
 
-def doc(text: str, default: Any = None, **kwargs: Any) -> Any:
-    """A field with a meaning (``metadata["doc"]``) and a default."""
+def doc(text: str, default: Any = None, added: int = 3, **kwargs: Any) -> Any:
+    """A field with a meaning (``metadata["doc"]``), a default and the schema version that added it (files of
+    earlier versions load with the default)."""
     if isinstance(default, (dict, list)):
-        return field(default_factory=type(default), metadata={"doc": text}, **kwargs)
-    return field(default=default, metadata={"doc": text}, **kwargs)
+        return field(default_factory=type(default), metadata={"doc": text, "added": added}, **kwargs)
+    return field(default=default, metadata={"doc": text, "added": added}, **kwargs)
 
 
 class _Json:
@@ -68,6 +71,22 @@ class Record(_Json):
                                                  "episode order")
     replicate_seeds: list[int] | None = doc("the training seed of each replicate (`--replicates`)")
     replicate_accuracies: list[float] | None = doc("mean accuracy of each replicate, on the same episodes")
+    replicate_episode_accuracies: list[list[float]] | None = doc(
+        "accuracy of each episode for each replicate (replicates x episodes, episode order): the full crossed "
+        "matrix behind `accuracy`, `ci95` and the paired differences", added=4)
+    ci_df: float | None = doc("degrees of freedom of the t interval `ci95` (Satterthwaite when it covers training "
+                              "seeds)", added=4)
+    ci_seed_df: int | None = doc("degrees of freedom of the training-seed term (replicates - 1), null for one model",
+                                 added=4)
+    novel_images: int | None = doc("distinct novel images behind the episodes (supports and queries)", added=4)
+    image_reuse: float | None = doc("average number of episodes each of those images appears in", added=4)
+    sealed_batches: int | None = doc("sealed batches the episodes were adapted in: each a fresh process holding no "
+                                     "label, no image twice (README, Reliability)", added=4)
+    independence_check: dict[str, Any] | None = doc(
+        "the secretly chosen episodes adapted alone in fresh processes before the batches: `episodes`, `queries` "
+        "compared, `ties` left aside, `agreed`", added=4)
+    seal_seconds: float | None = doc("episode-phase wall time outside the adapters (process forks, transfers, "
+                                     "the independence check), all replicates", added=4)
     metrics: dict[str, Any] = doc("further scored outputs, e.g. `clean_and_robust_accuracy` / "
                                   "`clean_and_robust_ci95` (0..1)", {})
     backbone: str | None = doc("the source phase's backbone")
@@ -154,8 +173,11 @@ class Environment(_Json):
 def _from_json(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise UsageError(f"{where} is not a JSON object; it is not a results file of this harness")
-    names = {f.name for f in dataclasses.fields(cls)}
-    missing = sorted(n for n in names if n not in data and n != "schema_version")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
+    version = data.get("schema_version", SCHEMA_VERSION)
+    missing = sorted(n for n in names if n not in data and n != "schema_version"
+                     and fields[n].metadata.get("added", 3) <= (version if isinstance(version, int) else 0))
     unknown = sorted(k for k in data if k not in names)
     if missing or unknown:
         what = "; ".join(x for x in (f"lacks {', '.join(missing)}" if missing else "",
