@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from harness.provenance import ROOT
+from harness.stats import Difference, difference
 
 
 def settings_text(rec: dict[str, Any]) -> str:
@@ -146,3 +147,13 @@ def source_compute(rows: list[dict[str, Any]]) -> tuple[list[float | None], str]
     values = [None if missing(r.get("source_images_processed")) else float(r["source_images_processed"])
               for r in rows]
     return (values, "images processed") if any(v is not None for v in values) else None
+
+
+def record_difference(a: dict[str, Any], b: dict[str, Any], paired: bool, family: int = 1) -> Difference | None:
+    """``a - b`` of two records (harness.stats ``difference``): paired on the episodes when ``paired``, and
+    by training seed when both carry the replicate x episode matrix and share their source model seed by
+    seed (equal ``source_keys``); records without the matrix (schema 3) count their seeds as independent."""
+    return difference(a.get("episode_accuracies") or [], b.get("episode_accuracies") or [],
+                      a.get("replicate_accuracies") or [], b.get("replicate_accuracies") or [], paired, family,
+                      a_matrix=a.get("replicate_episode_accuracies"), b_matrix=b.get("replicate_episode_accuracies"),
+                      a_sources=a.get("source_keys"), b_sources=b.get("source_keys"))

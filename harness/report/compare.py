@@ -13,11 +13,21 @@ from tabulate import tabulate
 
 from harness.errors import UsageError
 from harness.registry import REPORT_FORMATS
-from harness.report.cells import cell, level_text, missing, p_text, pp, run_names, scale_key, scale_text
+from harness.report.cells import (
+    cell,
+    level_text,
+    missing,
+    p_text,
+    pp,
+    record_difference,
+    run_names,
+    scale_key,
+    scale_text,
+)
 from harness.report.markdown import SMOKE_BANNER, machine
 from harness.report.write import write_files
 from harness.results import Run, load_run
-from harness.stats import ALPHA, difference
+from harness.stats import ALPHA
 
 NOTABLE_RATIO = 1.2  # compare: throughput ratios beyond this (either way) are flagged
 
@@ -54,8 +64,7 @@ def compare_frame(run_a: Run, run_b: Run) -> pd.DataFrame:
             row.update(accuracy_a=a["accuracy"], ci95_a=a["ci95"], accuracy_b=b["accuracy"], ci95_b=b["ci95"],
                        delta=b["accuracy"] - a["accuracy"])
             paired = bool(a.get("episode_fingerprint")) and a.get("episode_fingerprint") == b.get("episode_fingerprint")
-            d = difference(b.get("episode_accuracies") or [], a.get("episode_accuracies") or [],
-                           b.get("replicate_accuracies") or [], a.get("replicate_accuracies") or [], paired, family)
+            d = record_difference(b, a, paired, family)
             if d is not None:
                 row.update(delta=d.delta, delta_ci_low=d.low, delta_ci_high=d.high, test=d.test, p_value=d.p_raw,
                            p_adjusted=d.p_adjusted)
@@ -86,14 +95,14 @@ def _acc(row: dict[str, Any], x: str) -> str:
 
 def _coverage(frame: pd.DataFrame) -> str:
     tests = set(frame["test"].dropna())
-    seeds = {t for t in tests if "training seeds" in t}
+    seeds = {t for t in tests if "seeds" in t}
     if tests and seeds == tests:
         return ("training seeds and episode sampling: both runs have replicates (`--replicates N ≥ 2`), so a "
                 "change is tested against the variation of retraining with other seeds as well as of the episodes.")
     text = ("episode sampling only: each strategy is one trained model per run, so the CI and p do not cover how "
             "much a retrained model (another training seed) would differ; run both with `--replicates N ≥ 2` "
             "to cover training seeds too.")
-    return text + (" Rows whose test names training seeds cover both." if seeds else "")
+    return text + (" Rows whose test names seeds cover both." if seeds else "")
 
 
 def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"),
@@ -114,8 +123,10 @@ def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"
         "episodes (equal fingerprints) the test is the paired t-test over those episodes; otherwise "
         "(different seed or episode count) it is Welch's unpaired t-test, marked *unpaired*, which is weaker "
         "and ignores that both are samples of the same protocol. Runs with a different dataset, ways or queries "
-        f"are refused. With replicates in both runs, training seeds enter the test too. p is Bonferroni-adjusted "
-        f"over all rows; ▲ / ▼ mark significant changes (p < {ALPHA}), exactly the rows whose CI excludes 0.",
+        f"are refused. With replicates in both runs, training seeds enter the test too: paired by seed (test "
+        f"\"seeds paired\") when both rows used the same source models seed by seed, else as independent. p is "
+        f"Bonferroni-adjusted over all rows; ▲ / ▼ mark significant changes (p < {ALPHA}), exactly the rows whose "
+        "CI excludes 0.",
         f"- **What the CI and p cover:** {_coverage(frame)}",
         f"- **Throughput ratios** are B / A (source img/s: higher is faster; ms / episode: lower is faster), "
         f"single measurements, not tested; flagged when they differ by more than {NOTABLE_RATIO:.1f}× either "

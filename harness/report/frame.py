@@ -3,7 +3,8 @@
 group. A pure function of the run directories' files.
 
 Rows are ranked by accuracy within each (shots, budget scale). Each is compared with the best of its group
-on the shared episodes (harness/stats.py ``difference``): Δ with its confidence interval at the Bonferroni
+on the shared episodes (harness/stats.py ``difference``; by training seed too when both rows have replicates
+of the same source models): Δ with its confidence interval at the Bonferroni
 level 1 - 0.05 / m (m comparisons with the best) and the Bonferroni-adjusted p-value from the same t
 statistic. A row is tied with the best ("=1") when that p-value is at least 0.05, which is exactly when its
 interval holds 0.
@@ -28,24 +29,24 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.report.cells import scale_key, settings_text, total_flops
+from harness.report.cells import missing, record_difference, scale_key, settings_text, total_flops
 from harness.report.expected import missing_records
 from harness.report.scales import scale_gains
 from harness.results import Run
-from harness.stats import ALPHA, COVERS_EPISODES, COVERS_SEEDS, difference
+from harness.stats import ALPHA, COVERS_EPISODES, COVERS_SEEDS
 
 FRAME_COLUMNS = [
     "shots", "budget_scale", "rank", "rank_label", "tied_with_best", "strategy", "code", "source_code", "family",
     "status", "reason", "backbone", "source_phase", "source_description", "episode_phase", "settings", "accuracy",
-    "ci95", "ci_covers", "replicates", "delta_vs_best", "delta_ci_low", "delta_ci_high", "delta_ci_level", "test",
-    "p_value", "p_adjusted", "clean_and_robust_accuracy", "clean_and_robust_ci95", "budget_group", "matched_flops",
-    "source_budget_images", "source_images_processed", "source_flops", "source_flops_method", "episode_flops",
-    "total_flops", "source_images_per_second", "source_seconds", "source_cached", "source_device",
-    "source_peak_memory_mb", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb", "device",
-    "episodes", "episode_fingerprint", "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p",
-    "not_converged", "run", "twin", "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p",
-    "check", "check_delta", "check_ci_low", "check_ci_high", "check_p",
-    "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high", "pretraining_p",
+    "ci95", "ci_covers", "replicates", "ci_df", "ci_seed_df", "delta_vs_best", "delta_ci_low", "delta_ci_high",
+    "delta_ci_level", "test", "p_value", "p_adjusted", "clean_and_robust_accuracy", "clean_and_robust_ci95",
+    "budget_group", "matched_flops", "source_budget_images", "source_images_processed", "source_flops",
+    "source_flops_method", "episode_flops", "total_flops", "source_images_per_second", "source_seconds",
+    "source_cached", "source_device", "source_peak_memory_mb", "ms_per_episode", "query_images_per_second",
+    "episode_peak_memory_mb", "device", "episodes", "episode_fingerprint", "novel_images", "image_reuse",
+    "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p", "not_converged", "run", "twin",
+    "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p", "check", "check_delta", "check_ci_low", "check_ci_high",
+    "check_p", "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high", "pretraining_p",
 ]
 EXTERNAL = "external"  # the family of rows pretrained elsewhere: listed apart, never ranked
 TWIN = "PyTorch twin"  # the settings entry naming the PyTorch row a Keras row mirrors
@@ -117,8 +118,7 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = rows[id(r)]
         row.update(rank=position, rank_label=str(position), delta_vs_best=r["accuracy"] - best["accuracy"])
         paired = r.get("episode_fingerprint") == best.get("episode_fingerprint")
-        d = difference(r.get("episode_accuracies") or [], best.get("episode_accuracies") or [],
-                       r.get("replicate_accuracies") or [], best.get("replicate_accuracies") or [], paired, family)
+        d = record_difference(r, best, paired, family)
         if d is None:
             continue
         row.update(delta_vs_best=d.delta, delta_ci_low=d.low, delta_ci_high=d.high, delta_ci_level=d.level,
@@ -133,8 +133,7 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _compared(a: dict[str, Any], b: dict[str, Any], *keys: str) -> dict[str, Any]:
     """a - b on the shared episodes (one comparison, 95% CI) as {delta, low, high, p} under ``keys``."""
     paired = a.get("episode_fingerprint") == b.get("episode_fingerprint")
-    d = difference(a.get("episode_accuracies") or [], b.get("episode_accuracies") or [],
-                   a.get("replicate_accuracies") or [], b.get("replicate_accuracies") or [], paired, 1)
+    d = record_difference(a, b, paired, 1)
     values = (a["accuracy"] - b["accuracy"], None, None, None) if d is None else (d.delta, d.low, d.high, d.p_raw)
     return dict(zip(keys, values, strict=True))
 
@@ -167,6 +166,67 @@ def ci_coverage(frame: pd.DataFrame) -> str:
     if covers <= {COVERS_EPISODES}:
         return COVERS_EPISODES
     return "training seeds and episode sampling for rows with replicates, episode sampling only for the others"
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(v for v in values if not missing(v)))
+
+
+def _replicated(frame: pd.DataFrame) -> pd.DataFrame:
+    ok = frame[frame["status"] == "ok"]
+    return ok[[not missing(n) and n >= 2 for n in ok["replicates"]]]
+
+
+def ci_scope(frame: pd.DataFrame) -> str:
+    """What the intervals cover, in numbers, as a sentence (for the report header): the distinct novel images
+    behind each shot setting's episodes and how often each is reused (records' ``novel_images``,
+    ``image_reuse``, when recorded), and the training seeds with their degrees of freedom for rows with
+    replicates."""
+    ok = frame[frame["status"] == "ok"]
+    pools = []
+    for shots in sorted(ok["shots"].unique().tolist()):
+        rows = ok[ok["shots"] == shots]
+        images = _distinct(rows["novel_images"].tolist())
+        if not images:
+            continue
+        reuse = _distinct([round(float(v), 1) for v in rows["image_reuse"] if not missing(v)])
+        pools.append(f"{' / '.join(f'{int(n):,}' for n in images)} distinct novel images at {shots}-shot"
+                     + (f" (each used in {' / '.join(f'{r:g}' for r in reuse)} episodes on average)" if reuse else ""))
+    text = "episode sampling from " + ("; ".join(pools) if pools else "this run's pool of novel images")
+    replicated = _replicated(frame)
+    if not replicated.empty:
+        seeds = sorted({int(n) for n in replicated["replicates"]})
+        seed_df = sorted({int(d) if not missing(d) else int(n) - 1
+                          for n, d in zip(replicated["replicates"], replicated["ci_seed_df"], strict=True)})
+        where = " and " if len(replicated) == len(ok) else " and, for rows with replicates, "
+        text += (f"{where}{' / '.join(map(str, seeds))} training seeds (seed df "
+                 f"{' / '.join(map(str, seed_df))})")
+    return ("In numbers, it covers " if pools else "It covers ") + text + "; not other images of these classes."
+
+
+def replicate_ci_text(frame: pd.DataFrame) -> str:
+    """How the interval of rows with replicates is computed, with its degrees of freedom (report header);
+    empty without replicates."""
+    replicated = _replicated(frame)
+    if replicated.empty:
+        return ""
+    seed_df = sorted({int(d) if not missing(d) else int(n) - 1
+                      for n, d in zip(replicated["replicates"], replicated["ci_seed_df"], strict=True)})
+    dfs = [float(d) for d in replicated["ci_df"] if not missing(d)]
+    seeds = f"seed df = replicates − 1 = {' / '.join(map(str, seed_df))}"
+    two_components = ("s²(replicate means) / seeds + s²(replicate-averaged episode accuracies) / episodes with "
+                      "Welch-Satterthwaite df")
+    if not dfs:
+        return (f"With replicates these records (schema 3, no replicate × episode matrix) give the CI the variance "
+                f"{two_components}; {seeds}.")
+    low, high = min(dfs), max(dfs)
+    text = ("With replicates, each row's training seeds × episodes accuracies form a crossed design: the CI is the "
+            "t interval of the grand mean with variance (MS seeds + MS episodes − MS interaction) / (seeds × "
+            "episodes) and Satterthwaite degrees of freedom, at least min(seed df, episodes − 1); "
+            f"{seeds}; the intervals' df here: {low:.1f}" + (f" to {high:.1f}." if high - low >= 0.05 else "."))
+    if len(dfs) < len(replicated):
+        text += f" Rows recorded without the replicate × episode matrix (schema 3) use {two_components}."
+    return text
 
 
 def leaderboard_frame(runs: list[Run], names: list[str] | None = None) -> pd.DataFrame:

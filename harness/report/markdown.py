@@ -15,7 +15,7 @@ import pandas as pd
 from harness.report.cells import cell, scale_text, sig
 from harness.report.details import strategy_details
 from harness.report.expected import unit_label
-from harness.report.frame import EXTERNAL, ci_coverage, leaderboard_frame
+from harness.report.frame import EXTERNAL, ci_coverage, ci_scope, leaderboard_frame, replicate_ci_text
 from harness.report.scales import NOT_CONVERGED
 from harness.report.summary import summary_paragraph
 from harness.report.tables import (
@@ -96,9 +96,11 @@ def header(runs: list[Run], names: list[str], frame: pd.DataFrame) -> list[str]:
         f"covers {ci_coverage(frame)}." + (
             f" With {config['novel_classes']} novel classes and {p['ways']}-way episodes, every episode has "
             "the same class set, so episode sampling is the sampling of images only."
-            if config.get("novel_classes") == p["ways"] else ""),
+            if config.get("novel_classes") == p["ways"] else "") + f" {ci_scope(frame)}" + (
+            f" {replicate_ci_text(frame)}" if replicate_ci_text(frame) else ""),
         "- **Ties:** every ranked row is compared with the best row of its table on the same episodes (paired "
-        "t-test of the per-episode accuracy differences; across training seeds too when both have replicates). "
+        "t-test of the per-episode accuracy differences; across training seeds too when both have replicates: "
+        "paired by seed when both rows used the same source models seed by seed, else as independent seeds). "
         "Its Δ to best has a CI at the Bonferroni level 1 − 0.05 / m (m: the comparisons with the best in that "
         "table; the level is in the column header) and p (adj.) is the Bonferroni-adjusted p-value from the same "
         f"t statistic, so a row is tied with the best, rank `=1`, exactly when its CI holds 0 (p (adj.) ≥ {ALPHA}). "

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report.cells import scale_key
-from harness.stats import ALPHA, difference
+from harness.report.cells import record_difference, scale_key
+from harness.stats import ALPHA
 
 NOT_CONVERGED = "not converged at this budget"
 
@@ -29,8 +29,7 @@ def scale_gains(records: list[dict[str, Any]]) -> dict[tuple[str, str, int, floa
         top, second = recs[-1], recs[-2]
         paired = bool(top.get("episode_fingerprint")) and top.get("episode_fingerprint") == \
             second.get("episode_fingerprint")
-        d = difference(top.get("episode_accuracies") or [], second.get("episode_accuracies") or [],
-                       top.get("replicate_accuracies") or [], second.get("replicate_accuracies") or [], paired)
+        d = record_difference(top, second, paired)
         gain: dict[str, Any] = {"scale_gain": top["accuracy"] - second["accuracy"]}
         if d is not None:
             gain.update(scale_gain=d.delta, scale_gain_ci_low=d.low, scale_gain_ci_high=d.high, scale_gain_p=d.p_raw,

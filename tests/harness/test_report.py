@@ -30,7 +30,7 @@ from harness.report.cells import code_link
 from harness.report.formats import Renderer
 from harness.report.plots import render_plots
 from harness.results import load_run
-from harness.stats import difference
+from harness.stats import accuracy_interval, difference
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -475,3 +475,95 @@ def test_a_registered_format_is_one_renderer_and_one_line(fixed_run, tmp_path):
         assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["board.txt"]  # no plots for this format
     finally:
         REPORT_FORMATS.unregister("count")
+
+
+# --- training-seed replicates ---------------------------------------------------------------------------------
+
+SEED_EFFECTS = np.array([0.06, -0.05, 0.0])
+SHARED = {"frozen-features", "partial-finetune"}  # the same supervised models, seed by seed
+
+
+def replicated_records(matrix: bool = True, shift: float = 0.0) -> list:
+    """fixed_records with 3 training seeds on the same episodes: frozen-features and partial-finetune share
+    their supervised models (equal source keys, a shared seed effect), third-party-probe has its own models.
+    ``matrix=False``: as schema 3 wrote them, without the replicate x episode matrix, df or image counts."""
+    out = []
+    for r in fixed_records():
+        if r.status != "ok":
+            out.append(r)
+            continue
+        shared = r.strategy in SHARED
+        rng = np.random.default_rng(len(r.strategy) * 10 + r.shots)
+        effects = SEED_EFFECTS if shared else SEED_EFFECTS[::-1] * 0.5
+        m = np.asarray(r.episode_accuracies)[None, :] + effects[:, None] + rng.normal(0, 0.01, (3, EPISODES)) + shift
+        keys = [f"{'SupervisedPretraining' if shared else 'MetaTraining'}-seed{i}" for i in range(3)]
+        interval = accuracy_interval(m) if matrix else accuracy_interval(m.mean(axis=0), m.mean(axis=1))
+        new = dict(accuracy=interval.estimate, ci95=interval.half_width, ci_covers=interval.covers,
+                   episode_accuracies=m.mean(axis=0).tolist(), replicate_seeds=[0, 1, 2],
+                   replicate_accuracies=m.mean(axis=1).tolist(), source_keys=keys)
+        if matrix:
+            new.update(ci_df=interval.df, ci_seed_df=interval.seed_df, replicate_episode_accuracies=m.tolist(),
+                       novel_images=100 if r.shots == 1 else 160, image_reuse=2.0 if r.shots == 1 else 2.5)
+        out.append(dataclasses.replace(r, **new))
+    return out
+
+
+@pytest.mark.parametrize("matrix", [True, False])
+def test_replicates_are_paired_by_seed_when_the_source_models_are_shared(tmp_path, matrix):
+    run = write_run(tmp_path / "rep", replicated_records(matrix))
+    config, env, recs = load_run(run)
+    frame = leaderboard_frame([(config, env, recs)], ["rep"])
+    by_key = {(r["strategy"], r["shots"]): r for r in recs}
+    seen = Counter()
+    for shots in (1, 5):
+        rows = frame[(frame["shots"] == shots) & frame["rank"].notna()].sort_values("rank").to_dict("records")
+        best = by_key[(rows[0]["strategy"], shots)]
+        for row in rows[1:]:
+            r = by_key[(row["strategy"], shots)]
+            pairs = matrix and {row["strategy"], best["strategy"]} <= SHARED
+            assert row["test"] == ("paired t, seeds paired" if pairs else "paired t, training seeds independent")
+            seen[row["test"]] += 1
+            kwargs = dict(a_matrix=r["replicate_episode_accuracies"], b_matrix=best["replicate_episode_accuracies"],
+                          a_sources=r["source_keys"], b_sources=best["source_keys"])
+            args = (r["episode_accuracies"], best["episode_accuracies"], r["replicate_accuracies"],
+                    best["replicate_accuracies"], True, len(rows) - 1)
+            d = difference(*args, **kwargs)
+            assert (row["delta_vs_best"], row["delta_ci_low"], row["p_adjusted"]) == \
+                pytest.approx((d.delta, d.low, d.p_adjusted), rel=1e-12)
+            if pairs:  # the shared seed effect cancels: far narrower than with the seeds independent
+                independent = difference(*args)
+                assert d.high - d.low < (independent.high - independent.low) / 2
+    assert seen["paired t, seeds paired"] == (2 if matrix else 0)
+    text = render_runs([run])
+    assert "the CI covers training seeds and episode sampling." in text
+    assert "seed df = replicates − 1 = 2" in text
+    if matrix:
+        assert ("In numbers, it covers episode sampling from 100 distinct novel images at 1-shot (each used in 2 "
+                "episodes on average); 160 distinct novel images at 5-shot (each used in 2.5 episodes on average) "
+                "and 3 training seeds (seed df 2); not other images of these classes.") in text
+        dfs = [r["ci_df"] for r in recs if r["status"] == "ok"]
+        assert f"the intervals' df here: {min(dfs):.1f} to {max(dfs):.1f}." in text and "schema 3" not in text
+    else:
+        assert ("It covers episode sampling from this run's pool of novel images and 3 training seeds (seed df 2); "
+                "not other images of these classes.") in text
+        assert "these records (schema 3, no replicate × episode matrix) give the CI the variance" in text
+        assert "crossed design" not in text
+
+
+def test_compare_pairs_the_seeds_of_shared_source_models(tmp_path):
+    a = write_run(tmp_path / "a", replicated_records())
+    b = write_run(tmp_path / "b", replicated_records(shift=0.01))
+    frame = compare_frame(load_run(a), load_run(b))
+    assert set(frame["test"].dropna()) == {"paired t, seeds paired"}  # the same source models in both runs
+    out = tmp_path / "cmp.md"
+    assert run_code(["report", str(a), str(b), "--compare", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "**What the CI and p cover:** training seeds and episode sampling" in text and "seeds paired" in text
+    old = write_run(tmp_path / "old", replicated_records(matrix=False, shift=0.01))
+    assert set(compare_frame(load_run(a), load_run(old))["test"].dropna()) == {"paired t, training seeds independent"}
+
+
+def test_the_header_without_replicates_has_no_seed_terms(fixed_run):
+    text = render_runs([fixed_run])
+    assert "It covers episode sampling from this run's pool of novel images; not other images of these classes." in text
+    assert "seed df" not in text and "crossed design" not in text

@@ -4,6 +4,7 @@ adjusted p-values."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,7 +16,9 @@ from harness.stats import (
     COVERS_SEEDS,
     accuracy_interval,
     ci95,
+    crossed,
     difference,
+    image_pool,
     paired_ttest,
     welch_ttest,
 )
@@ -60,6 +63,9 @@ def test_ci95_is_the_t_interval_with_ddof_1(n):
     assert ci95(values) == pytest.approx((high - low) / 2, rel=1e-12)
     interval = accuracy_interval(values)
     assert interval.half_width == ci95(values) and interval.covers == COVERS_EPISODES
+    assert interval.df == n - 1 and interval.seed_df is None
+    one_seed = accuracy_interval(values[None, :])  # a 1 x E matrix: one trained model
+    assert one_seed == interval
 
 
 def test_the_z_interval_was_22_percent_too_narrow_at_8_episodes():
@@ -77,6 +83,7 @@ def test_replicate_interval_adds_training_variance():
     expected = scipy.stats.t.ppf(0.975, df) * math.sqrt(var_train + var_episodes)
     assert interval.estimate == pytest.approx(0.5) and interval.half_width == pytest.approx(expected, rel=1e-12)
     assert interval.covers == COVERS_SEEDS and interval.half_width > ci95(episodes)
+    assert interval.df == pytest.approx(df, rel=1e-12) and interval.seed_df == 2
 
 
 def test_difference_with_seeds_on_both_sides():
@@ -87,7 +94,9 @@ def test_difference_with_seeds_on_both_sides():
     components = [np.var(a - b, ddof=1) / 50, np.var(ra, ddof=1) / 3, np.var(rb, ddof=1) / 3]
     df = sum(components) ** 2 / (components[0] ** 2 / 49 + components[1] ** 2 / 2 + components[2] ** 2 / 2)
     t = (np.mean(ra) - np.mean(rb)) / math.sqrt(sum(components))
-    assert d.delta == pytest.approx(np.mean(ra) - np.mean(rb)) and d.test == "paired t, training seeds"
+    assert difference(a, b, ra, rb, a_matrix=np.tile(a, (3, 1)), b_matrix=np.tile(b, (3, 1)), a_sources=["x", "y", "z"],
+                      b_sources=["x", "y", "w"]) == d  # other source models: the seeds stay independent
+    assert d.delta == pytest.approx(np.mean(ra) - np.mean(rb)) and d.test == "paired t, training seeds independent"
     assert d.p_raw == pytest.approx(2 * scipy.stats.t.sf(abs(t), df), rel=1e-10)
     assert difference(a, b, ra, [0.55]).test == "paired t"  # one side without replicates: episodes only
 
@@ -114,3 +123,142 @@ def test_degenerate_differences():
     assert (same.delta, same.low, same.high, same.p_raw) == (0.0, 0.0, 0.0, 1.0)
     assert difference([0.75, 1.0, 0.5], [0.5, 0.75, 0.25]).p_raw == 0.0
     assert difference([0.5], [0.4]) is None and ci95([0.5]) == 0.0
+
+
+# --- crossed seed x episode design --------------------------------------------------------------------------
+
+MATRIX = np.array([[0.60, 0.40, 0.80, 0.55, 0.70],
+                   [0.50, 0.35, 0.65, 0.50, 0.60],
+                   [0.72, 0.41, 0.88, 0.61, 0.69]])
+
+
+def two_way_anova(x: np.ndarray) -> tuple[float, float, float]:
+    """(MS seeds, MS episodes, MS interaction) of a two-way layout without replication, by the textbook sums."""
+    s, e = x.shape
+    grand = sum(sum(row) for row in x) / (s * e)
+    rows = [sum(x[i]) / e for i in range(s)]
+    cols = [sum(x[i][j] for i in range(s)) / s for j in range(e)]
+    ss_rows = e * sum((r - grand) ** 2 for r in rows)
+    ss_cols = s * sum((c - grand) ** 2 for c in cols)
+    ss_total = sum((x[i][j] - grand) ** 2 for i in range(s) for j in range(e))
+    ss_inter = ss_total - ss_rows - ss_cols
+    return ss_rows / (s - 1), ss_cols / (e - 1), ss_inter / ((s - 1) * (e - 1))
+
+
+def test_crossed_variance_is_the_two_way_anova():
+    s, e = MATRIX.shape
+    ms_s, ms_e, ms_se = two_way_anova(MATRIX)
+    assert ms_s + ms_e - ms_se > 0
+    design = crossed(MATRIX)
+    anova = (design.ms_seeds, design.ms_episodes, design.ms_interaction)
+    assert anova == pytest.approx((ms_s, ms_e, ms_se), rel=1e-12)
+    variance = (ms_s + ms_e - ms_se) / (s * e)
+    df = (ms_s + ms_e - ms_se) ** 2 / (ms_s**2 / (s - 1) + ms_e**2 / (e - 1) + ms_se**2 / ((s - 1) * (e - 1)))
+    assert df > min(s - 1, e - 1)  # the floor does not bind here
+    interval = accuracy_interval(MATRIX)
+    assert interval.estimate == pytest.approx(MATRIX.mean()) and not design.fallback
+    assert interval.df == pytest.approx(df, rel=1e-12) and interval.seed_df == s - 1
+    assert interval.half_width == pytest.approx(scipy.stats.t.ppf(0.975, df) * math.sqrt(variance), rel=1e-12)
+    assert interval.covers == COVERS_SEEDS == "training seeds and episode sampling"
+    # the crossed form does not count the interaction twice, as the two-component form does
+    old = accuracy_interval(MATRIX.mean(axis=0), MATRIX.mean(axis=1))
+    two_components = np.var(MATRIX.mean(axis=1), ddof=1) / s + np.var(MATRIX.mean(axis=0), ddof=1) / e
+    assert two_components == pytest.approx((ms_s + ms_e) / (s * e), rel=1e-12) and design.variance < two_components
+    assert old.estimate == pytest.approx(interval.estimate) and old.df != pytest.approx(interval.df)
+    # the variance components: sigma2_seeds / S + sigma2_episodes / E + sigma2_interaction / (S E)
+    components = (ms_s - ms_se) / e / s + (ms_e - ms_se) / s / e + ms_se / (s * e)
+    assert design.variance == pytest.approx(components, rel=1e-12)
+
+
+def test_crossed_falls_back_to_two_components_when_the_anova_estimate_is_not_positive():
+    # seeds and episodes barely matter, the interaction dominates: MS_S + MS_E - MS_SE < 0
+    x = np.array([[0.9, 0.1, 0.8, 0.2], [0.1, 0.9, 0.25, 0.8], [0.5, 0.5, 0.45, 0.5]])
+    ms_s, ms_e, ms_se = two_way_anova(x)
+    assert ms_s + ms_e - ms_se < 0
+    design = crossed(x)
+    assert design.fallback
+    seed_means, episode_means = x.mean(axis=1), x.mean(axis=0)
+    var = np.var(seed_means, ddof=1) / 3 + np.var(episode_means, ddof=1) / 4
+    assert design.variance == pytest.approx(var, rel=1e-12) and design.variance > 0
+    interval = accuracy_interval(x)
+    assert interval == dataclasses.replace(accuracy_interval(episode_means, seed_means), seed_df=2)
+    assert interval.half_width > 0 and interval.seed_df == 2
+
+
+def test_satterthwaite_df_is_floored_at_the_smaller_factor_df():
+    # a small positive combined mean square next to a large interaction: Satterthwaite df below min(S-1, E-1)
+    x = 0.5 + np.random.default_rng(4).normal(0, 0.2, size=(6, 8))  # no seed or episode effect: noise only
+    ms_s, ms_e, ms_se = two_way_anova(x)
+    combined = ms_s + ms_e - ms_se
+    raw = combined**2 / (ms_s**2 / 5 + ms_e**2 / 7 + ms_se**2 / 35)
+    assert combined > 0 and raw < 1, raw  # below 1 too
+    interval = accuracy_interval(x)
+    assert interval.df == 5
+    assert interval.half_width == pytest.approx(scipy.stats.t.ppf(0.975, 5) * math.sqrt(combined / 48), rel=1e-12)
+    # two seeds: the floor is 1
+    two = crossed(x[:2])
+    assert two.df >= 1
+
+
+def test_one_episode_and_constant_matrices():
+    one = accuracy_interval(np.array([[0.5], [0.7], [0.6]]))
+    assert one.estimate == pytest.approx(0.6) and one.df == 2 and one.seed_df == 2
+    assert one.half_width == pytest.approx(ci95([0.5, 0.7, 0.6]))
+    flat = accuracy_interval(np.full((3, 4), 0.5))
+    assert (flat.estimate, flat.half_width, flat.seed_df) == (0.5, 0.0, 2) and math.isfinite(flat.df)
+    with pytest.raises(ValueError):
+        accuracy_interval(np.zeros((2, 2, 2)))
+
+
+def shared_seed_rows(seed: int = 0, seeds: int = 4, episodes: int = 40, gap: float = 0.02):
+    """Two adapters on the same pretrained models: a large seed effect both share, a small constant gap."""
+    rng = np.random.default_rng(seed)
+    seed_effect = np.array([0.15, -0.12, 0.05, -0.09, 0.1, -0.02][:seeds])[:, None]
+    episode_effect = rng.normal(0, 0.1, size=episodes)[None, :]
+    a = 0.6 + seed_effect + episode_effect + rng.normal(0, 0.01, size=(seeds, episodes))
+    b = a - gap + rng.normal(0, 0.01, size=(seeds, episodes))
+    return a, b
+
+
+def test_paired_by_seed_removes_a_shared_seed_effect():
+    a, b = shared_seed_rows()
+    sources = [f"supervised-{i}" for i in range(4)]
+    args = (a.mean(axis=0), b.mean(axis=0), a.mean(axis=1), b.mean(axis=1))
+    paired = difference(*args, a_matrix=a, b_matrix=b, a_sources=sources, b_sources=list(sources))
+    independent = difference(*args)
+    assert paired.test == "paired t, seeds paired" and independent.test == "paired t, training seeds independent"
+    assert paired.delta == pytest.approx(independent.delta) == pytest.approx((a - b).mean())
+    assert paired.low > 0  # the 2-point gap is resolved once the shared seed effect cancels
+    assert independent.low < 0 < independent.high  # with the seeds independent it is not
+    assert paired.high - paired.low < (independent.high - independent.low) / 3
+    diff = accuracy_interval(a - b)  # the crossed-design interval of the matrix of differences
+    assert (paired.high - paired.low) / 2 == pytest.approx(diff.half_width, rel=1e-12)
+    t = paired.delta / math.sqrt(crossed(a - b).variance)
+    assert paired.p_raw == pytest.approx(2 * scipy.stats.t.sf(abs(t), diff.df), rel=1e-10)
+    # other models for a seed, a missing matrix, one replicate or different episodes: not paired by seed
+    assert difference(*args, a_matrix=a, b_matrix=b, a_sources=sources, b_sources=sources[::-1]) == independent
+    assert difference(*args, a_matrix=a, b_matrix=None, a_sources=sources, b_sources=sources) == independent
+    assert difference(*args, a_matrix=a, b_matrix=b).test == independent.test
+    assert difference(a[0], b[0], a_matrix=a[:1], b_matrix=b[:1], a_sources=sources[:1],
+                      b_sources=sources[:1]).test == "paired t"
+    unpaired = difference(*args, paired=False, a_matrix=a, b_matrix=b, a_sources=sources, b_sources=sources)
+    assert unpaired.test == "Welch t (unpaired), training seeds independent"
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_seed_paired_bonferroni_interval_agrees_with_adjusted_p(seed):
+    a, b = shared_seed_rows(seed, seeds=3, episodes=12, gap=0.01 * seed)
+    family = 1 + seed % 4
+    sources = ["s0", "s1", "s2"]
+    d = difference(a.mean(axis=0), b.mean(axis=0), a.mean(axis=1), b.mean(axis=1), family=family, a_matrix=a,
+                   b_matrix=b, a_sources=sources, b_sources=sources)
+    assert d.test.endswith("seeds paired") and d.level == pytest.approx(1 - 0.05 / family)
+    assert (d.low > 0 or d.high < 0) == (d.p_adjusted < 0.05)
+
+
+def test_image_pool_counts_distinct_images_and_their_reuse():
+    episodes = [np.array([0, 1, 2]), np.array([2, 3]), np.array([3, 3, 4])]  # 3 repeated in one episode: once
+    assert image_pool(episodes) == (5, pytest.approx(7 / 5))
+    assert image_pool([np.array([[5, 6], [7, 5]])]) == (3, pytest.approx(1.0))  # any shape, flattened
+    assert image_pool([np.arange(10)] * 4) == (10, pytest.approx(4.0))
+    assert image_pool([]) == (0, 0.0)
