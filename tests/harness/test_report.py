@@ -567,3 +567,27 @@ def test_the_header_without_replicates_has_no_seed_terms(fixed_run):
     text = render_runs([fixed_run])
     assert "It covers episode sampling from this run's pool of novel images; not other images of these classes." in text
     assert "seed df" not in text and "crossed design" not in text
+
+
+def test_mixed_rows_name_their_own_interval(tmp_path):
+    """Rows with and without replicates, with and without the matrix, in one run: the header says which is
+    which."""
+    old = {(r.strategy, r.shots): r for r in replicated_records(matrix=False)}
+    plain = {(r.strategy, r.shots): r for r in fixed_records()}
+    recs = []
+    for r in replicated_records():
+        key = (r.strategy, r.shots)
+        recs.append(old[key] if key == ("third-party-probe", 1) else plain[key] if key == ("frozen-features", 5) else r)
+    text = render_runs([write_run(tmp_path / "mixed", recs)])
+    assert ("training seeds and episode sampling for rows with replicates, episode sampling only for the others"
+            in text)
+    assert "and, for rows with replicates, 3 training seeds (seed df 2)" in text
+    assert "crossed design" in text and "Rows recorded without the replicate × episode matrix (schema 3) use" in text
+    frame = leaderboard_frame([load_run(tmp_path / "mixed")], ["mixed"]).set_index(["strategy", "shots"])
+    one_shot = frame.xs(1, level="shots")
+    best = one_shot["rank"].idxmin()
+    assert best in SHARED  # the other shared row is paired with it by seed, the matrix-less one is not
+    assert one_shot.loc[next(iter(SHARED - {best})), "test"] == "paired t, seeds paired"
+    assert one_shot.loc["third-party-probe", "test"] == "paired t, training seeds independent"
+    tests5 = set(frame.xs(5, level="shots")["test"].dropna())
+    assert "paired t" in tests5  # frozen-features at 5 shots has one model: episodes only
