@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.augment import check_augment
 from harness.errors import UsageError
 from harness.phases import Pretrainer, SourceData
 
@@ -50,9 +51,11 @@ class SgdPretraining(Pretrainer):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
+    augment: str = "crop+flip"  # base-image augmentation: "crop+flip" or "none" (harness/augment.py crop_flip)
 
     def check(self) -> None:
         super().check()
+        check_augment(self.phase_name, self.augment)
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise UsageError(f"{self.phase_name}: need source.batch_size >= 1, source.lr > 0, 0 <= source.momentum < 1 "
                              f"and source.weight_decay >= 0 (got {self.batch_size}, {self.lr:g}, {self.momentum:g}, "
