@@ -5,7 +5,9 @@ Same architecture (4 x [Conv2D 64 3x3 same, BatchNormalization, ReLU, MaxPool 2]
 32x32, BatchNorm momentum and epsilon as PyTorch's defaults) and the same budget rule: images processed,
 batches drawn by ``strategies.pretraining.minibatches``, the ``lr_at`` warm-up/decay schedule, SGD with
 Nesterov momentum and L2 weight decay added to the gradient (the update of ``torch.optim.SGD``), random
-crop (reflect padding 4) + horizontal flip as batched tensor ops. The step is a ``tf.function``.
+crop (reflect padding 4) + horizontal flip as batched tensor ops (``augment``, as the PyTorch phases), and
+PyTorch's default initialisation of the convolutions and the head (:func:`torch_default_init`). The step is a
+``tf.function``.
 
 Conv-4 only: another backbone for a Keras row is a one-line error (or a skipped row under --all).
 The harness caches torch state dicts, so the trained weights travel as torch buffers of a
