@@ -205,3 +205,21 @@ def test_every_phase_lands_within_5_percent_of_its_groups_flop_budget(imagefolde
     assert recs["maml"]["source_images_processed"] < budgets["meta"] <= recs["fomaml"]["source_images_processed"] * 1.05
     header = json.loads((out / "config.json").read_text())
     assert header["matched_flops"] is None and header["preset_budgets"]["meta"] == 1_024
+
+
+def test_a_changed_budget_or_augment_changes_the_source_cache_key():
+    import dataclasses
+    from types import SimpleNamespace
+
+    from harness.resolve import source_key
+    from harness.runconfig import RunConfig
+    from strategies.maml import MamlMetaTraining
+
+    phase, data, config, cpu = MamlMetaTraining(), SimpleNamespace(fingerprint="fp"), RunConfig(), torch.device("cpu")
+
+    def key(p, images):
+        return source_key(p, 1, 0, data, config, images, cpu)
+
+    assert key(phase, 20_000) == key(MamlMetaTraining(), 20_000)
+    assert key(phase, 20_000) != key(phase, 17_000)  # a FLOP budget that buys other images: another model
+    assert key(phase, 20_000) != key(dataclasses.replace(phase, augment="none"), 20_000)
