@@ -4,7 +4,8 @@ The registered backbone runs through ``torch.func.functional_call`` (:func:`make
 the module whose BatchNorm layers always use batch statistics, called with the parameters being
 adapted; inner loops written with ``torch.autograd.grad`` (``create_graph`` for second-order MAML), a
 functional Adam step for Reptile, and the episodic task stream of meta-training, drawn with the
-harness's own sampler (:func:`harness.episodes.sample_episode`) from the base pool.
+harness's own sampler (:func:`harness.episodes.sample_episode`) from the base pool, its support and query
+images augmented with the same crop+flip as the pretraining phases (``augment``, harness/augment.py).
 
 BatchNorm in the functional forward has two modes (``bn_mode``), always from batch statistics, never running
 averages (ProtoNet's episode phase, strategies/protonet.py, embeds with the running statistics instead when

@@ -2,10 +2,12 @@
 rotation prediction, SimCLR, adversarial training): SGD with Nesterov momentum, a linear warm-up then
 linear decay of the learning rate, minibatches drawn epoch by epoch.
 
-The budget counts images through a forward+backward pass of the backbone, the harness's one cost unit:
-a base image counts once per pass its loss makes (four rotations, two SimCLR views, steps + 1 for a PGD
-example), so every phase's budget buys about the same compute. Precision (fp32 or bf16 autocast) is set
-by the harness around :meth:`Pretrainer.train`.
+``budget_images`` counts images through a forward+backward pass of the backbone: a base image counts once
+per pass its loss makes (four rotations, two SimCLR views, steps + 1 for a PGD example). The harness sets it
+from the phase's FLOP budget and its measured FLOPs per such image (harness/budgets.py), so passes that cost
+less or more than a training pass (a PGD attack step) are priced at what they cost. Base images are
+augmented with ``augment`` (crop+flip or none, harness/augment.py crop_flip). Precision (fp32 or bf16
+autocast) is set by the harness around :meth:`Pretrainer.train`.
 """
 
 from __future__ import annotations
