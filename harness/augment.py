@@ -14,8 +14,28 @@ import torch.nn.functional as F
 
 from harness.datasets.cifar10 import CIFAR10_MEAN as CIFAR_MEAN
 from harness.datasets.cifar10 import CIFAR10_STD as CIFAR_STD
+from harness.errors import UsageError
 
 Stats = Sequence[float]
+
+#: values of every training pretrainer's ``augment`` field: what its training loop does to base images
+AUGMENTS = ("crop+flip", "none")
+
+
+def check_augment(phase: str, value: str) -> None:
+    """One-line UsageError for an ``augment`` value that is not one of :data:`AUGMENTS`."""
+    if value not in AUGMENTS:
+        raise UsageError(f"{phase}: source.augment must be one of {', '.join(repr(a) for a in AUGMENTS)}, "
+                         f"got {value!r}")
+
+
+def crop_flip(images: torch.Tensor, augment: str, generator: torch.Generator | None = None,
+              padding: int = 4) -> torch.Tensor:
+    """The pretrainers' shared base-image augmentation: random crop (reflect ``padding``) then horizontal flip
+    with ``augment == "crop+flip"``; the images unchanged with ``"none"``."""
+    if augment == "none":
+        return images
+    return random_flip(random_crop(images, padding, generator), generator)
 
 
 def to_float(images: torch.Tensor, mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD) -> torch.Tensor:
@@ -120,8 +140,10 @@ def random_grayscale(pixels: torch.Tensor, p: float = 0.2, generator: torch.Gene
 
 
 def simclr_view(images: torch.Tensor, generator: torch.Generator | None = None, mean: Stats = CIFAR_MEAN,
-                std: Stats = CIFAR_STD) -> torch.Tensor:
-    """One SimCLR view of a uint8 batch: resized crop, flip, colour jitter, grayscale; normalised."""
-    x = random_resized_crop(images.float() / 255.0, generator=generator)
-    x = random_flip(x, generator)
+                std: Stats = CIFAR_STD, geometric: bool = True) -> torch.Tensor:
+    """One SimCLR view of a uint8 batch: resized crop, flip, colour jitter, grayscale; normalised. With
+    ``geometric=False`` no crop and no flip (the photometric part of the view only)."""
+    x = images.float() / 255.0
+    if geometric:
+        x = random_flip(random_resized_crop(x, generator=generator), generator)
     return normalize(random_grayscale(color_jitter(x, generator=generator), generator=generator), mean, std)

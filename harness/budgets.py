@@ -1,15 +1,19 @@
 """Source-phase budgets: the preset's, ``--budget GROUP=N`` overrides, ``--budget-scale`` multipliers, and
-``--match-compute`` (every source phase gets the FLOPs of the supervised phase's budget).
+``--match-compute`` (every source phase gets the FLOPs of the pretrain group's budget).
 
-Budgets are in images processed (forward+backward passes of the backbone). With matched compute the FLOP
-budget is ``preset pretrain budget x FLOPs per image of the supervised phase`` (default hyperparameters,
-the run's backbone), and each phase converts it to its own images from its measured FLOPs per image
-(harness/flops.py). Measurements are cached on disk under the same ingredients as the source models.
+Budgets are FLOP budgets, given in supervised-image equivalents: a group's budget N buys
+``N x FLOPs per image of the supervised phase`` (default hyperparameters, the run's backbone), whatever the
+phase. Each phase converts its FLOP budget to its own images processed from its measured FLOPs per image
+(harness/flops.py: one counted training step), rounded to the nearest whole training step (at least one).
+So a second-order MAML image (about three passes per support image) or a PGD example (attack steps
+cheaper than a training pass) costs what it really costs, not a count of passes. With --match-compute
+every group gets the pretrain group's budget. Phases that train nothing (a model loaded from a file) keep
+the group's number as their image count. Measurements are cached on disk under the same ingredients as the
+source models.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import torch
 
 from harness.datasets.base import FewShotData
 from harness.errors import UsageError, unknown
-from harness.flops import flops_per_image
+from harness.flops import flops_per_step
 from harness.io import atomic_write_json, read_json
 from harness.phases import Pretrainer, SourceData, Strategy
 from harness.presets import Preset
@@ -51,28 +55,38 @@ class Budgets:
     def __init__(self, groups: dict[str, int], scales: list[float], match_compute: bool, probe: Callable[..., Any],
                  backbone: str = "conv4"):
         self.groups, self.scales, self.match_compute, self.probe = groups, scales, match_compute, probe
-        self.backbone = backbone  # the run's backbone: its supervised phase sets the matched FLOP budget
-        self.matched_flops: float | None = None
+        self.backbone = backbone  # the run's backbone: its supervised phase sets the FLOPs of a budget image
+        self.image_flops: float | None = None
 
-    def reference_flops(self) -> float:
-        """The FLOP budget of every phase under --match-compute: the supervised phase's budget in FLOPs, on the
-        run's backbone (whatever the order of the strategies or a row's own backbone)."""
-        if self.matched_flops is None:
+    def supervised_image_flops(self) -> float:
+        """The FLOPs of one supervised-image equivalent: the supervised phase's FLOPs per image (default
+        hyperparameters) on the run's backbone (whatever the order of the strategies or a row's own backbone)."""
+        if self.image_flops is None:
             from strategies.supervised import SupervisedPretraining
 
-            per_image, _ = self.measure(SupervisedPretraining(backbone=self.backbone), None, "the matched budget")
-            self.matched_flops = self.groups["pretrain"] * per_image
-        return self.matched_flops
+            per_image, _, _ = self.measure(SupervisedPretraining(backbone=self.backbone), None, "the FLOP budgets")
+            self.image_flops = per_image
+        return self.image_flops
 
-    def measure(self, phase: Pretrainer, shots: int | None, what: str) -> tuple[float, str]:
-        """The probe's FLOPs per image; a phase that cannot take its one counted step is a one-line error."""
+    def flop_budget(self, group: str) -> float:
+        """A group's FLOP budget at scale 1: its budget (the pretrain group's with --match-compute) in
+        supervised-image equivalents x the FLOPs of one."""
+        return self.groups["pretrain" if self.match_compute else group] * self.supervised_image_flops()
+
+    def reference_flops(self) -> float:
+        """The FLOP budget of every phase under --match-compute (the pretrain group's)."""
+        return self.flop_budget("pretrain")
+
+    def measure(self, phase: Pretrainer, shots: int | None, what: str) -> tuple[float, str, int]:
+        """The probe's (FLOPs per image, how, images per training step); a phase that cannot take its one counted
+        step is a one-line error."""
         try:
             return self.probe(phase, shots)
         except UsageError:
             raise
         except Exception as e:  # noqa: BLE001 - bad hyperparameters, out of memory...: before anything is trained
             detail = " ".join(str(e).split())[:200]
-            raise UsageError(f"--match-compute: counting the FLOPs of one {phase.phase_name} step for {what} failed "
+            raise UsageError(f"counting the FLOPs of one {phase.phase_name} step for {what} (its FLOP budget) failed "
                              f"({type(e).__name__}: {detail}); check its --set values") from None
 
     def __call__(self, strategy: Strategy, shots: int | None, scale: float) -> Budget:
@@ -80,21 +94,29 @@ class Budgets:
         if group not in self.groups:
             raise UsageError(f"{strategy.name}: budget group {group!r} is not one of the preset's "
                              f"({', '.join(self.groups)}); give its pretrainer one of those budget_group values")
-        if not self.match_compute:
+        if not type(strategy.source).trains:  # a model pretrained elsewhere, loaded: no FLOPs to budget
             return Budget(max(1, round(self.groups[group] * scale)))
-        target = self.reference_flops() * scale
-        per_image, method = self.measure(strategy.source, shots, strategy.name)
-        if per_image <= 0:  # a phase that trains nothing (a model pretrained elsewhere, loaded): nothing to match
+        target = self.flop_budget(group) * scale
+        per_image, method, step = self.measure(strategy.source, shots, strategy.name)
+        if per_image <= 0:
             return Budget(max(1, round(self.groups[group] * scale)))
-        return Budget(max(1, math.ceil(target / per_image)), (per_image, method), target)
+        return Budget(images_for(target, per_image, step), (per_image, method), target)
+
+
+def images_for(flops: float, per_image: float, step_images: int) -> int:
+    """Images processed for a FLOP budget: ``flops / per_image`` rounded to the nearest whole training step of
+    ``step_images`` images (at least one step)."""
+    step_images = max(1, int(step_images))
+    return max(1, round(flops / per_image / step_images)) * step_images
 
 
 def flop_probe(data: FewShotData, device: torch.device, ways: int, queries: int, seed: int, cache_dir: Path,
                key_of: Callable[[Pretrainer, int | None], str]) -> Callable[[Pretrainer, int | None], tuple]:
-    """A cached measurement of a phase's FLOPs per image on this data (one training step counted)."""
-    measured: dict[str, tuple[float, str]] = {}
+    """A cached measurement of a phase's FLOPs per image on this data (one training step counted), with how it
+    was measured and the images that step processed."""
+    measured: dict[str, tuple[float, str, int]] = {}
 
-    def probe(phase: Pretrainer, shots: int | None) -> tuple[float, str]:
+    def probe(phase: Pretrainer, shots: int | None) -> tuple[float, str, int]:
         key = key_of(phase, shots)
         if key in measured:
             return measured[key]
@@ -102,15 +124,16 @@ def flop_probe(data: FewShotData, device: torch.device, ways: int, queries: int,
         if path.is_file():
             try:
                 entry = read_json(path)
-                measured[key] = (float(entry["flops_per_image"]), str(entry["method"]))
+                measured[key] = (float(entry["flops_per_image"]), str(entry["method"]), int(entry["step_images"]))
                 return measured[key]
             except (UsageError, KeyError, TypeError, ValueError):
                 path.unlink(missing_ok=True)
         labels = torch.from_numpy(data.base.labels).to(device) if phase.uses_labels else None
         source = SourceData(torch.from_numpy(data.base.nchw()).to(device), labels, len(data.base.classes), device,
                             seed, ways=ways, shots=shots, queries=queries, mean=data.mean, std=data.std)
-        measured[key] = flops_per_image(phase, source)
-        atomic_write_json(path, {"flops_per_image": measured[key][0], "method": measured[key][1]})
+        measured[key] = flops_per_step(phase, source)
+        atomic_write_json(path, {"flops_per_image": measured[key][0], "method": measured[key][1],
+                                 "step_images": measured[key][2]})
         return measured[key]
 
     return probe

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 
-LISTS = ("strategies", "datasets", "backbones", "executors", "presets")
+LISTS = ("strategies", "pretrainers", "datasets", "backbones", "executors", "presets")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,12 +38,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             note = "" if row.available() else f"  [unavailable: pip install -e \".[{row.requires}]\"]"
             print(f"{name:<{width}}  {row.family or '-':<16} {row.description}{note}")
         return 0
+    if what == "pretrainers":
+        return _list_pretrainers()
     if what == "presets":
         from harness.presets import PRESETS
 
         for name, p in PRESETS.items():
             budgets = ", ".join(f"{g} {n:,}" for g, n in p.source_images.items())
-            print(f"{name:<8} {p.episodes:>5} episodes; images processed: {budgets}; {p.description}")
+            print(f"{name:<8} {p.episodes:>5} episodes; FLOP budgets in supervised-image equivalents: {budgets}; "
+                  f"{p.description}")
         return 0
     reg = {"datasets": registry.DATASETS, "backbones": registry.BACKBONES, "executors": registry.EXECUTORS}[what]
     entries = reg.entries()
@@ -52,6 +55,27 @@ def cmd_list(args: argparse.Namespace) -> int:
         e = entries[name]
         note = "" if e.available() else f"  [unavailable: {e.install_hint()}]"
         print(f"{name:<{width}}  {e.description}{note}")
+    return 0
+
+
+def _list_pretrainers() -> int:
+    """Each pretrainer's measured FLOPs per image on the default backbone, relative to the supervised phase's:
+    the price of one of its images in the budgets' unit (supervised-image equivalents). Counted once (one
+    training step each, on the CPU) and cached; this imports torch."""
+    from harness.flops import pretrainer_flops
+
+    rows = pretrainer_flops()
+    labels = [r["name"] + "".join(f" {k}={v}" for k, v in r["params"].items()) for r in rows]
+    width = max(map(len, labels), default=0)
+    print("FLOPs per image processed (FlopCounterMode, one training step, conv4, 5-way 1-shot tasks), relative to "
+          "supervised")
+    for label, r in zip(labels, rows, strict=True):
+        if r["flops_per_image"] is None:
+            print(f"{label:<{width}}  {'-':>7}  {r['note']}")
+        else:
+            relative = f"{r['relative']:.3f}x" if r["relative"] else "-"
+            print(f"{label:<{width}}  {relative:>7}  {r['flops_per_image'] / 1e6:,.1f} MFLOP/image, "
+                  f"{r['step_images']:,} images per step")
     return 0
 
 
@@ -214,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Few-shot transfer strategies on fixed episodes.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{run,report,list,plan}")
 
-    p = sub.add_parser("list", help="list registered strategies (or datasets, backbones, executors, presets)")
+    p = sub.add_parser("list", help="list registered strategies (or pretrainers with their measured FLOPs per "
+                                    "image, datasets, backbones, executors, presets)")
     p.add_argument("what", nargs="?", choices=LISTS, help="what to list (default: strategies)")
     p.set_defaults(handler=cmd_list)
 

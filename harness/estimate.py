@@ -47,26 +47,53 @@ class Schedule:
     worker_of: dict[str, int] = field(default_factory=dict)
 
 
-def scaling(record: dict, preset: object | None) -> tuple[float, float]:
+def run_budgets(config: dict) -> dict[str, float] | None:
+    """The FLOP budget of each budget group a run gave its phases, in supervised-image equivalents (its preset's,
+    ``--budget`` overrides applied, every group the pretrain group's with --match-compute), from its header."""
+    budgets = dict(config.get("preset_budgets") or {})
+    run = config.get("run") or {}
+    for item in run.get("budget") or []:
+        group, _, value = str(item).partition("=")
+        try:
+            budgets[group.strip()] = int(value.replace("_", "").replace(",", ""))
+        except ValueError:
+            continue
+    if run.get("match_compute") and "pretrain" in budgets:
+        budgets = dict.fromkeys(budgets, budgets["pretrain"])
+    return budgets or None
+
+
+def scaling(record: dict, preset: object | None, budgets: dict[str, float] | None = None) -> tuple[float, float]:
     """(source, episode) time factors taking ``record`` to the budgets and episode count of ``preset`` (None:
-    1, 1): times are taken as proportional to the images processed and to the episodes (constant throughput)."""
+    1, 1): times are taken as proportional to the source FLOPs and to the episodes (constant throughput).
+    Budgets are FLOP budgets in supervised-image equivalents, so a record with a FLOP budget (``matched_flops``)
+    scales by the preset's group budget over the one its run gave (``budgets``, :func:`run_budgets`; with the
+    preset's --match-compute, the pretrain group's); a record without (older runs, whose budgets were images)
+    by the preset's images over its budget images."""
     if preset is None:
         return 1.0, 1.0
-    budget = preset.source_images.get(record.get("budget_group") or "", 0) * (record.get("budget_scale") or 1.0)
+    group = record.get("budget_group") or ""
+    episodes = preset.episodes / max(1, record.get("episodes") or 1)
+    if record.get("matched_flops") and budgets and budgets.get(group):
+        target = preset.source_images.get("pretrain" if getattr(preset, "match_compute", False) else group, 0)
+        return (target / budgets[group] if target else 1.0), episodes
+    budget = preset.source_images.get(group, 0) * (record.get("budget_scale") or 1.0)
     done = record.get("source_budget_images") or 0
-    return (budget / done if budget and done else 1.0), preset.episodes / max(1, record.get("episodes") or 1)
+    return (budget / done if budget and done else 1.0), episodes
 
 
-def units_of(records: list[dict], warm_cache: bool = False, preset: object | None = None) -> list[TimedUnit]:
+def units_of(records: list[dict], warm_cache: bool = False, preset: object | None = None,
+             budgets: dict[str, float] | None = None) -> list[TimedUnit]:
     """Source units (by cache key) then evaluation units of the ``ok`` records, in record order; with ``preset``
-    (a :class:`harness.presets.Preset`) their times scaled to its budgets and episodes (:func:`scaling`)."""
+    (a :class:`harness.presets.Preset`) their times scaled to its budgets and episodes (:func:`scaling`; ``budgets``:
+    the run's group budgets, :func:`run_budgets`)."""
     sources: dict[str, TimedUnit] = {}
     evaluations: list[TimedUnit] = []
     for r in records:
         if r.get("status") != "ok":
             continue
         keys = r.get("source_keys") or []
-        source_factor, episode_factor = scaling(r, preset)
+        source_factor, episode_factor = scaling(r, preset, budgets)
         for key in keys:
             seconds = (r.get("source_seconds") or 0.0) / len(keys) * source_factor
             cached = bool(r.get("source_cached"))
@@ -180,8 +207,8 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, pr
     from harness.results import load_run
 
     target = get_preset(preset) if preset else None
-    _, _, records = load_run(run_dir)
-    units = units_of(records, warm_cache, target)
+    config, _, records = load_run(run_dir)
+    units = units_of(records, warm_cache, target, run_budgets(config if isinstance(config, dict) else {}))
     sources = [u for u in units if not u.needs and u.id.startswith("source:")]
     evaluations = [u for u in units if u.id.startswith("eval:")]
     if not evaluations:
@@ -210,6 +237,6 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, pr
               "assumes: one unit per worker at a time; workers as fast as the machine that measured the run; no",
               "start-up or transfer costs; each source unit before its evaluations, the longest path first"]
     if target:
-        lines += ["scaled: source time x (preset budget / budget run), episode time x (preset episodes / episodes "
-                  "run): constant throughput"]
+        lines += ["scaled: source time x (preset FLOP budget / FLOP budget run, by budget group), episode time x "
+                  "(preset episodes / episodes run): constant throughput"]
     return "\n".join(lines)

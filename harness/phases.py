@@ -251,7 +251,8 @@ class Strategy:
         return self.adapter.params()
 
     def settings(self) -> dict[str, Any]:
-        return {**self.source.settings(), **self.adapter.settings(self.source)}
+        augment = {"source augment": self.source.augment} if hasattr(self.source, "augment") else {}
+        return {**self.source.settings(), **augment, **self.adapter.settings(self.source)}
 
     def episode_phase(self) -> str:
         return self.adapter.describe(self.source)

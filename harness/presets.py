@@ -1,9 +1,9 @@
-"""Presets: source-phase budgets per budget group, and the number of episodes. A preset is the second
-layer of a run's configuration: defaults < preset < TOML < CLI.
+"""Presets: source-phase budgets per budget group, the number of episodes and of training seeds. A preset
+is the second layer of a run's configuration: defaults < preset < TOML < CLI.
 
-Budgets are in the harness's one cost unit: images through a forward+backward pass of the backbone,
-counted the same way in every source phase (a rotation-prediction image is four, a SimCLR image two, a
-PGD-3 example four, a MAML task its inner-loop and query passes)."""
+Budgets are FLOP budgets in the harness's one cost unit, supervised-image equivalents: a group's budget N
+is N x the FLOPs per image of the supervised phase (counted with FlopCounterMode on the run's backbone), and
+each phase trains on the images that buy that many of its own measured FLOPs (harness/budgets.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ BUDGET_GROUPS = ("pretrain", "meta", "ssl", "adversarial")
 class Preset:
     name: str
     episodes: int
-    # images processed by each budget group of source phases (see Pretrainer.budget_group)
+    # FLOP budget of each budget group of source phases (see Pretrainer.budget_group), in supervised-image
+    # equivalents
     source_images: dict[str, int] = field(default_factory=dict)
     description: str = ""
-    match_compute: bool = False  # every source phase gets the FLOPs of the supervised phase's budget
+    match_compute: bool = False  # every source phase gets the pretrain group's FLOP budget
+    replicates: int = 1  # training seeds per source phase (--replicates)
 
     def budget(self, group: str) -> int:
         if group not in self.source_images:
@@ -42,7 +44,7 @@ PRESETS: dict[str, Preset] = {
                "within about 20 minutes on a 2-core CPU", match_compute=True),
         Preset("paper", 2000, {"pretrain": 5_000_000, "meta": 20_000_000, "ssl": 20_000_000,
                                "adversarial": 20_000_000},
-               "published-scale budgets (200 epochs of the base split); for a GPU"),
+               "published-scale budgets (200 epochs of the base split), 5 training seeds; for a GPU", replicates=5),
     )
 }
 

@@ -51,12 +51,13 @@ class RunConfig:
     episodes: int | None = option(None, "episodes per shot setting (default: the preset's)", positive=True)
     seed: int = option(0, "seed of the episodes; the first training seed (replicates derive theirs from it)")
     replicates: int = option(1, "train every source phase with this many training seeds, evaluated on the same "
-                                "episodes", positive=True)
-    budget: list[str] = option([], "set one budget group's budget in images processed, e.g. --budget meta=50000 "
-                                   "(repeatable)", metavar="GROUP=N")
+                                "episodes (default: the preset's: 1, paper 5)", positive=True)
+    budget: list[str] = option([], "set one budget group's FLOP budget in supervised-image equivalents, e.g. "
+                                   "--budget meta=50000 (repeatable)", metavar="GROUP=N")
     budget_scale: list[float] = option([1.0], "multiply every budget; several values (0.25,0.5,1) run each strategy "
                                               "at each: accuracy-vs-compute curves", metavar="X")
-    match_compute: bool = option(False, "give every source phase the FLOPs of the supervised phase's budget")
+    match_compute: bool = option(False, "give every source phase the pretrain group's FLOP budget (budgets are FLOPs "
+                                        "in supervised-image equivalents)")
     precision: str = option("fp32", "fp32 | bf16: bf16 autocast in the source phases (the same on every device)")
     deterministic: bool = option(True, "deterministic algorithms, no TF32 (--no-deterministic: faster on a GPU)")
     device: str = option("auto", "auto | cpu | cuda")
@@ -203,7 +204,8 @@ def from_layers(cli: dict[str, Any], recorded: dict[str, Any] | None = None) -> 
     from harness.presets import get_preset
 
     preset = get_preset(config.preset)
-    for key, value in (("episodes", preset.episodes), ("match_compute", preset.match_compute)):
+    for key, value in (("episodes", preset.episodes), ("match_compute", preset.match_compute),
+                       ("replicates", preset.replicates)):
         if origins[key] == "default":
             setattr(config, key, value)
             origins[key] = "preset"

@@ -89,7 +89,8 @@ class Run:
             strategies = {**old.strategies, **strategies}
             shots = sorted(set(old.shots) | set(shots))
         scales = list(dict.fromkeys(self.config.budget_scale))
-        matched = next((u.matched_flops / u.scale for u in self.plan.evaluations if u.matched_flops), None)
+        matched = next((u.matched_flops / u.scale for u in self.plan.evaluations if u.matched_flops), None) \
+            if self.config.match_compute else None
         return RunHeader(harness_version=__version__, protocol=self.protocol, shots=shots,
                          dataset_description=self.data.description, novel_classes=len(self.data.novel.classes),
                          preset_budgets=dict(self.preset.source_images), budget_scales=scales,
@@ -168,8 +169,8 @@ class Run:
 
 def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], None],
             command: list[str] | None = None) -> Run:
-    """Validate everything and load the data; writes nothing but caches (decoded images, and with
-    --match-compute each phase's measured FLOPs per image)."""
+    """Validate everything and load the data; writes nothing but caches (decoded images, and each phase's
+    measured FLOPs per image, for its FLOP budget)."""
     preset = get_preset(config.preset)
     executor = EXECUTORS.load(config.executor)(config)
     executor.check()  # e.g. its framework installed, its cluster reachable

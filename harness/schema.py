@@ -96,9 +96,12 @@ class Record(_Json):
     source_keys: list[str] | None = doc("cache key of the source model of each replicate")
     budget_group: str | None = doc("the preset budget group of the source phase (pretrain, meta, ssl, adversarial)")
     budget_scale: float = doc("the --budget-scale this record was run at (1: the preset's budgets)", 1.0)
-    matched_flops: float | None = doc("with --match-compute: the FLOP budget every source phase was given, else null")
-    source_budget_images: int | None = doc("the source phase's budget in images processed (forward+backward passes "
-                                           "of the backbone), per replicate")
+    matched_flops: float | None = doc("the source phase's FLOP budget (its group's budget in supervised-image "
+                                      "equivalents x the supervised phase's FLOPs per image, x budget_scale; with "
+                                      "--match-compute the pretrain group's); null for phases that train nothing")
+    source_budget_images: int | None = doc("the source phase's budget in its own images processed, per replicate: "
+                                           "its FLOP budget / its measured FLOPs per image, rounded to whole "
+                                           "training steps")
     source_images_processed: int | None = doc("images processed (forward+backward passes) by the source phase, per "
                                               "replicate, as counted")
     source_flops: float | None = doc("floating-point operations of the source phase, per replicate")
@@ -140,9 +143,11 @@ class RunHeader(_Json):
     shots: list[int] = doc("shot settings", [])
     dataset_description: str = doc("how base and novel pools are drawn", "")
     novel_classes: int = doc("number of novel classes", 0)
-    preset_budgets: dict[str, int] = doc("images processed by each budget group", {})
+    preset_budgets: dict[str, int] = doc("the preset's FLOP budget of each budget group, in supervised-image "
+                                         "equivalents (images of the supervised phase)", {})
     budget_scales: list[float] = doc("the budget scales run (several: accuracy-vs-compute curves)", [1.0])
-    matched_flops: float | None = doc("with --match-compute: the FLOP budget of every source phase")
+    matched_flops: float | None = doc("with --match-compute: the FLOP budget of every source phase (at budget scale "
+                                      "1), else null (each record carries its phase's FLOP budget)")
     strategies: dict[str, Any] = doc("every strategy's resolved hyperparameters (source under `source`)", {})
     run: dict[str, Any] = doc("the resolved run configuration (RunConfig fields)", {})
 

@@ -37,7 +37,7 @@ class SourceUnit:
     seed: int  # training seed
     shots: int | None  # the evaluation's shots, for per-shots phases
     users: tuple[str, ...] = ()  # every row that uses it (for progress lines)
-    flops_per_image: tuple[float, str] | None = None  # measured already (--match-compute), with how
+    flops_per_image: tuple[float, str] | None = None  # measured already (for its FLOP budget), with how
 
     @property
     def id(self) -> str:
@@ -54,7 +54,7 @@ class EvalUnit:
     shots: int
     source_keys: tuple[str, ...]  # the source units it needs
     scale: float = 1.0  # the budget scale of its source phases
-    matched_flops: float | None = None  # --match-compute: the FLOP budget of every source phase
+    matched_flops: float | None = None  # the FLOP budget of its source phases (x scale)
 
     @property
     def id(self) -> str:
@@ -97,7 +97,7 @@ def replicate_seeds(seed: int, replicates: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Budget:
-    """A source phase's budget in images processed, and the FLOPs behind it when compute is matched."""
+    """A source phase's budget in images processed, and the FLOP budget behind it (harness/budgets.py)."""
 
     images: int
     flops_per_image: tuple[float, str] | None = None

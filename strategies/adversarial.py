@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import random_crop, random_flip
+from harness.augment import crop_flip
 from harness.errors import UsageError
 from harness.phases import SourceData
 from strategies.pgd import PGD, describe, pgd_attack
@@ -58,7 +58,7 @@ class AdversarialPretraining(SgdPretraining):
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
              generator: torch.Generator, data: SourceData) -> torch.Tensor:
-        x = channels_last(random_flip(random_crop(data.to_float(images), 4, generator), generator))
+        x = channels_last(crop_flip(data.to_float(images), self.augment, generator))
         model.eval()
         x = pgd_attack(model, x, labels, self.attack(), generator=generator, mean=data.mean, std=data.std)
         model.train()

@@ -5,7 +5,9 @@ Same architecture (4 x [Conv2D 64 3x3 same, BatchNormalization, ReLU, MaxPool 2]
 32x32, BatchNorm momentum and epsilon as PyTorch's defaults) and the same budget rule: images processed,
 batches drawn by ``strategies.pretraining.minibatches``, the ``lr_at`` warm-up/decay schedule, SGD with
 Nesterov momentum and L2 weight decay added to the gradient (the update of ``torch.optim.SGD``), random
-crop (reflect padding 4) + horizontal flip as batched tensor ops. The step is a ``tf.function``.
+crop (reflect padding 4) + horizontal flip as batched tensor ops (``augment``, as the PyTorch phases), and
+PyTorch's default initialisation of the convolutions and the head (:func:`torch_default_init`). The step is a
+``tf.function``.
 
 Conv-4 only: another backbone for a Keras row is a one-line error (or a skipped row under --all).
 The harness caches torch state dicts, so the trained weights travel as torch buffers of a
@@ -65,6 +67,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from harness.augment import check_augment  # noqa: E402
 from harness.errors import UsageError  # noqa: E402
 from harness.phases import Pretrainer, SourceData  # noqa: E402
 from strategies.pretraining import lr_at, minibatches  # noqa: E402
@@ -99,17 +102,31 @@ def configure_threads() -> None:
         pass
 
 
+def torch_default_init(fan_in: int) -> dict[str, keras.initializers.Initializer]:
+    """PyTorch's default initialisation of a Conv2d / Linear layer as Keras initialisers: weights
+    ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (VarianceScaling with scale 1/3,
+    fan_in, uniform), and the bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)); so the Keras and PyTorch Conv-4 start
+    from the same distribution (Keras' own default is Glorot-uniform weights and zero biases)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return {"kernel_initializer": keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+            "bias_initializer": keras.initializers.RandomUniform(-bound, bound)}
+
+
 def conv4(num_classes: int = 0, width: int = 64, image_size: int = 32) -> keras.Sequential:
-    """Conv-4 in Keras (channels last); a Dense head when ``num_classes`` > 0."""
+    """Conv-4 in Keras (channels last); a Dense head when ``num_classes`` > 0. Initialised as PyTorch
+    initialises its Conv-4 (:func:`torch_default_init`); BatchNorm starts at scale 1, shift 0 in both."""
     def block(i: int) -> keras.Sequential:
-        return keras.Sequential([keras.layers.Conv2D(width, 3, padding="same", name="conv"),
+        cin = 3 if i == 0 else width
+        return keras.Sequential([keras.layers.Conv2D(width, 3, padding="same", name="conv",
+                                                     **torch_default_init(cin * 9)),
                                  keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn"),
                                  keras.layers.ReLU(), keras.layers.MaxPooling2D(2)], name=f"block{i}")
 
     layers = [keras.Input((image_size, image_size, 3)), *[block(i) for i in range(4)],
               keras.layers.Flatten(name="flatten")]
     if num_classes:
-        layers.append(keras.layers.Dense(num_classes, name="head"))
+        features = width * (image_size // 16) ** 2
+        layers.append(keras.layers.Dense(num_classes, name="head", **torch_default_init(features)))
     return keras.Sequential(layers, name="conv4")
 
 
@@ -198,6 +215,7 @@ class KerasSupervisedPretraining(Pretrainer):
     batch_size: int = 128
     label_smoothing: float = 0.0
     jit_compile: bool = False  # XLA for the training step
+    augment: str = "crop+flip"  # base-image augmentation: "crop+flip" or "none" (as the PyTorch phases)
 
     def versions(self) -> dict[str, str]:
         return {"tensorflow": tf.__version__, "keras": keras.__version__}
@@ -209,6 +227,7 @@ class KerasSupervisedPretraining(Pretrainer):
         return {"framework": f"TensorFlow {tf.__version__}", "source XLA": self.jit_compile}
 
     def check(self) -> None:  # the Keras Conv-4 is not a registered backbone: Strategy.check names the limit
+        check_augment(self.phase_name, self.augment)
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise UsageError(f"{self.phase_name}: need source.batch_size >= 1, source.lr > 0, 0 <= source.momentum < 1 "
                              f"and source.weight_decay >= 0 (got {self.batch_size}, {self.lr:g}, {self.momentum:g}, "
@@ -222,7 +241,8 @@ class KerasSupervisedPretraining(Pretrainer):
         from strategies.supervised import SupervisedPretraining
 
         return SupervisedPretraining(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                                     batch_size=self.batch_size, label_smoothing=self.label_smoothing)
+                                     batch_size=self.batch_size, label_smoothing=self.label_smoothing,
+                                     augment=self.augment)
 
     def spec(self, model: nn.Module) -> dict:
         return {"keras": "conv4", "num_classes": int(model.head_kernel.shape[1]), "image_size": model.image_size}
@@ -241,7 +261,9 @@ class KerasSupervisedPretraining(Pretrainer):
 
         @tf.function(jit_compile=self.jit_compile)
         def step(idx: tf.Tensor, lr: tf.Tensor, seed: tf.Tensor) -> None:
-            x = augment(normalise(tf.gather(images, idx), data.mean, data.std), seed)
+            x = normalise(tf.gather(images, idx), data.mean, data.std)
+            if self.augment != "none":  # fixed when the step is traced
+                x = augment(x, seed)
             y = tf.one_hot(tf.gather(labels, idx), data.num_classes)
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, model(x, training=True))

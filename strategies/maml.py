@@ -115,7 +115,7 @@ class MamlMetaTraining(MetaTraining):
         forward = make_forward(model, channels_last=self.first_order and not batched)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.outer_lr)
         per_task = self.task_cost(data.ways, shots, data.queries)
-        stream = episode_stream(data, shots, data.queries)
+        stream = episode_stream(data, shots, data.queries, augment=self.augment)
         for _ in range(max(1, math.ceil(budget_images / (per_task * self.meta_batch)))):
             optimizer.zero_grad(set_to_none=True)
             if batched:

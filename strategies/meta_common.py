@@ -4,7 +4,8 @@ The registered backbone runs through ``torch.func.functional_call`` (:func:`make
 the module whose BatchNorm layers always use batch statistics, called with the parameters being
 adapted; inner loops written with ``torch.autograd.grad`` (``create_graph`` for second-order MAML), a
 functional Adam step for Reptile, and the episodic task stream of meta-training, drawn with the
-harness's own sampler (:func:`harness.episodes.sample_episode`) from the base pool.
+harness's own sampler (:func:`harness.episodes.sample_episode`) from the base pool, its support and query
+images augmented with the same crop+flip as the pretraining phases (``augment``, harness/augment.py).
 
 BatchNorm in the functional forward has two modes (``bn_mode``), always from batch statistics, never running
 averages (ProtoNet's episode phase, strategies/protonet.py, embeds with the running statistics instead when
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from harness.augment import check_augment, crop_flip
 from harness.episodes import Task, TaskBatch, index_by_class, sample_episode
 from harness.errors import UsageError
 from harness.phases import EpisodeAdapter, Pretrainer, Progress, SourceData, no_progress
@@ -45,14 +48,19 @@ def check_bn_mode(mode: str) -> None:
         raise UsageError(f"bn_mode must be 'transductive' or 'inductive', got {mode!r}")
 
 
+@dataclass
 class MetaTraining(Pretrainer):
-    """Shared by the meta-learning source phases: family, budget group and the checks of their fields."""
+    """Shared by the meta-learning source phases: family, budget group, the base-task augmentation and the checks
+    of their fields."""
 
     family = "meta-learning"
     budget_group = "meta"
 
+    augment: str = "crop+flip"  # of the base tasks' support and query images: "crop+flip" or "none"
+
     def check(self) -> None:
         super().check()
+        check_augment(self.phase_name, self.augment)
         check_bn_mode(getattr(self, "bn_mode", "transductive"))
         if getattr(self, "inner_steps", 1) < 1 or getattr(self, "meta_batch", 1) < 1:
             raise UsageError("source.inner_steps and source.meta_batch must be >= 1")
@@ -286,23 +294,26 @@ class InnerLoop(EpisodeAdapter):
             return predict(adapted, task.support_images, task.query_images, source.bn_mode, forward)
 
 
-def episode_stream(data: SourceData, shots: int, queries: int,
-                   prefetch: int = 32) -> Iterator[tuple[torch.Tensor, ...]]:
+def episode_stream(data: SourceData, shots: int, queries: int, prefetch: int = 32,
+                   augment: str = "none") -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless base-class episodes (support x, support y, query x, query y) from the harness sampler. The
     indices of ``prefetch`` episodes are drawn at once and sent to the device in one copy, their images
-    gathered and normalised on the device in one call (the same episodes as one at a time)."""
+    gathered and normalised on the device in one call (the same episodes as one at a time). ``augment``
+    ("crop+flip" or "none", harness/augment.py crop_flip) is applied to every image, support and query, from
+    a device generator seeded with the training seed."""
     if data.labels is None:
         raise UsageError("episodic meta-training needs the base labels")
     labels = data.labels.cpu().numpy()
     classes = sorted(set(labels.tolist()))
     by_class = index_by_class(labels, classes)
     rng = np.random.default_rng([data.seed, shots, 7])
+    generator = torch.Generator(device=data.device).manual_seed(data.seed)
     while True:
         drawn = [sample_episode(by_class, classes, data.ways, shots, queries, rng) for _ in range(prefetch)]
         idx = torch.as_tensor(np.concatenate([np.concatenate([e.support, e.query]) for e in drawn]), device=data.device)
         y = torch.as_tensor(np.concatenate([np.concatenate([e.support_labels, e.query_labels]) for e in drawn]),
                             device=data.device)
-        x = data.to_float(data.images[idx])
+        x = crop_flip(data.to_float(data.images[idx]), augment, generator)
         size = len(drawn[0].support) + len(drawn[0].query)
         n = len(drawn[0].support)
         for i in range(prefetch):

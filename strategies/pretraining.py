@@ -2,10 +2,12 @@
 rotation prediction, SimCLR, adversarial training): SGD with Nesterov momentum, a linear warm-up then
 linear decay of the learning rate, minibatches drawn epoch by epoch.
 
-The budget counts images through a forward+backward pass of the backbone, the harness's one cost unit:
-a base image counts once per pass its loss makes (four rotations, two SimCLR views, steps + 1 for a PGD
-example), so every phase's budget buys about the same compute. Precision (fp32 or bf16 autocast) is set
-by the harness around :meth:`Pretrainer.train`.
+``budget_images`` counts images through a forward+backward pass of the backbone: a base image counts once
+per pass its loss makes (four rotations, two SimCLR views, steps + 1 for a PGD example). The harness sets it
+from the phase's FLOP budget and its measured FLOPs per such image (harness/budgets.py), so passes that cost
+less or more than a training pass (a PGD attack step) are priced at what they cost. Base images are
+augmented with ``augment`` (crop+flip or none, harness/augment.py crop_flip). Precision (fp32 or bf16
+autocast) is set by the harness around :meth:`Pretrainer.train`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.augment import check_augment
 from harness.errors import UsageError
 from harness.phases import Pretrainer, SourceData
 
@@ -50,9 +53,11 @@ class SgdPretraining(Pretrainer):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
+    augment: str = "crop+flip"  # base-image augmentation: "crop+flip" or "none" (harness/augment.py crop_flip)
 
     def check(self) -> None:
         super().check()
+        check_augment(self.phase_name, self.augment)
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise UsageError(f"{self.phase_name}: need source.batch_size >= 1, source.lr > 0, 0 <= source.momentum < 1 "
                              f"and source.weight_decay >= 0 (got {self.batch_size}, {self.lr:g}, {self.momentum:g}, "

@@ -65,7 +65,7 @@ class ProtonetTraining(MetaTraining):
         model = self.build_backbone(0, data).to(data.device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         per_episode = data.ways * (shots + data.queries)
-        stream = episode_stream(data, shots, data.queries)
+        stream = episode_stream(data, shots, data.queries, augment=self.augment)
         for _ in range(max(1, math.ceil(budget_images / per_episode))):
             xs, ys, xq, yq = next(stream)
             feats = model(torch.cat([xs, xq]))

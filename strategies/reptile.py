@@ -81,7 +81,7 @@ class ReptileMetaTraining(MetaTraining):
         params = params_of(model, requires_grad=False)
         per_task = self.inner_steps * self.inner_batch
         total = max(1, math.ceil(budget_images / (per_task * self.meta_batch)))
-        stream = episode_stream(data, self.train_shots, 0)
+        stream = episode_stream(data, self.train_shots, 0, augment=self.augment)
         for step in range(total):
             tasks = [next(stream)[:2] for _ in range(self.meta_batch)]
             epsilon = self.outer_step * (1 - step / total)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import random_crop, random_flip
+from harness.augment import crop_flip
 from harness.phases import SourceData
 from strategies.pretraining import SgdPretraining, channels_last
 
@@ -49,6 +49,6 @@ class RotationPretraining(SgdPretraining):
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
              generator: torch.Generator, data: SourceData) -> torch.Tensor:
-        x = random_flip(random_crop(data.to_float(images), 4, generator), generator)
+        x = crop_flip(data.to_float(images), self.augment, generator)
         rotated, targets = rotate_batch(x)
         return F.cross_entropy(model(channels_last(rotated)), targets)

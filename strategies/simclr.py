@@ -77,8 +77,9 @@ class SimclrPretraining(SgdPretraining):
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
              generator: torch.Generator, data: SourceData) -> torch.Tensor:
-        views = torch.cat([simclr_view(images, generator, data.mean, data.std),
-                           simclr_view(images, generator, data.mean, data.std)])
+        geometric = self.augment != "none"  # "none": the views keep their colour jitter and grayscale only
+        views = torch.cat([simclr_view(images, generator, data.mean, data.std, geometric),
+                           simclr_view(images, generator, data.mean, data.std, geometric)])
         z = model(channels_last(views))  # one forward: BatchNorm sees both views together
         return nt_xent(z[:len(images)], z[len(images):], self.temperature)
 

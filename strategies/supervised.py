@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import random_crop, random_flip
+from harness.augment import crop_flip
 from harness.phases import SourceData
 from strategies.pretraining import SgdPretraining, channels_last
 
 
 @dataclass
 class SupervisedPretraining(SgdPretraining):
-    """Supervised pretraining: cross-entropy on the base classes with crop+flip augmentation."""
+    """Supervised pretraining: cross-entropy on the base classes with crop+flip augmentation (``augment``)."""
 
     label_smoothing: float = 0.0
 
@@ -32,5 +32,5 @@ class SupervisedPretraining(SgdPretraining):
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None,
              generator: torch.Generator, data: SourceData) -> torch.Tensor:
-        x = random_flip(random_crop(data.to_float(images), 4))  # the global generator, seeded by the loop
+        x = crop_flip(data.to_float(images), self.augment)  # the global generator, seeded by the loop
         return F.cross_entropy(model(channels_last(x)), labels, label_smoothing=self.label_smoothing)

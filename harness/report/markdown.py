@@ -60,7 +60,7 @@ def _budgets(configs: list[dict[str, Any]], frame: pd.DataFrame) -> str:
     config = configs[0]
     budgets = ", ".join(f"{group} {n:,}" for group, n in (config.get("preset_budgets") or {}).items()) or "-"
     scales = sorted(frame["budget_scale"].dropna().unique().tolist())
-    text = f"- **Source budgets** (images processed per trained model, by budget group): {budgets}"
+    text = f"- **Source budgets** (FLOP budgets in supervised-image equivalents, by budget group): {budgets}"
     if scales != [1.0]:
         text += f"; run at budget scales {', '.join(scale_text(s) for s in scales)} of these"
     matched = [c.get("matched_flops") for c in configs if c.get("matched_flops")]

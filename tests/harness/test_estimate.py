@@ -136,3 +136,24 @@ def test_plan_bad_input_exits_2_with_one_line(tmp_path, capsys):
     failed_only = write_run(tmp_path / "failed", [r for r in fixed_records() if r.status != "ok"])
     assert main(["plan", str(failed_only)]) == 2
     assert "no finished (ok) record" in capsys.readouterr().err
+
+
+def test_times_scale_by_flop_budgets_in_supervised_image_equivalents():
+    from harness.estimate import run_budgets
+    from harness.presets import get_preset
+
+    paper, matched = get_preset("paper"), get_preset("quick-matched")
+    # a second-order MAML row: its 20,000-image FLOP budget bought it only 14,300 of its own images
+    rec = record("a", 1, [0.5], "fp", source_keys=["k"], budget_group="meta", source_budget_images=14_300,
+                 matched_flops=20_000 * 8.14e7, source_seconds=20.0, episode_seconds=30.0, episodes=300).to_json()
+    header = {"preset_budgets": {"pretrain": 100_000, "meta": 20_000, "ssl": 40_000, "adversarial": 40_000},
+              "run": {"budget": ["meta=10000"], "match_compute": False}}
+    budgets = run_budgets(header)
+    assert budgets["meta"] == 10_000 and budgets["pretrain"] == 100_000
+    times = {u.id: u.seconds for u in units_of([rec], preset=paper, budgets=budgets)}
+    assert times["source:k"] == pytest.approx(20.0 * 20_000_000 / 10_000)  # FLOP budgets, not images
+    # to a matched preset: every group at the pretrain group's budget; from a matched run likewise
+    assert units_of([rec], preset=matched, budgets=budgets)[0].seconds == pytest.approx(20.0 * 40_000 / 10_000)
+    from_matched = run_budgets({**header, "run": {"match_compute": True}})
+    assert from_matched["meta"] == 100_000
+    assert units_of([rec], preset=paper, budgets=from_matched)[0].seconds == pytest.approx(20.0 * 200)
