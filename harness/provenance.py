@@ -57,8 +57,11 @@ def module_closure(*names: str) -> list[str]:
             continue
         seen.add(name)
         module = sys.modules.get(name) or importlib.import_module(name)
+        # a package's submodules appear among its attributes once anything imported them: left out (an import
+        # in the package's own code is found by _imports), so the closure never depends on what ran before
         refs = {value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-                for value in vars(module).values()} | _imports(name)
+                for value in vars(module).values()
+                if not (inspect.ismodule(value) and value.__name__.startswith(name + "."))} | _imports(name)
         stack += [ref for ref in refs if isinstance(ref, str) and _project_module(ref) and ref not in seen]
     return sorted(seen)
 

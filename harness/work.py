@@ -29,7 +29,7 @@ from harness.measure import Stopwatch, autocast, configure, device_name, synchro
 from harness.phases import SourceData
 from harness.provenance import relative_file
 from harness.schema import Record
-from harness.stats import accuracy_interval
+from harness.stats import accuracy_interval, image_pool
 from harness.units import EvalUnit, SourceResult, SourceUnit
 
 #: (description, total, unit) -> a progress bar: call it with the amount done, close() it at the end
@@ -220,17 +220,22 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
                 extras.setdefault(name, []).append(values)
     accuracies = np.mean(per_episode, axis=0)
     replicates = [float(np.mean(r)) for r in per_episode]
-    interval = accuracy_interval(accuracies, replicates)
+    matrix = np.asarray(per_episode, dtype=float)  # replicates x episodes: the crossed design (harness/stats.py)
+    interval = accuracy_interval(matrix if len(matrix) > 1 else accuracies)
+    novel_images, image_reuse = image_pool([np.concatenate([e.support, e.query]) for e in episode_set.episodes])
     metrics: dict[str, float] = {}
     for name, values in extras.items():  # counted only where the clean prediction is right too
-        extra = accuracy_interval(np.mean(values, axis=0), [float(np.mean(v)) for v in values])
+        extra = accuracy_interval(np.asarray(values, dtype=float) if len(values) > 1 else np.mean(values, axis=0))
         metrics[f"clean_and_{name}_accuracy"], metrics[f"clean_and_{name}_ci95"] = extra.estimate, extra.half_width
     ms = [s.measurements for s in sources]
     n = len(tasks) * len(sources)
     return dataclasses.replace(
         base_record(strategy, unit.shots, ctx.spec, ctx.device, unit.scale, unit.matched_flops),
         episode_fingerprint=episode_set.fingerprint(), accuracy=interval.estimate, ci95=interval.half_width,
-        ci_covers=interval.covers, episode_accuracies=[round(float(a), 6) for a in accuracies],
+        ci_covers=interval.covers, ci_df=round(float(interval.df), 3), ci_seed_df=interval.seed_df,
+        episode_accuracies=[round(float(a), 6) for a in accuracies],
+        replicate_episode_accuracies=[[round(float(a), 6) for a in row] for row in matrix],
+        novel_images=novel_images, image_reuse=round(image_reuse, 4),
         replicate_seeds=[m["seed"] for m in ms], replicate_accuracies=[round(r, 6) for r in replicates],
         metrics=metrics, source_keys=[s.key for s in sources], source_budget_images=ms[0]["budget_images"],
         source_images_processed=ms[0]["images_processed"], source_flops=ms[0].get("flops"),
