@@ -81,12 +81,14 @@ class Record(_Json):
     novel_images: int | None = doc("distinct novel images behind the episodes (supports and queries)", added=4)
     image_reuse: float | None = doc("average number of episodes each of those images appears in", added=4)
     sealed_batches: int | None = doc("sealed batches the episodes were adapted in: each a fresh process holding no "
-                                     "label, no image twice (README, Reliability)", added=4)
+                                     "label, no image twice (README, Reliability); null until issue 23's sealed "
+                                     "processes land", added=4)
     independence_check: dict[str, Any] | None = doc(
         "the secretly chosen episodes adapted alone in fresh processes before the batches: `episodes`, `queries` "
-        "compared, `ties` left aside, `agreed`", added=4)
+        "compared, `ties` left aside, `agreed`; null until issue 23's sealed processes land", added=4)
     seal_seconds: float | None = doc("episode-phase wall time outside the adapters (process forks, transfers, "
-                                     "the independence check), all replicates", added=4)
+                                     "the independence check), all replicates; null until issue 23's sealed "
+                                     "processes land", added=4)
     metrics: dict[str, Any] = doc("further scored outputs, e.g. `clean_and_robust_accuracy` / "
                                   "`clean_and_robust_ci95` (0..1)", {})
     backbone: str | None = doc("the source phase's backbone")
