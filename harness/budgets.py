@@ -15,9 +15,11 @@ source models.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness.datasets.base import FewShotData
@@ -110,6 +112,32 @@ def images_for(flops: float, per_image: float, step_images: int) -> int:
     return max(1, round(flops / per_image / step_images)) * step_images
 
 
+@dataclass(frozen=True)
+class ProbeJob:
+    """What a FLOP probe's sealed process receives: the phase and the base pool (no novel image or label)."""
+
+    phase: Pretrainer
+    images: np.ndarray
+    labels: np.ndarray | None
+    classes: int
+    device: str
+    seed: int
+    ways: int
+    shots: int | None
+    queries: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def probe_job(job: ProbeJob, report: Callable[[int], None]) -> tuple[float, str, int]:
+    """In a sealed process: the phase's (FLOPs per image, method, step images), one training step counted."""
+    device = torch.device(job.device)
+    labels = None if job.labels is None else torch.from_numpy(job.labels).to(device)
+    source = SourceData(torch.from_numpy(job.images).to(device), labels, job.classes, device, job.seed,
+                        ways=job.ways, shots=job.shots, queries=job.queries, mean=job.mean, std=job.std)
+    return flops_per_step(job.phase, source)
+
+
 def flop_probe(data: FewShotData, device: torch.device, ways: int, queries: int, seed: int, cache_dir: Path,
                key_of: Callable[[Pretrainer, int | None], str]) -> Callable[[Pretrainer, int | None], tuple]:
     """A cached measurement of a phase's FLOPs per image on this data (one training step counted), with how it
@@ -128,10 +156,12 @@ def flop_probe(data: FewShotData, device: torch.device, ways: int, queries: int,
                 return measured[key]
             except (UsageError, KeyError, TypeError, ValueError):
                 path.unlink(missing_ok=True)
-        labels = torch.from_numpy(data.base.labels).to(device) if phase.uses_labels else None
-        source = SourceData(torch.from_numpy(data.base.nchw()).to(device), labels, len(data.base.classes), device,
-                            seed, ways=ways, shots=shots, queries=queries, mean=data.mean, std=data.std)
-        measured[key] = flops_per_step(phase, source)
+        from harness.sealed import run_sealed
+
+        job = ProbeJob(phase, data.base.nchw(), data.base.labels if phase.uses_labels else None,
+                       len(data.base.classes), str(device), seed, ways, shots, queries, tuple(data.mean),
+                       tuple(data.std))
+        measured[key] = run_sealed(probe_job, job)  # strategy code: in a sealed process, like its training
         atomic_write_json(path, {"flops_per_image": measured[key][0], "method": measured[key][1],
                                  "step_images": measured[key][2]})
         return measured[key]

@@ -49,17 +49,59 @@ def index_by_class(labels: np.ndarray, classes: Sequence[int]) -> list[np.ndarra
 
 def sample_episode(by_class: Sequence[np.ndarray], class_ids: Sequence[int], ways: int, shots: int,
                    queries: int, rng: np.random.Generator) -> Episode:
-    """Draw one episode: ``ways`` classes in random order, disjoint support and query images."""
+    """Draw one episode: ``ways`` classes in random order, disjoint support and query images (``seed`` 0: the
+    harness gives every episode its seed from the run's secret, :func:`episode_seeds`)."""
     chosen = rng.permutation(len(by_class))[:ways]
-    support, query = [], []
-    for label, c in enumerate(chosen):
-        picked = rng.choice(by_class[c], size=shots + queries, replace=False)
-        support.append(np.stack([picked[:shots], np.full(shots, label)], 1))
-        query.append(np.stack([picked[shots:], np.full(queries, label)], 1))
+    picked = [rng.choice(by_class[c], size=shots + queries, replace=False) for c in chosen]
+    return _episode(picked, chosen, class_ids, shots, queries, rng)
+
+
+def _episode(picked: Sequence[np.ndarray], chosen: np.ndarray, class_ids: Sequence[int], shots: int, queries: int,
+             rng: np.random.Generator) -> Episode:
+    ways = len(chosen)
+    support = [np.stack([p[:shots], np.full(shots, label)], 1) for label, p in enumerate(picked)]
+    query = [np.stack([p[shots:], np.full(queries, label)], 1) for label, p in enumerate(picked)]
     s = np.concatenate(support)[rng.permutation(ways * shots)]
     q = np.concatenate(query)[rng.permutation(ways * queries)]
     return Episode(support=s[:, 0], support_labels=s[:, 1], query=q[:, 0], query_labels=q[:, 1],
-                   classes=np.asarray(class_ids)[chosen], seed=int(rng.integers(2**31 - 1)))
+                   classes=np.asarray(class_ids)[chosen], seed=0)
+
+
+def sample_round(by_class: Sequence[np.ndarray], class_ids: Sequence[int], ways: int, shots: int, queries: int,
+                 limit: int, rng: np.random.Generator, content: np.ndarray | None = None) -> list[Episode]:
+    """Episodes that share no image (one sealed batch): each class's images are shuffled and dealt out, shots +
+    queries per chosen class per episode, until fewer than ``ways`` classes have that many left or ``limit``
+    episodes are drawn. With ``content`` (:func:`content_keys` of the pool), an image whose pixels equal one
+    already dealt in the round is passed over, so no two images of a batch are the same picture."""
+    decks = [list(rng.permutation(ix)) for ix in by_class]
+    seen: set[int] = set()
+    need, episodes = shots + queries, []
+    while len(episodes) < limit:
+        eligible = np.array([c for c, deck in enumerate(decks) if len(deck) >= need])
+        if len(eligible) < ways:
+            break
+        chosen = eligible[rng.permutation(len(eligible))[:ways]]
+        picked = []
+        for c in chosen:
+            taken: list[int] = []
+            while len(taken) < need and decks[c]:
+                image = int(decks[c].pop())
+                key = image if content is None else int(content[image])
+                if key not in seen:
+                    seen.add(key)
+                    taken.append(image)
+            picked.append(np.array(taken))
+        if min(len(p) for p in picked) < need:  # duplicates used up a class: the round ends here
+            break
+        episodes.append(_episode(picked, np.asarray(chosen), class_ids, shots, queries, rng))
+    return episodes
+
+
+def episode_seeds(secret: str, shots: int, episodes: int) -> tuple[int, ...]:
+    """Each episode's seed for the strategy's own randomness: a hash of the run's secret (``RUN_DIR/secret``,
+    never given to a strategy), the shots and the episode index, so nothing can replay them."""
+    return tuple(int.from_bytes(hashlib.blake2b(f"{secret}|{shots}|{i}".encode(), digest_size=4).digest(), "little")
+                 & 0x7FFFFFFF for i in range(episodes))
 
 
 def content_keys(images: np.ndarray) -> np.ndarray:
@@ -96,20 +138,42 @@ class EpisodeSet:
     #: content_keys of the pool: the order queries are presented and images stored in (None: the seed-derived
     #: order of earlier versions, replayable; for tests of the sampler only)
     content: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: the round each episode was dealt in: the episodes of a round share no image and form one sealed batch
+    rounds: tuple[int, ...] = ()
 
     @classmethod
     def draw(cls, labels: np.ndarray, classes: Sequence[int], ways: int, shots: int, queries: int,
-             episodes: int, seed: int, data_fingerprint: str = "", content: np.ndarray | None = None) -> EpisodeSet:
-        """The episodes; with ``content`` (:func:`content_keys` of the pool) each episode's queries are put in
-        the order of their content hashes."""
+             episodes: int, seed: int, data_fingerprint: str = "", content: np.ndarray | None = None,
+             secret: str = "") -> EpisodeSet:
+        """The episodes, dealt in image-disjoint rounds (:func:`sample_round`, round ``r`` from the generator
+        seeded with ``(seed, shots, r)``: the same episodes for every run with this seed); episode seeds from
+        ``secret`` (:func:`episode_seeds`; empty: from the run seed, replayable, for tests only). With ``content``
+        (:func:`content_keys` of the pool) each episode's queries are put in the order of their content hashes
+        and no round holds two images with the same pixels."""
         by_class = index_by_class(labels, classes)
         validate_protocol([len(ix) for ix in by_class], ways, shots, queries, episodes)
-        drawn = [sample_episode(by_class, classes, ways, shots, queries,
-                                np.random.default_rng([seed, shots, i])) for i in range(episodes)]
+        drawn: list[Episode] = []
+        rounds: list[int] = []
+        while len(drawn) < episodes:
+            r = len(set(rounds))
+            dealt = sample_round(by_class, classes, ways, shots, queries, episodes - len(drawn),
+                                 np.random.default_rng([seed, shots, r]), content)
+            if not dealt:
+                raise UsageError(f"the novel pool cannot serve a {ways}-way {shots}-shot episode with {queries} "
+                                 f"queries of distinct pictures (too many duplicate images); lower --queries")
+            drawn += dealt
+            rounds += [r] * len(dealt)
+        seeds = episode_seeds(secret or f"public|{seed}", shots, episodes)
+        drawn = [dataclasses.replace(e, seed=s) for e, s in zip(drawn, seeds, strict=True)]
         if content is not None:
             drawn = [dataclasses.replace(e, query=e.query[order], query_labels=e.query_labels[order])
                      for e in drawn for order in [np.argsort(content[e.query], kind="stable")]]
-        return cls(drawn, ways, shots, queries, seed, data_fingerprint, content)
+        return cls(drawn, ways, shots, queries, seed, data_fingerprint, content, tuple(rounds))
+
+    def round_indices(self) -> list[np.ndarray]:
+        """The episode indices of each round (each one sealed batch, no image in two of its episodes)."""
+        rounds = np.asarray(self.rounds if self.rounds else [0] * len(self.episodes))
+        return [np.flatnonzero(rounds == r) for r in np.unique(rounds)]
 
     def fingerprint(self) -> str:
         """sha256 of the data fingerprint and every index and label of every episode: equal fingerprints,
@@ -126,38 +190,48 @@ class EpisodeSet:
         digest = hashlib.sha256(f"sealed-order|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
         return [int.from_bytes(digest.digest()[i:i + 4], "little") for i in range(0, 16, 4)]
 
-    def warm_up_index(self) -> int:
-        """The untimed warm-up episode, whose FLOPs are counted (harness/work.py): from a hash of the run seed."""
-        digest = hashlib.sha256(f"independence-check|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
-        return int.from_bytes(digest.digest()[:4], "little") % len(self.episodes)
+    def layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(order, support, query)``: the pool indices of the images the episodes use, each once, in
+        content-hash order (the module docstring says why), and each episode's support and query images as
+        positions in ``order``."""
+        support = np.stack([e.support for e in self.episodes])
+        query = np.stack([e.query for e in self.episodes])
+        used = np.unique(np.concatenate([support.ravel(), query.ravel()]))
+        if self.content is not None:
+            order = used[np.argsort(self.content[used], kind="stable")]
+        else:
+            order = used[np.random.default_rng(self._permutation_seed()).permutation(len(used))]
+        position = np.full(int(used.max()) + 1, -1, dtype=np.int64)
+        position[order] = np.arange(len(order))
+        return order, position[support], position[query]
 
-    def alone(self, index: int, pool: Any, mean: Sequence[float] = CIFAR10_MEAN,
-              std: Sequence[float] = CIFAR10_STD) -> TaskBatch:
-        """Episode ``index`` in a sealed batch of its own images only."""
-        return dataclasses.replace(self, episodes=[self.episodes[index]]).batch(pool, mean, std)
+    def subset(self, indices: Sequence[int]) -> EpisodeSet:
+        """The episodes ``indices``, in that order."""
+        return dataclasses.replace(self, episodes=[self.episodes[i] for i in indices],
+                                   rounds=tuple(self.rounds[i] for i in indices) if self.rounds else ())
 
     def batch(self, pool: Any, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> TaskBatch:
         """What strategies see: every episode's support images and labels and its query images, the
         images stored once in content-hash order, never query labels or other pool images."""
         import torch
 
-        support = np.stack([e.support for e in self.episodes])
-        query = np.stack([e.query for e in self.episodes])
-        used = np.unique(np.concatenate([support.ravel(), query.ravel()]))
-        if self.content is not None:  # by content hash (the module docstring says why)
-            order = used[np.argsort(self.content[used], kind="stable")]
-        else:
-            order = used[np.random.default_rng(self._permutation_seed()).permutation(len(used))]
-        position = np.full(len(pool), -1, dtype=np.int64)
-        position[order] = np.arange(len(order))
+        order, support, query = self.layout()
         device = pool.device
         return TaskBatch(images=pool[torch.as_tensor(order, device=device)].contiguous(),
-                         support=torch.as_tensor(position[support], device=device),
+                         support=torch.as_tensor(support, device=device),
                          support_labels=torch.as_tensor(np.stack([e.support_labels for e in self.episodes]),
                                                         device=device),
-                         query=torch.as_tensor(position[query], device=device),
+                         query=torch.as_tensor(query, device=device),
                          seeds=tuple(e.seed for e in self.episodes), ways=self.ways,
                          mean=tuple(mean), std=tuple(std))
+
+    def sealed(self, images: np.ndarray) -> SealedBatch:
+        """The episodes as a :class:`SealedBatch` of the pool's uint8 ``images``: what a sealed adapter process
+        receives."""
+        order, support, query = self.layout()
+        return SealedBatch(np.ascontiguousarray(images[order]), support,
+                           np.stack([e.support_labels for e in self.episodes]), query,
+                           tuple(e.seed for e in self.episodes), self.ways)
 
     def correct(self, predictions: Sequence[Any]) -> list[np.ndarray]:
         """Per episode, which queries the predicted labels get right."""
@@ -195,6 +269,30 @@ def check_logits(logits: Any, queries: int, ways: int, strategy: str, index: int
                          f"expected (queries, ways) = {(queries, ways)}")
     if not torch.isfinite(logits).all():
         raise ValueError(f"{strategy} returned non-finite logits in episode {index}")
+
+
+@dataclass(frozen=True)
+class SealedBatch:
+    """A batch of episodes as numpy arrays (uint8 images), for the process that adapts it: no query label, no
+    pool index, images in content-hash order."""
+
+    images: np.ndarray  # (U, C, H, W) uint8
+    support: np.ndarray  # (B, n) positions in images
+    support_labels: np.ndarray  # (B, n)
+    query: np.ndarray  # (B, q) positions in images
+    seeds: tuple[int, ...]
+    ways: int
+
+    def tasks(self, device: Any, mean: Sequence[float], std: Sequence[float]) -> TaskBatch:
+        """The :class:`TaskBatch` a strategy gets, normalised on ``device``."""
+        import torch
+
+        from harness.augment import to_float
+
+        pool = to_float(torch.from_numpy(self.images).to(device), mean, std).contiguous()
+        return TaskBatch(pool, torch.as_tensor(self.support, device=device),
+                         torch.as_tensor(self.support_labels, device=device),
+                         torch.as_tensor(self.query, device=device), self.seeds, self.ways, tuple(mean), tuple(std))
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from harness.resolve import (
 from harness.results import read_header, record_path, write_record
 from harness.runconfig import RunConfig
 from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
+from harness.sealed import run_secret
 from harness.session import Session
 from harness.units import EvalUnit, Plan, plan, replicate_seeds
 from harness.work import RunSpec, base_record
@@ -123,7 +124,8 @@ class Run:
             stale.unlink()
         atomic_write_json(self.out / "config.json", self.header().to_json())
         atomic_write_json(self.out / "environment.json", self.environment().to_json())
-        session = Session(self.out, self.spec, self.data, self.cache, self.device, self.log, progress,
+        spec = dataclasses.replace(self.spec, secret=run_secret(self.out))
+        session = Session(self.out, spec, self.data, self.cache, self.device, self.log, progress,
                           self.config.fail_fast)
         self.session = session
         records: list[Record] = []

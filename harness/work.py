@@ -1,11 +1,16 @@
 """``run_unit(unit, context, sources) -> SourceResult | Record``: one unit of work, in any process.
 
 A :class:`UnitContext` holds what every unit of a run needs and no unit changes: the run's settings
-(:class:`RunSpec`), the dataset's pools on the device and the fixed episode sets. Executors build one per
-process (the local executor once; a Ray worker from the arrays in the object store).
+(:class:`RunSpec`), the dataset's pools and the fixed episode sets. Executors build one per process (the local
+executor once; a Ray worker from the arrays in the object store).
+
+The process holding a context never runs strategy code: each source phase and each sealed batch of episodes
+runs in a fresh process (:mod:`harness.sealed`) that receives the base pool, or one batch's support images,
+support labels and query images, and returns a model or logits; the query labels stay here and score them.
 
 Timing is honest: device work is synchronised at both ends; a source phase's throughput leaves out its
-first (warm-up) step; the episode phase runs one untimed warm-up episode before the timed ones.
+first (warm-up) step; each sealed batch first adapts its first episode alone, untimed, then the whole batch
+timed; process start-up and transfers are counted apart (``seal_seconds``).
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ import numpy as np
 import torch
 
 from harness.datasets.base import FewShotData
-from harness.episodes import EpisodeSet, content_keys
+from harness.episodes import EpisodeSet, SealedBatch, content_keys
 from harness.faults import checkpoint
 from harness.flops import flops_per_image
 from harness.measure import Stopwatch, autocast, configure, device_name, synchronize
 from harness.phases import SourceData
 from harness.provenance import relative_file
 from harness.schema import Record
+from harness.sealed import run_sealed
 from harness.stats import accuracy_interval, image_pool
 from harness.units import EvalUnit, SourceResult, SourceUnit
 
@@ -49,6 +55,8 @@ class RunSpec:
     precision: str = "fp32"
     deterministic: bool = True
     quiet: bool = True
+    secret: str = dataclasses.field(default="", repr=False)  # RUN_DIR/secret: episode seeds, never to a strategy
+    threads: int = 0  # torch threads of the sealed processes (0: this process's count)
 
 
 class _NoBar:
@@ -68,11 +76,8 @@ class UnitContext:
         self.spec, self.data, self.progress = spec, data, progress
         configure(spec.deterministic)
         self.device = torch.device(spec.device)
-        self.base_images = torch.from_numpy(data.base.nchw())
-        self.base_labels = torch.from_numpy(data.base.labels)
-        from harness.augment import to_float
-
-        self.pool = to_float(torch.from_numpy(data.novel.nchw()).to(self.device), data.mean, data.std).contiguous()
+        self.images = data.novel.nchw()  # uint8: sealed batches are cut from it
+        self.base = BasePool(data.base.nchw(), data.base.labels, len(data.base.classes), data.mean, data.std)
         self._episodes: dict[int, EpisodeSet] = {}
         self._content: np.ndarray | None = None
 
@@ -83,7 +88,7 @@ class UnitContext:
                 self._content = content_keys(self.data.novel.images)
             self._episodes[shots] = EpisodeSet.draw(self.data.novel.labels, range(len(self.data.novel.classes)),
                                                     s.ways, shots, s.queries, s.episodes, s.seed,
-                                                    self.data.fingerprint, self._content)
+                                                    self.data.fingerprint, self._content, s.secret)
         return self._episodes[shots]
 
     @contextmanager
@@ -108,6 +113,17 @@ def run_unit(unit: SourceUnit | EvalUnit, context: UnitContext, sources: list[So
     return evaluate(unit, context, sources or [])
 
 
+@dataclass(frozen=True)
+class BasePool:
+    """The base classes' images (uint8) and labels: all a source phase's process receives."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 class _Counter:
     """Counts the images a phase reports and notes when its first step ended (the warm-up)."""
 
@@ -123,21 +139,44 @@ class _Counter:
         self.report(n)
 
 
+def _threads(spec: RunSpec) -> int:
+    return spec.threads or torch.get_num_threads()
+
+
+def _unsecret(spec: RunSpec) -> RunSpec:
+    """The settings a sealed process gets: without the run's secret."""
+    return dataclasses.replace(spec, secret="")
+
+
+def _enter(spec: RunSpec, threads: int) -> torch.device:
+    """A sealed process's set-up: the run's determinism flags and thread count."""
+    configure(spec.deterministic)
+    torch.set_num_threads(threads)
+    return torch.device(spec.device)
+
+
 def train_source(unit: SourceUnit, ctx: UnitContext) -> SourceResult:
-    phase = unit.strategy.source
-    spec = ctx.spec
-    labels = ctx.base_labels.to(ctx.device) if phase.uses_labels else None
+    """The source phase, in a sealed process that receives the base pool only."""
     with ctx.bar(unit.label, unit.budget_images, "img", "source-step") as progress:
-        counter = _Counter(ctx.device, progress)
-        data = SourceData(ctx.base_images.to(ctx.device), labels, len(ctx.data.base.classes), ctx.device,
-                          unit.seed, counter, ways=spec.ways, shots=unit.shots, queries=spec.queries,
-                          mean=ctx.data.mean, std=ctx.data.std, metrics={})
-        with autocast(ctx.device, spec.precision):
-            per_image, method = unit.flops_per_image or flops_per_image(phase, data)
-        with Stopwatch(ctx.device) as watch, autocast(ctx.device, spec.precision):
-            model = phase.train(data, unit.budget_images)
-            synchronize(ctx.device)  # the queued device work belongs to the steady-state time
-            end = time.perf_counter()
+        return run_sealed(train_job, (unit, _unsecret(ctx.spec), _threads(ctx.spec), ctx.base), progress,
+                          [unit.strategy])
+
+
+def train_job(job: tuple[SourceUnit, RunSpec, int, BasePool], report: Callable[[int], None]) -> SourceResult:
+    unit, spec, threads, base = job
+    device = _enter(spec, threads)
+    phase = unit.strategy.source
+    labels = torch.from_numpy(base.labels).to(device) if phase.uses_labels else None
+    counter = _Counter(device, report)
+    data = SourceData(torch.from_numpy(base.images).to(device), labels, base.classes, device,
+                      unit.seed, counter, ways=spec.ways, shots=unit.shots, queries=spec.queries,
+                      mean=base.mean, std=base.std, metrics={})
+    with autocast(device, spec.precision):
+        per_image, method = unit.flops_per_image or flops_per_image(phase, data)
+    with Stopwatch(device) as watch, autocast(device, spec.precision):
+        model = phase.train(data, unit.budget_images)
+        synchronize(device)  # the queued device work belongs to the steady-state time
+        end = time.perf_counter()
     steady = counter.processed - counter.first_count
     per_second = steady / max(end - counter.first_time, 1e-9) if steady > 0 else \
         counter.processed / max(watch.seconds, 1e-9)
@@ -145,13 +184,13 @@ def train_source(unit: SourceUnit, ctx: UnitContext) -> SourceResult:
     measurements = {"phase": phase.phase_name, "params": phase.params(), "budget_images": unit.budget_images,
                     "images_processed": counter.processed, "seconds": watch.seconds,
                     "images_per_second": per_second, "peak_memory_mb": watch.peak_memory_mb,
-                    "device": phase.runs_on(ctx.device), "precision": spec.precision, "seed": unit.seed,
+                    "device": phase.runs_on(device), "precision": spec.precision, "seed": unit.seed,
                     "flops": per_image * counter.processed, "flops_method": method, "metrics": data.metrics}
     return SourceResult(unit.key, phase.spec(model), state, measurements)
 
 
-def load_model(unit: EvalUnit, result: SourceResult, device: torch.device) -> torch.nn.Module:
-    model = unit.strategy.source.rebuild(result.spec)
+def load_model(strategy: Any, result: SourceResult, device: torch.device) -> torch.nn.Module:
+    model = strategy.source.rebuild(result.spec)
     model.load_state_dict(result.state)
     return model.to(device).eval()
 
@@ -177,47 +216,119 @@ def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device, 
     return record
 
 
-def check_independent(name: str, single: list, outputs: list, index: int, agreement: float = 0.9) -> None:
-    """The adapter contract: an episode's output never depends on the other episodes of its batch (a batch
-    of de-duplicated images would otherwise let an adapter link labels across episodes). Episode ``index``
-    (drawn with ``secrets``: no strategy can know which), adapted alone, must predict what it predicts within
-    the batch."""
-    if len(single) != 1 or len(outputs) <= index:
-        return  # the scoring reports the wrong count
-    a, b = (o["logits"] if isinstance(o, dict) else o for o in (single[0], outputs[index]))
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape):
-        return  # the scoring reports the wrong shape
-    same = float((a.argmax(1) == b.argmax(1)).float().mean())
-    if same < agreement:
-        raise ValueError(f"{name} breaks the adapter contract: an episode adapted alone predicts {100 * same:.0f}% of "
-                         f"its queries as it does inside the batch, so its output depends on the other episodes; "
-                         f"adapt each episode from its own support set and queries only")
+@dataclass(frozen=True)
+class AdaptJob:
+    """One sealed batch for an adapter process: the strategy, the source model, the batch, how to run it."""
+
+    strategy: Any
+    source: SourceResult
+    batch: SealedBatch
+    spec: RunSpec
+    threads: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    count_flops: bool = False  # adapt once, FLOPs counted (the first independence-check episode), untimed
+
+
+def _cpu(output: Any) -> Any:
+    if isinstance(output, dict):
+        return {k: _cpu(v) for k, v in output.items()}
+    return output.detach().cpu() if isinstance(output, torch.Tensor) else output
+
+
+def adapt_job(job: AdaptJob, report: Callable[[int], None]) -> tuple[list, float, float, float | None]:
+    """In a sealed process: (outputs, seconds, peak memory MB, FLOPs or None)."""
+    device = _enter(job.spec, job.threads)
+    model = load_model(job.strategy, job.source, device)
+    tasks = job.batch.tasks(device, job.mean, job.std)
+    if job.count_flops:
+        outputs, flops = job.strategy.warm_up(model, tasks)
+        return [_cpu(o) for o in outputs], 0.0, 0.0, None if flops is None else float(flops)
+    job.strategy.run_episodes(model, tasks[:1])  # untimed: the process's start-up costs (lazy init, first kernels)
+    with Stopwatch(device) as watch:
+        outputs = job.strategy.run_episodes(model, tasks, report)
+    return [_cpu(o) for o in outputs], watch.seconds, watch.peak_memory_mb, None
+
+
+#: episodes of the independence check (each adapted alone in a fresh process before the batches)
+INDEPENDENCE_CHECKS = 5
+
+
+def _logits(output: Any) -> Any:
+    return output.get("logits") if isinstance(output, dict) else output
+
+
+def compare_alone(name: str, alone: dict[int, Any], outputs: list) -> dict[str, Any]:
+    """The adapter contract: an episode's output never depends on the other episodes of its batch. Each episode
+    of ``alone`` (chosen with ``secrets``, adapted alone in a fresh process) must predict every query as it does
+    inside its batch; queries whose top two logits are within 1e-3 (relative) in either run are ties, left
+    aside. A mismatch fails the row."""
+    compared = ties = agreed = 0
+    for k, single in alone.items():
+        a, b = _logits(single), _logits(outputs[k])
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and a.ndim == 2):
+            continue  # the scoring reports the wrong shape
+        tie = torch.zeros(len(a), dtype=torch.bool)
+        for x in (a.float(), b.float()):
+            top = x.topk(min(2, x.shape[1]), dim=1).values
+            if top.shape[1] == 2:
+                tie |= (top[:, 0] - top[:, 1]) <= 1e-3 * (1 + top[:, 0].abs())
+        same = a.argmax(1) == b.argmax(1)
+        compared += int((~tie).sum())
+        ties += int(tie.sum())
+        agreed += int((same & ~tie).sum())
+    if agreed < compared:
+        raise ValueError(f"{name} breaks the adapter contract: {compared - agreed} of {compared} queries of "
+                         f"{len(alone)} secretly chosen episodes, adapted alone in a fresh process, are predicted "
+                         f"otherwise than inside their batch, so its output depends on the other episodes; adapt "
+                         f"each episode from its own support set and queries only")
+    return {"episodes": len(alone), "queries": compared, "ties": ties, "agreed": agreed}
 
 
 def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> Record:
-    """Every replicate's model on the same episodes; one record with per-replicate and averaged results."""
+    """Every replicate's model on the same episodes, each round of image-disjoint episodes one sealed batch in
+    a fresh process (its episodes in a secret order); one record with per-replicate and averaged results."""
     strategy = unit.strategy
     episode_set = ctx.episode_set(unit.shots)
-    tasks = episode_set.batch(ctx.pool, ctx.data.mean, ctx.data.std)
-    per_episode, extras, seconds, peak = [], {}, 0.0, 0.0
-    # the warm-up episode, alone in a sealed batch of its own images: its FLOPs are one episode's
-    warm = episode_set.alone(episode_set.warm_up_index(), ctx.pool, ctx.data.mean, ctx.data.std)
-    with ctx.bar(unit.label, len(tasks) * len(sources), "ep", "episode") as progress:
+    n_episodes = len(episode_set.episodes)
+    spec, threads = _unsecret(ctx.spec), _threads(ctx.spec)
+    draw = secrets.SystemRandom()
+    chosen = draw.sample(range(n_episodes), min(INDEPENDENCE_CHECKS, n_episodes))
+    rounds = episode_set.round_indices()
+
+    def job(source: SourceResult, indices: Any, count_flops: bool = False) -> AdaptJob:
+        return AdaptJob(strategy, source, episode_set.subset(indices).sealed(ctx.images), spec, threads,
+                        tuple(ctx.data.mean), tuple(ctx.data.std), count_flops)
+
+    per_episode, extras, seconds, peak, episode_flops, check = [], {}, 0.0, 0.0, None, None
+    start = time.perf_counter()
+    with ctx.bar(unit.label, n_episodes * len(sources), "ep", "episode") as progress:
         for i, source in enumerate(sources):
-            model = load_model(unit, source, ctx.device)
-            if i == 0:  # one untimed warm-up episode (start-up costs, lazy initialisation), its FLOPs counted
-                _, episode_flops = strategy.warm_up(model, warm)
-            with Stopwatch(ctx.device) as watch:
-                outputs = strategy.run_episodes(model, tasks, progress)
-            if i == 0:  # untimed: an episode no strategy can predict, adapted alone, must predict the same
-                k = secrets.randbelow(len(tasks))
-                alone = strategy.run_episodes(model, episode_set.alone(k, ctx.pool, ctx.data.mean, ctx.data.std))
-                check_independent(strategy.name, alone, outputs, k)
-            seconds, peak = seconds + watch.seconds, max(peak, watch.peak_memory_mb)
+            alone: dict[int, Any] = {}
+            if i == 0:  # before the batches: the check's episodes alone, the first one's FLOPs counted
+                for j, k in enumerate(chosen):
+                    out, _, _, flops = run_sealed(adapt_job, job(source, [k], j == 0), strategies=[strategy])
+                    if len(out) != 1:
+                        raise ValueError(f"{strategy.name} returned {len(out)} results for 1 episode")
+                    alone[k] = out[0]
+                    episode_flops = flops if j == 0 else episode_flops
+            outputs: list[Any] = [None] * n_episodes
+            for indices in rounds:
+                order = list(indices)
+                draw.shuffle(order)  # the batch's episode order: secret
+                out, sec, mem, _ = run_sealed(adapt_job, job(source, order), progress, [strategy])
+                if len(out) != len(order):
+                    raise ValueError(f"{strategy.name} returned {len(out)} results for {len(order)} episodes")
+                for k, o in zip(order, out, strict=True):
+                    outputs[k] = o
+                seconds, peak = seconds + sec, max(peak, mem)
             scores = episode_set.score(outputs, strategy.name)
+            if i == 0:
+                check = compare_alone(strategy.name, alone, outputs)
             per_episode.append(scores["episode_accuracies"])
             for name, values in scores["extra_accuracies"].items():
                 extras.setdefault(name, []).append(values)
+    wall = time.perf_counter() - start
     accuracies = np.mean(per_episode, axis=0)
     replicates = [float(np.mean(r)) for r in per_episode]
     matrix = np.asarray(per_episode, dtype=float)  # replicates x episodes: the crossed design (harness/stats.py)
@@ -228,7 +339,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         extra = accuracy_interval(np.asarray(values, dtype=float) if len(values) > 1 else np.mean(values, axis=0))
         metrics[f"clean_and_{name}_accuracy"], metrics[f"clean_and_{name}_ci95"] = extra.estimate, extra.half_width
     ms = [s.measurements for s in sources]
-    n = len(tasks) * len(sources)
+    n = n_episodes * len(sources)
     return dataclasses.replace(
         base_record(strategy, unit.shots, ctx.spec, ctx.device, unit.scale, unit.matched_flops),
         episode_fingerprint=episode_set.fingerprint(), accuracy=interval.estimate, ci95=interval.half_width,
@@ -243,7 +354,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         source_images_per_second=float(np.mean([m["images_per_second"] for m in ms])),
         source_peak_memory_mb=max(m["peak_memory_mb"] for m in ms), source_device=ms[0]["device"],
         source_cached=all(s.cached for s in sources), source_metrics=ms[0].get("metrics", {}),
-        episode_seconds=seconds, ms_per_episode=1000 * seconds / n,
-        episode_flops=None if episode_flops is None else float(episode_flops),
-        query_images_per_second=n * tasks.queries_per_episode / max(seconds, 1e-9), episode_peak_memory_mb=peak,
+        episode_seconds=seconds, ms_per_episode=1000 * seconds / n, episode_flops=episode_flops,
+        query_images_per_second=n * spec.ways * spec.queries / max(seconds, 1e-9), episode_peak_memory_mb=peak,
+        sealed_batches=len(rounds), independence_check=check, seal_seconds=max(wall - seconds, 0.0),
         device=strategy.adapter.runs_on(ctx.device))

@@ -27,12 +27,19 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["frozen-features", "protonet"]  # 3 source units (protonet's per shots) and 4 evaluation units
 MEASURED = {"source_seconds", "source_images_per_second", "source_peak_memory_mb", "source_cached", "source_metrics",
             "episode_seconds", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb",
-            "device", "source_device"}  # device names say the torch threads: 1 per Ray unit (--cpus-per-unit 1)
+            "device", "source_device",  # device names say the torch threads: 1 per Ray unit (--cpus-per-unit 1)
+            "seal_seconds", "independence_check"}  # the check's episodes are drawn with `secrets`
+SECRET = "fedcba9876543210" * 2  # every run here shares one secret (RUN_DIR/secret), so their episode seeds agree
 
 
-def argv(data: Path, out: Path, cache: Path, *extra: str, names: list[str] = NAMES, executor: str = "ray") -> list:
+def argv(data: Path, out: Path, cache: Path, *extra: str, names: list[str] = NAMES, executor: str = "ray",
+         shared_secret: bool = True) -> list:
     """One torch thread per unit under both executors: a CPU sums in an order that depends on the thread count
-    (it is in the cache key), so equal numbers need equal threads."""
+    (it is in the cache key), so equal numbers need equal threads. ``shared_secret``: the run directory is made
+    beforehand holding the shared RUN_DIR/secret."""
+    if shared_secret and not (out / "secret").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "secret").write_text(SECRET + "\n")
     return ["run", *names, "--preset", "smoke", "--data-dir", str(data), "--out", str(out), "--cache-dir", str(cache),
             "--report", str(out.parent / f"{out.name}.md"), "--executor", executor, "--threads", "1", "--quiet",
             *extra]
@@ -88,7 +95,7 @@ def _keep_threads():
 # --- bad input: exit 2, one line, before anything runs ----------------------------------------------
 
 def test_bad_ray_settings_exit_2_with_one_line(imagefolder_dir, tmp_path, capsys, monkeypatch):
-    base = argv(imagefolder_dir, tmp_path / "run", tmp_path / "cache")
+    base = argv(imagefolder_dir, tmp_path / "run", tmp_path / "cache", shared_secret=False)
     for extra, message in ((["--cpus-per-unit", "0"], "--cpus-per-unit must be positive"),
                            (["--gpus-per-unit", "1.5"], "--gpus-per-unit must be a fraction up to 1 or a whole"),
                            (["--ray-address", "nonsense"], "is not HOST:PORT, ray://HOST:PORT, auto or local")):
@@ -105,7 +112,8 @@ def test_bad_ray_settings_exit_2_with_one_line(imagefolder_dir, tmp_path, capsys
 
 
 def test_unreachable_cluster_exits_2_fast_with_a_hint(imagefolder_dir, tmp_path):
-    out = run_driver(argv(imagefolder_dir, tmp_path / "run", tmp_path / "cache", "--ray-address", "127.0.0.1:1"))
+    out = run_driver(argv(imagefolder_dir, tmp_path / "run", tmp_path / "cache", "--ray-address", "127.0.0.1:1",
+                          shared_secret=False))
     assert out.returncode == 2, out.stderr
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr and "ray start --head" in out.stderr
     assert out.stderr.count("\n") == 1 and not (tmp_path / "run").exists()

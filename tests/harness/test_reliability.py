@@ -21,12 +21,22 @@ pytestmark = pytest.mark.slow  # end to end or training-heavy: `pytest -m "not s
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIR = ["frozen-features", "partial-finetune"]
+SECRET = "0123456789abcdef" * 2  # every run here shares one secret, so their episode seeds agree
+
+
+def with_secret(out: Path) -> Path:
+    """A new run directory holding the shared secret (as a copied RUN_DIR/secret reproduces a run's seeds)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "secret").exists():
+        (out / "secret").write_text(SECRET + "\n")
+    return out
 
 
 def run_cli(data: Path, out: Path, cache: Path, *extra: str, fault: str | None = None,
             names: list[str] = PAIR) -> subprocess.CompletedProcess:
     env = {**os.environ, "HARNESS_CACHE": str(cache)}
     env.pop("HARNESS_FAULT", None)
+    with_secret(out)
     if fault:
         env["HARNESS_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "harness", "run", *names, "--preset", "smoke", "--data-dir",
@@ -97,8 +107,8 @@ def test_corrupt_source_cache_is_rebuilt(reference, imagefolder_dir, tmp_path):
 def test_two_runs_at_once_share_the_cache_safely(reference, imagefolder_dir, tmp_path):
     env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
     procs = [subprocess.Popen([sys.executable, "-m", "harness", "run", "frozen-features", "--preset", "smoke",
-                               "--data-dir", str(imagefolder_dir), "--out", str(tmp_path / name), "--report",
-                               str(tmp_path / f"{name}.md"), "--quiet"], cwd=ROOT, env=env,
+                               "--data-dir", str(imagefolder_dir), "--out", str(with_secret(tmp_path / name)),
+                               "--report", str(tmp_path / f"{name}.md"), "--quiet"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("a", "b")]
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
     recs = [records(tmp_path / name)[("frozen-features", 1)] for name in ("a", "b")]
@@ -157,7 +167,8 @@ def test_fail_fast_stops_at_the_first_failure(broken_strategies, imagefolder_dir
 
 
 MEASURED = {"source_seconds", "source_images_per_second", "source_peak_memory_mb", "source_cached", "source_metrics",
-            "episode_seconds", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb"}
+            "episode_seconds", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb",
+            "seal_seconds", "independence_check"}  # the check's episodes are drawn with `secrets`
 
 
 class ReverseExecutor(LocalExecutor):
@@ -183,7 +194,7 @@ def test_every_strategy_is_deterministic_and_order_independent(imagefolder_dir, 
                         registry.Entry("reverse", ReverseExecutor, {}, "executor"))
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-b"))
     assert main(["run", *names, "--preset", "smoke", *fewer, "--data-dir", str(imagefolder_dir), "--out",
-                 str(tmp_path / "b"), "--executor", "reverse", "--quiet"]) == 0
+                 str(with_secret(tmp_path / "b")), "--executor", "reverse", "--quiet"]) == 0
     a, b = records(tmp_path / "a"), records(tmp_path / "b")
     assert len(a) == len(names) and a.keys() == b.keys()
     for key in a:

@@ -147,8 +147,9 @@ def test_cheating_scores_chance(trick, cheaters, imagefolder_dir, tmp_path):
                  "--out", str(out), "--quiet"])
     record = json.loads((out / "records" / "cheater-1shot.json").read_text())
     n = EPISODES * WAYS * 15
-    if record["status"] == "failed":
-        assert code == 1 and "breaks the adapter contract" in record["reason"], record["reason"]
+    if record["status"] == "failed":  # the contract check, or the replay finding no episode of its seeds
+        assert code == 1 and ("breaks the adapter contract" in record["reason"]
+                              or trick.startswith("replay") and record["reason"].startswith("KeyError")), record
     else:
         assert code == 0 and abs(record["accuracy"] - 1 / WAYS) < 4 * np.sqrt(0.2 * 0.8 / n), (trick, record)
 
@@ -206,7 +207,10 @@ def test_linking_labels_across_episodes_would_win_but_the_harness_fails_the_row(
     assert won > 0.8 and alone < 0.4, (won, alone)
 
     out = tmp_path / "run"
-    assert main(["run", cheaters, "--set", "cheater.trick=cross-episode", "--preset", "smoke", "--shots", "5",
-                 "--episodes", "40", "--data-dir", str(imagefolder_dir), "--out", str(out), "--quiet"]) == 1
+    code = main(["run", cheaters, "--set", "cheater.trick=cross-episode", "--preset", "smoke", "--shots", "5",
+                 "--episodes", "40", "--data-dir", str(imagefolder_dir), "--out", str(out), "--quiet"])
     record = json.loads((out / "records" / "cheater-5shot.json").read_text())
-    assert record["status"] == "failed" and "breaks the adapter contract" in record["reason"], record["reason"]
+    if record["status"] == "failed":
+        assert code == 1 and "breaks the adapter contract" in record["reason"], record["reason"]
+    else:  # sealed batches share no image: nothing to link
+        assert code == 0 and abs(record["accuracy"] - 1 / WAYS) < 4 * np.sqrt(0.2 * 0.8 / (40 * WAYS * 15)), record
