@@ -109,9 +109,14 @@ def default_out() -> Path:
 
 
 def check_out(out: Path, protocol: dict[str, Any]) -> None:
-    """The run directory is new, empty, or a run of the same protocol (resumed); else a clear error."""
+    """The run directory is new, empty (but for a copied ``secret``, README Reliability), or a run of the same
+    protocol (resumed); else a clear error."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a directory")
+    if (out / "secret").is_file():
+        from harness.sealed import read_secret
+
+        read_secret(out / "secret")
     if (out / "config.json").is_file():
         old = read_header(out).protocol
         differ = [k for k in PROTOCOL_KEYS if old.get(k) != protocol[k]]
@@ -119,8 +124,9 @@ def check_out(out: Path, protocol: dict[str, Any]) -> None:
             detail = ", ".join(f"{k} {old.get(k)!r} there, {protocol[k]!r} now" for k in differ)
             raise UsageError(f"{out} holds a run with different {', '.join(differ)} ({detail}); pass a new --out to "
                              f"start a fresh run, or the same settings to resume it")
-    elif out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"--out {out} exists and is not a run directory; pass a new or empty directory")
+    elif out.is_dir() and any(p.name != "secret" for p in out.iterdir()):  # a copied secret reproduces seeds
+        raise UsageError(f"--out {out} exists and is not a run directory; pass a new or empty directory (or one "
+                         f"holding only a run's secret file)")
     ancestor = out
     while not ancestor.exists():  # nothing is created yet: check where the directory would be made
         ancestor = ancestor.parent

@@ -80,15 +80,14 @@ class Record(_Json):
                                  added=4)
     novel_images: int | None = doc("distinct novel images behind the episodes (supports and queries)", added=4)
     image_reuse: float | None = doc("average number of episodes each of those images appears in", added=4)
-    sealed_batches: int | None = doc("sealed batches the episodes were adapted in: each a fresh process holding no "
-                                     "label, no image twice (README, Reliability); null until issue 23's sealed "
-                                     "processes land", added=4)
+    sealed_batches: int | None = doc("sealed batches the episodes were adapted in, per replicate: each a fresh "
+                                     "process holding no label, no image twice (README, Reliability)", added=4)
     independence_check: dict[str, Any] | None = doc(
         "the secretly chosen episodes adapted alone in fresh processes before the batches: `episodes`, `queries` "
-        "compared, `ties` left aside, `agreed`; null until issue 23's sealed processes land", added=4)
-    seal_seconds: float | None = doc("episode-phase wall time outside the adapters (process forks, transfers, "
-                                     "the independence check), all replicates; null until issue 23's sealed "
-                                     "processes land", added=4)
+        "compared, `ties` left aside, `agreed`", added=4)
+    seal_seconds: float | None = doc("episode-phase wall time outside the timed adapters (process forks, transfers, "
+                                     "each batch's untimed first episode, the independence check), all replicates",
+                                     added=4)
     metrics: dict[str, Any] = doc("further scored outputs, e.g. `clean_and_robust_accuracy` / "
                                   "`clean_and_robust_ci95` (0..1)", {})
     backbone: str | None = doc("the source phase's backbone")
@@ -121,11 +120,11 @@ class Record(_Json):
     episode_phase: str | None = doc("what the strategy does per support set, from its settings")
     params: dict[str, Any] | None = doc("episode-phase hyperparameters")
     settings: dict[str, Any] | None = doc("protocol settings shown in the leaderboard (BN mode, inner steps...)")
-    episode_seconds: float | None = doc("wall time of all episodes of all replicates, after one untimed warm-up "
-                                        "episode (synchronised)")
+    episode_seconds: float | None = doc("wall time of all episodes of all replicates inside their sealed processes, "
+                                        "each batch after one untimed warm-up episode (synchronised)")
     ms_per_episode: float | None = doc("episode_seconds / (episodes * replicates) * 1000")
-    episode_flops: float | None = doc("floating-point operations of the episode phase per episode (the warm-up "
-                                      "episode, counted)")
+    episode_flops: float | None = doc("floating-point operations of the episode phase per episode (the first "
+                                      "independence-check episode, counted)")
     query_images_per_second: float | None = doc("queries scored per second of episode phase")
     episode_peak_memory_mb: float | None = doc("peak memory of the episode phase above what was allocated when it "
                                                "started (see README)")

@@ -61,12 +61,23 @@ def context(strategies: Any = ()) -> Any:
     return _context
 
 
+def read_secret(path: Path) -> str:
+    """A run's secret from its file; a file that is not one: a one-line error."""
+    secret = path.read_text(errors="replace").strip()
+    if len(secret) != 32 or any(c not in "0123456789abcdef" for c in secret):
+        from harness.errors import UsageError
+
+        raise UsageError(f"{path} is not a run secret (32 lowercase hex digits); restore the run's own file, or "
+                         f"delete it to draw a new one (new episode seeds)")
+    return secret
+
+
 def run_secret(out: Path) -> str:
     """The run's secret (``RUN_DIR/secret``, 128 bits from :mod:`secrets`): episode seeds derive from it, so a
     strategy cannot replay them; kept so that ``--resume`` (or a copy of the file) reproduces the run."""
     path = out / "secret"
     if path.is_file():
-        return path.read_text().strip()
+        return read_secret(path)
     from harness.io import atomic_write_bytes
 
     secret = secrets.token_hex(16)

@@ -149,6 +149,10 @@ def _setup(case: str, tmp: Path) -> list[str]:
         (tmp / "stuff").mkdir()
         (tmp / "stuff" / "notes.txt").write_text("mine")
         return ["--out", str(tmp / "stuff")]
+    if case == "bad-secret":  # a copied secret file that is not one: the seeds would not be the run's
+        (tmp / "copy").mkdir()
+        (tmp / "copy" / "secret").write_text("0123\n")
+        return ["--out", str(tmp / "copy")]
     if case == "resume-not-run":
         (tmp / "empty").mkdir()
         return ["--resume", str(tmp / "empty")]
@@ -203,6 +207,7 @@ BAD_INPUTS = [
     (["run", "--all"], "old-schema", "incompatible harness"),
     (["run", "--all"], "other-protocol", "episodes 99 there, 8 now"),
     (["run", "--all"], "out-not-run", "exists and is not a run directory"),
+    (["run", "--all"], "bad-secret", "is not a run secret (32 lowercase hex digits)"),
     (["run", "--all"], "resume-not-run", "is not a run directory (no config.json)"),
     (["report", "/nonexistent/run"], "", "is not a run directory"),
 ]

@@ -108,3 +108,29 @@ def test_protocol_validation(kwargs, message):
     args = dict(ways=5, shots=1, queries=15, episodes=10) | kwargs
     with pytest.raises(UsageError, match=message):
         validate_protocol([40] * 5, **args)
+
+
+def test_episodes_come_from_the_run_seed_and_their_seeds_from_the_secret():
+    """Two runs with the same seed score the same episodes; the seeds handed to strategies are a hash of the
+    run's secret, so they differ between secrets and match no replay of the public sampler."""
+    public, a, b = (EpisodeSet.draw(LABELS, CLASSES, 5, 1, 15, 30, 0, secret=s) for s in ("", "a" * 32, "b" * 32))
+    assert public.fingerprint() == a.fingerprint() == b.fingerprint()  # the same images, labels and order
+    seeds = [tuple(e.seed for e in s.episodes) for s in (public, a, b)]
+    assert len(set(seeds)) == 3 and not set(seeds[1]) & set(seeds[0])
+    again = EpisodeSet.draw(LABELS, CLASSES, 5, 1, 15, 30, 0, secret="a" * 32)
+    assert seeds[1] == tuple(e.seed for e in again.episodes)
+
+
+def test_rounds_share_no_image_and_serve_every_episode():
+    """Each round (one sealed batch) holds no image twice, by index or by pixels; every requested episode is
+    served, over as many rounds as the pool needs."""
+    pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
+    pixels[1] = pixels[0]  # a duplicate picture under two indices
+    from harness.episodes import content_keys
+
+    es = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 5, 30, 0, content=content_keys(pixels))
+    assert len(es.episodes) == 30 and len(es.round_indices()) > 1
+    for indices in es.round_indices():
+        used = np.concatenate([np.concatenate([es.episodes[i].support, es.episodes[i].query]) for i in indices])
+        assert len(set(used.tolist())) == len(used)
+        assert len({pixels[k].tobytes() for k in used}) == len(used)
