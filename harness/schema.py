@@ -152,6 +152,10 @@ class RunHeader(_Json):
                                       "1), else null (each record carries its phase's FLOP budget)")
     strategies: dict[str, Any] = doc("every strategy's resolved hyperparameters (source under `source`)", {})
     run: dict[str, Any] = doc("the resolved run configuration (RunConfig fields)", {})
+    #: added=5 (the next version): optional until then, so runs written before source and target were separate load
+    domains: dict[str, Any] = doc("source and target: the source dataset (base classes, images), the target (novel "
+                                  "images per class), image size and normalisation, the queries rule, leaks found "
+                                  "(harness/datasets/domains.py)", {}, added=5)
 
 
 @dataclass
