@@ -51,8 +51,8 @@ class Record(_Json):
 
     schema_version: int = doc("version of this layout", SCHEMA_VERSION)
     strategy: str = doc("registered strategy name", "")
-    family: str = doc("transfer / meta-learning / self-supervised / adversarial / external (pretrained elsewhere, "
-                      "not ranked)", "")
+    family: str = doc("transfer / meta-learning / self-supervised / adversarial / no-transfer (a baseline without a "
+                      "source phase) / external (pretrained elsewhere, not ranked)", "")
     status: str = doc("`ok`, `failed` or `skipped`", "ok")
     reason: str | None = doc("one-line reason when not ok, else null")
     shots: int = doc("K: support images per class", 0)
