@@ -108,12 +108,12 @@ def test_queries_auto_is_the_default_for_toml_datasets_and_a_small_class_is_one_
     toml = _target(tmp_path / "target", tmp_path / "small", 'source = "cifar10-5-5"\n')
     out = tmp_path / "run"
     assert main(["run", "pixels-probe", "--dataset", str(toml), "--data-dir", str(imagefolder_dir), "--out", str(out),
-                 *SMOKE]) == 0
+                 "--episodes", "30", *SMOKE]) == 0
     recs = records(out)
     assert {r["queries"] for r in recs.values()} == {3} and len(recs) == 2  # min(15, 8 - 5)
     board = (out / "leaderboard.md").read_text()
     assert "Queries: 3 per class (auto: min(15, smallest novel class 8 - largest shots 5))" in board
-    assert "8 images each" in board and "Warning: a small pool" in board  # 40 images, 8 episodes of 20 or 40
+    assert "8 images each" in board and "Warning: a small pool" in board  # 5-shot: all 40 images in 30 episodes
     assert json.loads((out / "config.json").read_text())["domains"]["queries_rule"].startswith("auto")
     # --queries auto with a registered dataset, and a class below shots + 1
     _small_target(imagefolder_dir, tmp_path / "tiny", {"dog": 8, "frog": 5, "horse": 8})
@@ -132,3 +132,21 @@ def test_list_datasets_says_which_can_be_sources(capsys: pytest.CaptureFixture[s
     assert "  source           " in lines["cifar10"] and "source, target" not in lines["cifar10"]
     assert "source, target" in lines["cifar10-5-5"] and "source, target" in lines["cifar-fs"]
     assert "FILE.toml" in lines
+
+
+def test_a_model_pretrained_elsewhere_runs_on_a_novel_only_dataset_without_source(imagefolder_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pt")
+    toml = _target(tmp_path / "target", imagefolder_dir / "test")
+    out = tmp_path / "run"
+    assert main(["run", "torch-pretrained", "pixels-probe", "--dataset", str(toml), "--shots", "1", "--out", str(out),
+                 "--set", f"torch-pretrained.source.model={tmp_path / 'resnet18.pt'}", *SMOKE]) == 0
+    recs = records(out)
+    assert {r["status"] for r in recs.values()} == {"ok"} and len(recs) == 2
+    assert recs[("torch-pretrained", 1)]["family"] == "external"
+    board = (out / "leaderboard.md").read_text()
+    assert "### External pretraining (not ranked)" in board and "(novel only): no source" in board
