@@ -20,16 +20,12 @@ DATASETS.register_lazy("fc100", "harness.datasets.cifar100:FC100", roles="source
                        description="FC100 (Oreshkin et al. 2018): CIFAR-100 by superclass, 60 / 20 / 20 classes")
 
 
-def get_dataset(spec: str, relative_to=None):  # -> harness.datasets.base.Dataset
-    """A registered dataset by name, or a user's ImageFolder described by a TOML file (``*.toml``; a relative
-    path is taken relative to the folder ``relative_to`` when given)."""
+def get_dataset(spec: str):  # -> harness.datasets.base.Dataset
+    """A registered dataset by name, or a user's ImageFolder described by a TOML file (``*.toml``)."""
     from pathlib import Path
 
-    path = Path(spec).expanduser()
-    if relative_to is not None and not path.is_absolute():
-        path = Path(relative_to) / path
-    if spec.endswith(".toml") or path.is_file():
+    if spec.endswith(".toml") or Path(spec).is_file():
         from harness.datasets.imagefolder import from_toml
 
-        return from_toml(path)
+        return from_toml(spec)
     return DATASETS.load(spec)

@@ -55,20 +55,19 @@ def load_data(dataset: str, source: str | None, data_dir: str | os.PathLike | No
     if not target.can_be_target:
         raise UsageError(f"dataset {target.name!r} can only be a source (its novel classes are its base classes); "
                          f"pass it as --source-dataset {target.name} with a target --dataset, e.g. a TOML file")
-    named = source or getattr(target, "source", "")
-    relative = None if source else getattr(getattr(target, "spec", None), "path", Path(".")).parent
-    src = get_dataset(named, relative) if named else None
+    spec = getattr(target, "spec", None)  # a TOML file (harness/datasets/imagefolder.py)
+    named = source or (spec.source if spec is not None else "")
+    src = get_dataset(named) if named else None  # a TOML file's source is already an absolute path
     if src is not None and not src.can_be_source:
         raise UsageError(f"dataset {named!r} has no base pool, so it cannot be a source; name a registered "
                          f"dataset that can (`python -m harness list datasets`) or a TOML file with base classes")
-    toml_target = hasattr(target, "spec")
+    toml_target = spec is not None
     if src is None or (_same(src, target) and target.can_be_source):
         data = target.load(data_dir, cache_dir)  # in-domain (or no source at all)
         return replace(data, domains=describe(data, None, data))
     source_data = src.load(data_dir, cache_dir)
     size = source_data.image_size
     if toml_target:
-        spec = target.spec  # type: ignore[attr-defined]
         if spec.image_size_given and spec.image_size != size:
             raise UsageError(f"dataset file {spec.path}: image_size {spec.image_size} differs from the source "
                              f"{src.name}'s {size}x{size} input size; drop image_size (the source's is used)")
