@@ -22,6 +22,11 @@ def _counts(per_class: dict[str, int]) -> str:
     return ", ".join(f"{c} {n:,}" for c, n in per_class.items()) + " images"
 
 
+def _span(values: list, fmt: str) -> str:
+    low, high = format(min(values), fmt), format(max(values), fmt)
+    return low if low == high else f"{low} to {high}"
+
+
 def domain_lines(config: dict[str, Any], frame: pd.DataFrame) -> list[str]:
     d = config.get("domains") or {}
     if not d:
@@ -45,10 +50,10 @@ def domain_lines(config: dict[str, Any], frame: pd.DataFrame) -> list[str]:
     reuse = [float(v) for v in ok["image_reuse"] if not missing(v)] if "image_reuse" in ok else []
     if reuse and max(reuse) > REUSE_WARNING:
         images = [int(v) for v in ok["novel_images"] if not missing(v)]
-        lines.append(f"- **Warning: a small pool.** The episodes reuse each of their {min(images):,} to "
-                     f"{max(images):,} distinct novel images in {min(reuse):.0f} to {max(reuse):.0f} episodes on "
-                     f"average, so the intervals describe this pool of images rather than the classes: another "
-                     f"handful of images of the same classes can score outside them.")
+        lines.append(f"- **Warning: a small pool.** The episodes reuse each of their {_span(images, ',')} distinct "
+                     f"novel images in {_span(reuse, '.0f')} episodes on average, so the intervals describe this "
+                     f"pool of images rather than the classes: another handful of images of the same classes can "
+                     f"score outside them.")
     leaks = d.get("leaks") or {}
     if leaks.get("images") or leaks.get("classes"):
         parts = []

@@ -37,10 +37,10 @@ def test_header_names_source_and_target_the_queries_rule_and_warns(tmp_path: Pat
     assert ("- **Source → target** (cross-domain): `cifar10-5-5` (CIFAR-10 (JPEG q75 copy); base pool of 5 classes, "
             "25,000 images) → `my-birds` (5 novel classes: owl, wren, heron, kite, robin; 20 images each). Images "
             "converted to RGB, resized to 32x32 and normalised with the source's channel statistics (mean 0.491, "
-            "0.482, 0.447; std 0.247, 0.244, 0.262). Queries: 15 per class (auto: min(15, smallest novel class 20 - "
+            "0.482, 0.447; std 0.247, 0.243, 0.262). Queries: 15 per class (auto: min(15, smallest novel class 20 - "
             "largest shots 5)).") in text
-    assert "- **Warning: a small pool.** The episodes reuse each of their 100 to 100 distinct novel images in 12 " \
-           "to 12 episodes on average" in text
+    assert "- **Warning: a small pool.** The episodes reuse each of their 100 distinct novel images in 12 " \
+           "episodes on average" in text
     assert ("- **Warning: possible leak from source to target.** 4 target image(s) are identical to source images "
             "(images/owl/a.png, images/owl/b.png, images/wren/c.png, ...); class(es) kite are in both") in text
     # a run written before domains existed: no such lines; little reuse: no warning
