@@ -61,7 +61,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {roles}{e.description}{note}")
     if what == "datasets":
         print(f"{'FILE.toml':<{width}}  {'source, target':<16} your ImageFolder: a source when it lists base classes; "
-              f"a novel-only one is a target (with source = NAME, --source-dataset, or external models only)")
+              f"a novel-only one is a target only (with source = NAME, --source-dataset, or none: then only rows that "
+              f"train nothing run)")
     return 0
 
 
