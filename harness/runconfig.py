@@ -126,7 +126,12 @@ def _positive_int(text: str) -> int:
 
 def _queries(text: str) -> int | str:
     """``--queries Q`` (a positive integer) or ``--queries auto`` (harness/datasets/domains.py auto_queries)."""
-    return "auto" if str(text).strip().lower() == "auto" else _positive_int(text)
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e}; give a positive integer or auto") from None
 
 
 def _int_list(text: str) -> list[int]:

@@ -238,3 +238,36 @@ def test_auto_queries_uses_the_smallest_class_and_names_a_class_too_small() -> N
     assert auto_queries(pool([6, 30]), [1, 5]) == 1  # shots + 1 images is enough
     message = _error(lambda: auto_queries(pool([30, 5, 4]), [1, 5]))
     assert message.startswith("class 'c2' has 4 image(s); 5-shot episodes need at least 6 per class")
+
+
+# --------------------------------------------------------------------------------------- through `run`
+def test_bad_sources_through_run_are_one_line_exit_2_nothing_written(tmp_path: Path, imagefolder_dir: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    leaky = tmp_path / "leaky" / "dog"
+    leaky.mkdir(parents=True)
+    for p in sorted((imagefolder_dir / "train" / "cat").iterdir())[:6]:
+        shutil.copy(p, leaky / p.name)
+    novel_only = _target(tmp_path, imagefolder_dir / "test", NOVEL)
+    cases = [
+        (["--dataset", "cifar10"], "dataset 'cifar10' can only be a source"),
+        (["--source-dataset", "cifar10-5-5-swaped"], "unknown dataset 'cifar10-5-5-swaped' (did you mean"),
+        (["--source-dataset", str(novel_only)], "has no base pool, so it cannot be a source"),
+        (["--dataset", str(tmp_path / "leaky.toml"), "--strict-leaks", "--shots", "1"],
+         "--strict-leaks: 6 target image(s) of my-target are identical to images of the source cifar10-5-5"),
+        (["--queries", "many"], "--queries: 'many' is not an integer; give a positive integer or auto"),
+    ]
+    for args, message in cases:
+        (tmp_path / "leaky.toml").write_text(f'[dataset]\nname = "my-target"\nroot = "{tmp_path / "leaky"}"\n'
+                                             f'novel = ["dog"]\nsource = "cifar10-5-5"\n')
+        out = tmp_path / "out"
+        code = main(["run", "pixels-probe", "--data-dir", str(imagefolder_dir), "--ways", "1", "--out", str(out),
+                     "--preset", "smoke", *args]) if "--queries" not in args else None
+        if code is None:
+            with pytest.raises(SystemExit) as e:
+                main(["run", "pixels-probe", *args])
+            code = e.value.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err, (args, err)
+        assert not out.exists()
