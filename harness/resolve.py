@@ -164,7 +164,8 @@ def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotDat
                                            else backbone.__module__] if backbone is not None else [])
     ingredients: dict[str, Any] = {
         "phase": f"{type(phase).__module__}.{type(phase).__qualname__}", "params": phase.params(),
-        "code": code_hash(*modules), "dataset": data.model_fingerprint, "seed": seed, "budget_images": budget,
+        "code": code_hash(*modules), "seed": seed, "budget_images": budget,
+        "dataset": getattr(data, "source_fingerprint", "") or data.fingerprint,  # the source's (domains.py)
         "device": device.type, "precision": config.precision, "deterministic": config.deterministic,
         "denormals": "flushed",  # harness/measure.py configure
         "torch": ".".join(torch.__version__.split(".")[:2]),
