@@ -51,10 +51,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     reg = {"datasets": registry.DATASETS, "backbones": registry.BACKBONES, "executors": registry.EXECUTORS}[what]
     entries = reg.entries()
     width = max(map(len, entries), default=0)
+    if what == "datasets":  # which can be a source (--source-dataset) and which a target (--dataset)
+        width = max(width, len("FILE.toml"))
+        print(f"{'dataset':<{width}}  {'can be':<16} description")
     for name in sorted(entries):
         e = entries[name]
         note = "" if e.available() else f"  [unavailable: {e.install_hint()}]"
-        print(f"{name:<{width}}  {e.description}{note}")
+        roles = f"{e.meta.get('roles', 'source, target'):<16} " if what == "datasets" else ""
+        print(f"{name:<{width}}  {roles}{e.description}{note}")
+    if what == "datasets":
+        print(f"{'FILE.toml':<{width}}  {'source, target':<16} your ImageFolder: a source when it lists base classes; "
+              f"a novel-only one is a target only (with source = NAME, --source-dataset, or none: then only rows that "
+              f"train nothing run)")
     return 0
 
 

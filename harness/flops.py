@@ -40,7 +40,7 @@ def flops_per_step(phase: Pretrainer, data: SourceData) -> tuple[float, str, int
     """(FLOPs per image processed, how it was measured, images one training step processed) for a source
     phase on this data: the step size is what budgets round to (harness/budgets.py)."""
     if not type(phase).trains:
-        return 0.0, "none: the phase trains nothing (a model pretrained elsewhere, loaded)", 0
+        return 0.0, "none: the phase trains nothing (a model pretrained elsewhere, or a no-transfer baseline)", 0
     twin = phase.flop_twin()
     processed: list[int] = []
     probe = dataclasses.replace(data, progress=processed.append, metrics={})
@@ -108,7 +108,7 @@ def pretrainer_flops(backbone: str = "conv4", cache_dir: Any = None) -> list[dic
         phase = cls(**params)
         row["phase"] = phase.phase_name
         if not cls.trains:
-            row["note"] = "trains nothing (a model pretrained elsewhere, loaded)"
+            row["note"] = "trains nothing (a model pretrained elsewhere, or a no-transfer baseline)"
             continue
         if cls.any_backbone and "backbone" in {f.name for f in dataclasses.fields(phase)}:
             phase = dataclasses.replace(phase, backbone=backbone)

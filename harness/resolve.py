@@ -104,6 +104,26 @@ def check_base_pool(strategies: list[Strategy], data: FewShotData, config: RunCo
                              f"smallest base class has {min(sizes)}; lower --shots or --queries, or leave it out")
 
 
+def without_base_pool(strategies: list[Strategy], skipped: list[Skipped], data: FewShotData,
+                      config: RunConfig) -> tuple[list[Strategy], list[Skipped]]:
+    """A dataset with no base pool (a novel-only TOML file naming no source) runs only the rows whose source
+    phase trains nothing (models pretrained elsewhere, the no-transfer baselines); the others are skipped
+    with the reason under ``--all``, an error when named."""
+    if len(data.base.labels):
+        return strategies, skipped
+    keep = []
+    for s in strategies:
+        if not type(s.source).trains:
+            keep.append(s)
+            continue
+        reason = (f"needs a base pool to train its source phase on, and {data.name} names no source; add "
+                  f"source = \"cifar10\" (or another dataset) to its [dataset] table or pass --source-dataset NAME")
+        if not config.all:
+            raise UsageError(f"{s.name} {reason}")
+        skipped.append(Skipped(s.name, s.family, reason))
+    return keep, skipped
+
+
 def default_out() -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
@@ -150,7 +170,8 @@ def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotDat
                                            else backbone.__module__] if backbone is not None else [])
     ingredients: dict[str, Any] = {
         "phase": f"{type(phase).__module__}.{type(phase).__qualname__}", "params": phase.params(),
-        "code": code_hash(*modules), "dataset": data.fingerprint, "seed": seed, "budget_images": budget,
+        "code": code_hash(*modules), "seed": seed, "budget_images": budget,
+        "dataset": getattr(data, "source_fingerprint", "") or data.fingerprint,  # the source's (domains.py)
         "device": device.type, "precision": config.precision, "deterministic": config.deterministic,
         "denormals": "flushed",  # harness/measure.py configure
         "torch": ".".join(torch.__version__.split(".")[:2]),

@@ -44,10 +44,18 @@ class RunConfig:
     preset: str = option("quick", "smoke | quick (default) | quick-matched | paper: budgets and episode count")
     dataset: str = option("cifar10-5-5", "a registered dataset (see `list datasets`) or a dataset TOML file",
                           flags=("--dataset", "--split"), metavar="NAME|FILE.toml")
+    source_dataset: str | None = option(None, "the dataset whose base pool every source phase trains on (a registered "
+                                              "source, see `list datasets`, or a dataset TOML file with base classes); "
+                                              "default: the TOML file's source, else the dataset itself",
+                                        metavar="NAME|FILE.toml")
+    strict_leaks: bool = option(False, "stop when target images equal source images or a class is in both "
+                                       "(default: a warning in the report)")
     backbone: str | None = option(None, "backbone of every source phase (see `list backbones`; default: conv4)")
     ways: int = option(5, "classes per episode", positive=True)
     shots: list[int] = option([1, 5], "support images per class; several settings: 1 5 or 1,5", positive=True)
-    queries: int = option(15, "query images per class", positive=True)
+    queries: int | str = option(15, "query images per class, or auto: min(15, smallest novel class - "
+                                       "largest shots) (default: 15; auto for TOML datasets)", positive=True,
+                                       metavar="Q|auto")
     episodes: int | None = option(None, "episodes per shot setting (default: the preset's)", positive=True)
     seed: int = option(0, "seed of the episodes; the first training seed (replicates derive theirs from it)")
     replicates: int = option(1, "train every source phase with this many training seeds, evaluated on the same "
@@ -116,6 +124,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _queries(text: str) -> int | str:
+    """``--queries Q`` (a positive integer) or ``--queries auto`` (harness/datasets/domains.py auto_queries)."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e}; give a positive integer or auto") from None
+
+
 def _int_list(text: str) -> list[int]:
     """``5`` or ``1,5``: ``--shots 1,5`` is read as ``--shots 1 5``."""
     return [_positive_int(part) for part in text.replace(",", " ").split()]
@@ -142,7 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 metavar=m["metavar"] or "K", **common)
         else:
             base = typing.get_args(kind)[0] if typing.get_origin(kind) is not None else kind
-            conv = _positive_int if m["positive"] else base
+            conv = _queries if f.name == "queries" else _positive_int if m["positive"] else base
             parser.add_argument(*flags, type=conv, metavar=m["metavar"], dest=f.name, **common)
 
 
@@ -186,7 +204,10 @@ def from_layers(cli: dict[str, Any], recorded: dict[str, Any] | None = None) -> 
     layers: list[tuple[str, dict[str, Any]]] = [("run directory", recorded or {}), ("config", {}),
                                                  ("command line", cli)]
     for key, value in toml_run.items():
-        value = _coerce(value, hints[key], f"config file {cli['config']}: [run] {key}")
+        if key == "queries" and isinstance(value, str) and value.strip().lower() == "auto":
+            layers[1][1][key] = "auto"
+            continue
+        value = _coerce(value, int if key == "queries" else hints[key], f"config file {cli['config']}: [run] {key}")
         if names[key].metadata["path"] and isinstance(value, str):
             value = str((base / value).expanduser()) if not Path(value).expanduser().is_absolute() else value
         if names[key].metadata["positive"] or key == "budget_scale":

@@ -26,6 +26,7 @@ from harness.budgets import Budgets, flop_probe, parse_budgets
 from harness.cache import SourceCache
 from harness.datasets import get_dataset
 from harness.datasets.base import FewShotData, default_cache_dir
+from harness.datasets.domains import load_data, settle_queries, wants_auto_queries
 from harness.episodes import validate_protocol
 from harness.errors import UsageError, unknown
 from harness.executors.base import Executor
@@ -44,6 +45,7 @@ from harness.resolve import (
     protocol_of,
     resolve_strategies,
     source_key,
+    without_base_pool,
 )
 from harness.results import read_header, record_path, write_record
 from harness.runconfig import RunConfig
@@ -96,7 +98,7 @@ class Run:
                          dataset_description=self.data.description, novel_classes=len(self.data.novel.classes),
                          preset_budgets=dict(self.preset.source_images), budget_scales=scales,
                          matched_flops=matched, strategies=strategies,
-                         run=self.config.to_json())
+                         run=self.config.to_json(), domains=self.data.domains)
 
     def environment(self) -> Environment:
         import torchvision
@@ -181,15 +183,18 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     device = resolve_device(config.device)
     configure(config.deterministic)
     strategies, skipped = resolve_strategies(config, tables)
-    dataset = get_dataset(config.dataset)
+    get_dataset(config.dataset)  # a bad name or TOML file fails here, before anything is loaded
+    queries = 1 if wants_auto_queries(config) else config.queries  # auto: settled once the pool is known
     for s in config.shots:  # the counts themselves, before loading anything
-        validate_protocol([10**9] * config.ways, config.ways, s, config.queries, config.episodes)
+        validate_protocol([10**9] * config.ways, config.ways, s, queries, config.episodes)
     if config.threads:
         torch.set_num_threads(config.threads)
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    data = dataset.load(config.data_dir, cache_dir)
+    data = load_data(config.dataset, config.source_dataset, config.data_dir, cache_dir, config.strict_leaks)
+    data = settle_queries(config, data)  # config.queries: a number from here on
     for s in config.shots:
         validate_protocol(data.novel.class_sizes(), config.ways, s, config.queries, config.episodes)
+    strategies, skipped = without_base_pool(strategies, skipped, data, config)
     check_base_pool(strategies, data, config)
     out = Path(config.out) if config.out else default_out()
     check_out(out, protocol_of(config, data, device))

@@ -51,8 +51,8 @@ class Record(_Json):
 
     schema_version: int = doc("version of this layout", SCHEMA_VERSION)
     strategy: str = doc("registered strategy name", "")
-    family: str = doc("transfer / meta-learning / self-supervised / adversarial / external (pretrained elsewhere, "
-                      "not ranked)", "")
+    family: str = doc("transfer / meta-learning / self-supervised / adversarial / no-transfer (a baseline without a "
+                      "source phase) / external (pretrained elsewhere, not ranked)", "")
     status: str = doc("`ok`, `failed` or `skipped`", "ok")
     reason: str | None = doc("one-line reason when not ok, else null")
     shots: int = doc("K: support images per class", 0)
@@ -151,6 +151,10 @@ class RunHeader(_Json):
                                       "1), else null (each record carries its phase's FLOP budget)")
     strategies: dict[str, Any] = doc("every strategy's resolved hyperparameters (source under `source`)", {})
     run: dict[str, Any] = doc("the resolved run configuration (RunConfig fields)", {})
+    #: added=5 (the next version): optional until then, so runs written before source and target were separate load
+    domains: dict[str, Any] = doc("source and target: the source dataset (base classes, images), the target (novel "
+                                  "images per class), image size and normalisation, the queries rule, leaks found "
+                                  "(harness/datasets/domains.py)", {}, added=5)
 
 
 @dataclass

@@ -30,6 +30,10 @@ PRETRAINERS.register_lazy("keras-pretrained", "strategies.keras_pretrained:Keras
                           requires="tensorflow", description="your Keras model file (.keras/.h5), pretrained elsewhere")
 PRETRAINERS.register_lazy("torch-pretrained", "strategies.torch_pretrained:TorchPretrained", family="external",
                           description="your torchvision architecture + state-dict file, pretrained elsewhere")
+PRETRAINERS.register_lazy("pixels", "strategies.pixels:RawPixels", family="no-transfer",
+                          description="no source phase: the raw normalised pixels as features")
+PRETRAINERS.register_lazy("random-init", "strategies.random_init:RandomInit", family="no-transfer",
+                          description="no source phase: a randomly initialised, untrained backbone")
 
 # --- episode phases ------------------------------------------------------------------------------
 ADAPTERS.register_lazy("linear-probe", "strategies.probe:LinearProbe",
@@ -98,3 +102,7 @@ register_row("torch-pretrained", "torch-pretrained", "linear-probe",
              description="Linear probe on your torchvision model's frozen features (external pretraining, not ranked)")
 register_row("torch-pretrained-finetune", "torch-pretrained", "torch-pretrained-finetune",
              description="Your torchvision model, top layers unfrozen + new linear head, Adam (external, not ranked)")
+register_row("pixels-probe", "pixels", "linear-probe",
+             description="No-transfer baseline: linear probe on the raw normalised pixels (no source phase)")
+register_row("random-probe", "random-init", "linear-probe",
+             description="No-transfer baseline: linear probe on a randomly initialised backbone (no source phase)")

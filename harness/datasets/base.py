@@ -15,7 +15,7 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +53,22 @@ class FewShotData:
     fingerprint: str  # sha256 of the pixels, labels and class lists of every pool
     description: str  # "base: ...; novel: ..." for the report
     label: str = ""  # how the report names the data, e.g. "CIFAR-10 (JPEG q75 copy)"
+    #: cross-domain runs (harness/datasets/domains.py): the source dataset's name ("" when the dataset is its own
+    #: source, "none" when there is no base pool) and fingerprint, which keys the source models, so they are
+    #: shared with every other run of the same source
+    source_name: str = ""
+    source_fingerprint: str = ""
+    #: what the report header says about the source and target (harness/datasets/domains.py ``domains``)
+    domains: dict = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
         return int(self.base.images.shape[1])
+
+    @property
+    def model_fingerprint(self) -> str:
+        """The fingerprint source models are keyed by: the source dataset's (itself when in-domain)."""
+        return self.source_fingerprint or self.fingerprint
 
 
 class Dataset(ABC):
@@ -64,6 +76,10 @@ class Dataset(ABC):
 
     name: str = ""
     description: str = ""
+    #: whether its base pool can feed another dataset's source phases, and whether its novel pool can be
+    #: evaluated (``list datasets`` shows both; harness/datasets/domains.py checks them)
+    can_be_source: bool = True
+    can_be_target: bool = True
 
     @abstractmethod
     def load(self, data_dir: str | os.PathLike | None, cache_dir: Path, download: bool = True) -> FewShotData:

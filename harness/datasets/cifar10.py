@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,14 +131,17 @@ def image_files(split_dir: Path) -> list[tuple[Path, int]]:
     return files
 
 
-def decode_images(files: list[Path], size: int | None = 32, resize: bool = False) -> np.ndarray:
-    """Decode with torchvision's ImageFolder loader; ``size`` checks (or, with ``resize``, sets) the size."""
+def decode_images(files: list[Path], size: int | None = 32, resize: bool = False,
+                  loader: Callable[[str], Any] | None = None) -> np.ndarray:
+    """Decode with torchvision's ImageFolder loader (or ``loader``: path -> RGB PIL image); ``size`` checks (or,
+    with ``resize``, sets) the size."""
     from torchvision.datasets.folder import pil_loader  # the loader ImageFolder itself uses
 
+    loader = loader or pil_loader
     images = np.empty((len(files), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(files):
         try:
-            img = pil_loader(str(path))
+            img = loader(str(path))
         except Exception as e:  # noqa: BLE001 - PIL raises many kinds for broken files
             raise UsageError(f"cannot decode image {path}: {e}; delete or replace the file") from None
         if img.size != (size, size):
@@ -257,3 +262,8 @@ CIFAR10_5_5 = Cifar10Split("cifar10-5-5", (0, 1, 2, 3, 4), (5, 6, 7, 8, 9),
                            "CIFAR-10, base: airplane..deer (train images), novel: dog..truck (test images)")
 CIFAR10_5_5_SWAPPED = Cifar10Split("cifar10-5-5-swapped", (5, 6, 7, 8, 9), (0, 1, 2, 3, 4),
                                    "CIFAR-10, base: dog..truck (train images), novel: airplane..deer (test images)")
+#: a source only (harness/datasets/domains.py): every class's train images; its "novel" test images are of the
+#: same classes, so it is never evaluated on itself
+CIFAR10_ALL = Cifar10Split("cifar10", tuple(range(10)), tuple(range(10)),
+                           "CIFAR-10, a source only: base all ten classes (train images)")
+CIFAR10_ALL.can_be_target = False

@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.report.cells import cell, scale_text, sig
 from harness.report.details import strategy_details
+from harness.report.domains import domain_lines
 from harness.report.expected import unit_label
 from harness.report.frame import EXTERNAL, ci_coverage, ci_scope, leaderboard_frame, replicate_ci_text
 from harness.report.scales import NOT_CONVERGED
@@ -87,6 +88,7 @@ def header(runs: list[Run], names: list[str], frame: pd.DataFrame) -> list[str]:
         f"- **Dataset:** {_distinct([e.get('dataset', '?') for e in envs])} "
         f"(data fingerprint {_distinct([str(e.get('data_fingerprint', '?'))[:12] for e in envs])})",
         f"- **Pools:** `{p['dataset']}`: {config.get('dataset_description', '')}",
+        *domain_lines(config, frame),
         f"- **Protocol:** {p['ways']}-way {', '.join(map(str, shots))}-shot, {p['queries']} queries per class, "
         f"{p['episodes']} episodes, seed {p['seed']}, preset {presets}; the same episodes for every "
         f"strategy (fingerprints: {fp_text})",

@@ -69,3 +69,24 @@ def test_to_json_round_trips():
     config = RunConfig(strategies=["maml"], shots=[1], episodes=5)
     assert RunConfig(**config.to_json()) == config
     assert "origins" not in config.to_json() and dataclasses.is_dataclass(config)
+
+
+def test_queries_auto_and_the_source_dataset(tmp_path):
+    from harness.datasets.domains import wants_auto_queries
+
+    config, _ = from_layers(given(["--queries", "auto", "--source-dataset", "cifar10", "--strict-leaks"]))
+    assert (config.queries, config.source_dataset, config.strict_leaks) == ("auto", "cifar10", True)
+    assert wants_auto_queries(config)
+    (tmp_path / "c.toml").write_text('[run]\nqueries = "AUTO"\n')
+    assert from_layers(given(["--config", str(tmp_path / "c.toml")]))[0].queries == "auto"
+    (tmp_path / "c.toml").write_text("[run]\nqueries = 7\n")
+    assert from_layers(given(["--config", str(tmp_path / "c.toml")]))[0].queries == 7
+    (tmp_path / "c.toml").write_text('[run]\nqueries = "many"\n')
+    with pytest.raises(UsageError, match=r"\[run\] queries: expected a value of type int"):
+        from_layers(given(["--config", str(tmp_path / "c.toml")]))
+    # the default: 15, and auto for a TOML dataset unless --queries is given
+    toml = tmp_path / "mine.toml"
+    toml.write_text("")
+    assert not wants_auto_queries(from_layers(given([]))[0]) and from_layers(given([]))[0].queries == 15
+    assert wants_auto_queries(from_layers(given(["--dataset", str(toml)]))[0])
+    assert not wants_auto_queries(from_layers(given(["--dataset", str(toml), "--queries", "15"]))[0])

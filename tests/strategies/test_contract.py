@@ -25,7 +25,7 @@ from strategies.backbones.resnet12 import ResNet12
 NAMES = [n for n in STRATEGIES.names() if get_row(n).family != "external"]
 WAYS, QUERIES, EPISODES = 5, 6, 4
 NOVEL = (5, 6, 7, 8, 9)
-FAMILIES = {"transfer", "meta-learning", "self-supervised", "adversarial", "external"}
+FAMILIES = {"transfer", "meta-learning", "self-supervised", "adversarial", "external", "no-transfer"}
 BUDGET = 512
 _SOURCE_MODELS: dict[tuple, torch.nn.Module] = {}
 
@@ -197,7 +197,7 @@ def test_hyperparameters_are_plain_dataclass_fields(name):
     assert strategy.family in FAMILIES
     assert row.description and STRATEGIES.get(name).description
     assert strategy.source.describe() and strategy.episode_phase()
-    assert strategy.source.backbone == "conv4"
+    assert strategy.source.backbone == ("pixels" if name == "pixels-probe" else "conv4")  # pixels: no network
 
 
 @pytest.mark.slow
@@ -206,7 +206,7 @@ def test_every_strategy_runs_on_a_tiny_resnet12(name, synthetic, resnet12_w8):
     strategy = make_strategy(name)
     strategy = dataclasses.replace(strategy, source=dataclasses.replace(strategy.source, backbone=resnet12_w8))
     if not type(strategy.source).any_backbone:  # the Keras Conv-4 rows and their framework checks
-        with pytest.raises(Unsupported, match="conv4"):
+        with pytest.raises(Unsupported, match="pixels" if name == "pixels-probe" else "conv4"):
             strategy.check()
         return
     strategy.check()

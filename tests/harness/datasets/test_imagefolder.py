@@ -122,7 +122,8 @@ def _empty_class(spec: Path, images: Path) -> None:
     (_edit("[dataset]", "[datasets]"), "has no [dataset] table"),
     (_edit('name = "my-birds"\n', ""), "lacks the required key 'name' (a non-empty string)"),
     (_edit('root = "../images"\n', ""), "lacks the required key 'root'"),
-    (_edit('base = ["gull", "crow"]\n', ""), "lacks the required key 'base'"),
+    (_edit('base = ["gull", "crow"]\n', 'base = ["gull", "crow"]\nsource = "cifar10"\n'),
+     "lists base classes and names a source ('cifar10'); keep base"),  # base is optional: novel-only files
     (_edit('novel = ["wren", "owl"]\n', ""), "lacks the required key 'novel'"),
     (_edit('name = "my-birds"', "name = 3"), "key 'name' in [dataset] must be a non-empty string, got int 3"),
     (_edit('name = "my-birds"', 'name = ""'), "key 'name' in [dataset] must be a non-empty string"),
