@@ -28,7 +28,9 @@ from typing import Any
 _context: Any = None
 
 
-BASE_MODULES = ("numpy", "torch", "harness.sealed", "harness.work", "harness.flops")
+#: torch._dynamo: what ``torch.use_deterministic_algorithms`` imports on its first call (about 2 s, 900 modules),
+#: so that each sealed process's set-up (harness.measure.configure) is immediate
+BASE_MODULES = ("numpy", "torch", "torch._dynamo", "harness.sealed", "harness.work", "harness.flops")
 _preloaded: set[str] = set()
 
 
