@@ -50,7 +50,7 @@ from harness.resolve import (
 from harness.results import read_header, record_path, write_record
 from harness.runconfig import RunConfig
 from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
-from harness.sealed import run_secret
+from harness.sealed import preload, run_secret
 from harness.session import Session
 from harness.units import EvalUnit, Plan, plan, replicate_seeds
 from harness.work import RunSpec, base_record
@@ -196,6 +196,7 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
         validate_protocol(data.novel.class_sizes(), config.ways, s, config.queries, config.episodes)
     strategies, skipped = without_base_pool(strategies, skipped, data, config)
     check_base_pool(strategies, data, config)
+    preload(strategies)  # one fork server for the whole run's sealed processes
     out = Path(config.out) if config.out else default_out()
     check_out(out, protocol_of(config, data, device))
     threads = executor.unit_threads()

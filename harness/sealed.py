@@ -31,7 +31,8 @@ _context: Any = None
 #: torch._dynamo: what ``torch.use_deterministic_algorithms`` imports on its first call (about 2 s, 900 modules),
 #: so that each sealed process's set-up (harness.measure.configure) is immediate
 BASE_MODULES = ("numpy", "torch", "torch._dynamo", "harness.sealed", "harness.work", "harness.flops")
-_preloaded: set[str] = set()
+_wanted: set[str] = set()  # what the next fork server imports
+_served: frozenset[str] = frozenset()  # what the running one imported
 
 
 def preload_modules(strategies: Any = ()) -> list[str]:
@@ -47,19 +48,25 @@ def preload_modules(strategies: Any = ()) -> list[str]:
     return list(dict.fromkeys(modules))
 
 
+def preload(strategies: Any) -> None:
+    """Name every strategy of a run before its first job, so that one fork server imports them all (a server
+    started for fewer is restarted, which costs seconds)."""
+    _wanted.update(preload_modules(strategies))
+
+
 def context(strategies: Any = ()) -> Any:
     """The fork-server context, its server (re)started to preload ``strategies``' modules when it lacks one."""
-    global _context
-    modules = preload_modules(strategies)
-    if _context is None or not set(modules) <= _preloaded:
+    global _context, _served
+    preload(strategies)
+    if _context is None or not _wanted <= _served:
         import multiprocessing.forkserver as forkserver
 
-        _preloaded.update(modules)
         stop = getattr(forkserver._forkserver, "_stop", None)  # a server running without them: restart it
         if _context is not None and stop is not None:
             stop()
+        _served = frozenset(_wanted)
         _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(sorted(_preloaded))
+        _context.set_forkserver_preload(sorted(_served))
     return _context
 
 
