@@ -236,6 +236,15 @@ def _cpu(output: Any) -> Any:
     return output.detach().cpu() if isinstance(output, torch.Tensor) else output
 
 
+def first_episode(batch: SealedBatch) -> SealedBatch:
+    """A batch's first episode as a batch of its own: only its images, in the same content order."""
+    used = np.unique(np.concatenate([batch.support[0], batch.query[0]]))
+    position = np.full(len(batch.images), -1, dtype=np.int64)
+    position[used] = np.arange(len(used))
+    return SealedBatch(batch.images[used], position[batch.support[:1]], batch.support_labels[:1],
+                       position[batch.query[:1]], batch.seeds[:1], batch.ways)
+
+
 def adapt_job(job: AdaptJob, report: Callable[[int], None]) -> tuple[list, float, float, float | None]:
     """In a sealed process: (outputs, seconds, peak memory MB, FLOPs or None)."""
     device = _enter(job.spec, job.threads)
@@ -244,7 +253,9 @@ def adapt_job(job: AdaptJob, report: Callable[[int], None]) -> tuple[list, float
     if job.count_flops:
         outputs, flops = job.strategy.warm_up(model, tasks)
         return [_cpu(o) for o in outputs], 0.0, 0.0, None if flops is None else float(flops)
-    job.strategy.run_episodes(model, tasks[:1])  # untimed: the process's start-up costs (lazy init, first kernels)
+    # untimed: the process's start-up costs (lazy init, first kernels), on the first episode's images alone (a
+    # strategy that embeds its whole batch would otherwise embed the whole round twice)
+    job.strategy.run_episodes(model, first_episode(job.batch).tasks(device, job.mean, job.std))
     with Stopwatch(device) as watch:
         outputs = job.strategy.run_episodes(model, tasks, report)
     return [_cpu(o) for o in outputs], watch.seconds, watch.peak_memory_mb, None

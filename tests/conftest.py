@@ -9,17 +9,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
 
-from synthetic import write_batches, write_imagefolder  # noqa: E402
+from synthetic import NOVEL_PER_CLASS, write_batches, write_imagefolder  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def imagefolder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_imagefolder(tmp_path_factory.mktemp("imagefolder"), ext="png")
+    return write_imagefolder(tmp_path_factory.mktemp("imagefolder"), test_per_class=NOVEL_PER_CLASS, ext="png")
 
 
 @pytest.fixture(scope="session")
 def batches_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_batches(tmp_path_factory.mktemp("batches"))
+    return write_batches(tmp_path_factory.mktemp("batches"), test_per_class=NOVEL_PER_CLASS)
 
 
 @pytest.fixture(autouse=True)

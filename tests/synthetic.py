@@ -14,6 +14,11 @@ from PIL import Image
 
 from harness.datasets.cifar10 import CLASSES
 
+#: test images per class of the session fixtures (conftest.py): the novel pool of their cifar10-5-5 split. Large
+#: enough that a smoke unit's 8 episodes are one round of image-disjoint episodes, one sealed batch (1-shot with 15
+#: queries takes 16 images of a class per episode, 5-shot 20), as on real CIFAR-10 (1,000 per class)
+NOVEL_PER_CLASS = 160
+
 
 def make_images(per_class: int, seed: int = 0, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

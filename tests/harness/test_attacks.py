@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from synthetic import NOVEL_PER_CLASS
 
 from harness.cli import main
 from harness.episodes import EpisodeSet, TaskBatch, content_keys
@@ -241,12 +242,13 @@ def at_chance(record: dict) -> bool:
 @pytest.mark.parametrize("trick", ["replay-link", "pixel-link", "stack-walk"])
 def test_through_the_harness_the_attacks_score_chance(trick, shots, attackers, imagefolder_dir, tmp_path):
     """Sealed: episode seeds from the run's secret, image-disjoint batches each in a fresh process, no label in
-    an adapter's process. (The pool here is the synthetic ImageFolder copy: 60 images per novel class.)"""
-    extra = ["--set", f"{attackers[trick]}.class_size=60"] if trick == "replay-link" else []
+    an adapter's process. (The pool here is the synthetic ImageFolder copy: NOVEL_PER_CLASS images per novel
+    class, which the replaying attacker is told; 6 to 8 batches of 8 to 10 episodes.)"""
+    extra = ["--set", f"{attackers[trick]}.class_size={NOVEL_PER_CLASS}"] if trick == "replay-link" else []
     code, record = run_attack(attackers[trick], shots, imagefolder_dir, tmp_path / "run", *extra)
     assert code == 0 and record["status"] == "ok", record.get("reason")
     assert at_chance(record), (trick, shots, record["accuracy"])
-    assert record["sealed_batches"] >= EPISODES // 3 and record["independence_check"]["episodes"] == 5
+    assert record["sealed_batches"] >= EPISODES // 10 and record["independence_check"]["episodes"] == 5
 
 
 @pytest.mark.slow
@@ -255,7 +257,6 @@ def test_through_the_harness_a_memoising_adapter_fails_the_independence_check(at
     """The check's episodes run alone in fresh processes before the batches: a memo cannot carry the batch's
     answers to them, the predictions differ, and the row fails with the reason, out of the ranking."""
     code, record = run_attack(attackers["memoise"], 1, imagefolder_dir, tmp_path / "run", "--queries", "5")
-    assert record["status"] == "failed"  # 6 images per class and episode: 5 episodes per batch of 30 per class
     assert code == 1 and record["status"] == "failed", record
     assert "breaks the adapter contract" in record["reason"] and "fresh process" in record["reason"]
 

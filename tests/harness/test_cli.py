@@ -196,7 +196,7 @@ BAD_INPUTS = [
     (["run", "--all", "--queries", "-3"], "", "must be a positive integer"),
     (["run", "--all", "--episodes", "0"], "", "must be a positive integer"),
     (["run", "--all", "--ways", "6"], "", "exceeds the 5 novel classes"),
-    (["run", "--all", "--shots", "25", "--queries", "10"], "", "exceeds the 30 images"),
+    (["run", "--all", "--shots", "150", "--queries", "15"], "", "exceeds the 160 images"),
     (["run", "--all", "--data-dir", "/nonexistent/cifar"], "", "does not exist"),
     (["run", "--all"], "data-archive", "is an archive, not a folder; extract it first"),
     (["run", "--all", "--dataset", "/nonexistent/birds.toml"], "", "birds.toml does not exist"),

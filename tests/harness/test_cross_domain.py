@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rundirs import records
 
 from harness.cli import main
 from harness.datasets import get_dataset
@@ -29,14 +30,6 @@ def _target(folder: Path, root: Path, extra: str = "", classes=NOVEL) -> Path:  
     toml.write_text(f'[dataset]\nname = "my-target"\nroot = "{root}"\nnovel = [{", ".join(map(repr, classes))}]\n'
                     f"{extra}".replace("'", '"'))
     return toml
-
-
-def records(run_dir: Path) -> dict[tuple[str, int], dict]:
-    found = {}
-    for p in (run_dir / "records").glob("*.json"):
-        r = json.loads(p.read_text())
-        found[(r["strategy"], r["shots"])] = r
-    return found
 
 
 def test_a_novel_only_copy_of_the_cifar_novel_pool_gives_the_in_domain_episodes_and_accuracies(
@@ -68,7 +61,7 @@ def test_a_novel_only_copy_of_the_cifar_novel_pool_gives_the_in_domain_episodes_
     board = (tmp_path / "cross" / "leaderboard.md").read_text()
     assert "- **Source → target** (cross-domain): `cifar10-5-5` (" in board
     assert "base pool of 5 classes, 150 images) → `my-target` (5 novel classes: dog, frog, horse, ship, truck; " \
-           "30 images each)" in board
+           "160 images each)" in board
     assert "Queries:" not in board  # --queries given
 
 
@@ -87,7 +80,7 @@ def test_without_a_source_only_rows_that_need_no_base_pool_run(imagefolder_dir: 
     assert recs[("torch-pretrained", 1)]["status"] == "skipped"  # no model file given
     board = (out / "leaderboard.md").read_text()
     assert "- **Source → target** (novel only): no source" in board
-    assert "Queries: 15 per class (auto: min(15, smallest novel class 30 - largest shots 1))" in board
+    assert "Queries: 15 per class (auto: min(15, smallest novel class 160 - largest shots 1))" in board
     capsys.readouterr()
     code = main(["run", "frozen-features", "--dataset", str(toml), "--out", str(tmp_path / "named"), *SMOKE])
     err = capsys.readouterr().err.strip()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from rundirs import records
 from synthetic import make_images
 from synthetic_cifar100 import write_cifar100
 
@@ -17,14 +18,6 @@ from harness.cli import main
 pytestmark = pytest.mark.slow  # end to end or training-heavy: `pytest -m "not slow"` skips it
 
 SMOKE = ["--preset", "smoke", "--queries", "5", "--quiet"]
-
-
-def records(run_dir: Path) -> dict[tuple[str, int], dict]:
-    found = {}
-    for p in (run_dir / "records").glob("*.json"):
-        r = json.loads(p.read_text())
-        found[(r["strategy"], r["shots"])] = r
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import torch
 
 from harness.episodes import EpisodeSet, Task, TaskBatch, validate_protocol
 from harness.errors import UsageError
+from harness.work import first_episode
 
 CLASSES = (5, 6, 7, 8, 9)
 LABELS = np.repeat(np.arange(10), 40)  # a pool with 40 images of each of 10 classes
@@ -134,3 +135,19 @@ def test_rounds_share_no_image_and_serve_every_episode():
         used = np.concatenate([np.concatenate([es.episodes[i].support, es.episodes[i].query]) for i in indices])
         assert len(set(used.tolist())) == len(used)
         assert len({pixels[k].tobytes() for k in used}) == len(used)
+
+
+def test_a_sealed_batchs_first_episode_alone_holds_only_its_images():
+    """The untimed warm-up of a sealed process adapts the first episode from a batch of its own images: the
+    same pixels at its support and query positions, the same labels and seed, none of the round's other images."""
+    pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
+    es = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 3, 6, 0)
+    batch = es.sealed(pixels)
+    first = first_episode(batch)
+    assert len(first.images) == 5 * (5 + 3) < len(batch.images) and first.seeds == batch.seeds[:1]
+    np.testing.assert_array_equal(first.images[first.support[0]], batch.images[batch.support[0]])
+    np.testing.assert_array_equal(first.images[first.query[0]], batch.images[batch.query[0]])
+    np.testing.assert_array_equal(first.support_labels, batch.support_labels[:1])
+    tasks, alone = batch.tasks("cpu", (0.5,) * 3, (0.25,) * 3), first.tasks("cpu", (0.5,) * 3, (0.25,) * 3)
+    assert len(alone) == 1 and torch.equal(alone[0].query_images, tasks[0].query_images)
+    assert torch.equal(alone[0].support_images, tasks[0].support_images)

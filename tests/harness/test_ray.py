@@ -4,7 +4,6 @@ shared both ways, a worker killed mid-unit retried, a unit's own exception a fai
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rundirs import records
 
 from harness.cli import main
 from harness.phases import EpisodeAdapter
@@ -52,14 +52,6 @@ def run_driver(args: list[str], fault: str | None = None) -> subprocess.Complete
         env["HARNESS_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=600)
-
-
-def records(run_dir: Path) -> dict[tuple[str, int], dict]:
-    found = {}
-    for p in (run_dir / "records").glob("*.json"):
-        r = json.loads(p.read_text())
-        found[(r["strategy"], r["shots"])] = r
-    return found
 
 
 def stripped(recs: dict) -> dict:

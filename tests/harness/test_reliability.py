@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rundirs import records
 
 from harness import registry
 from harness.cli import main
@@ -42,14 +42,6 @@ def run_cli(data: Path, out: Path, cache: Path, *extra: str, fault: str | None =
     return subprocess.run([sys.executable, "-m", "harness", "run", *names, "--preset", "smoke", "--data-dir",
                            str(data), "--out", str(out), "--report", str(out.parent / f"{out.name}.md"), "--quiet",
                            *extra], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-
-
-def records(run_dir: Path) -> dict[tuple[str, int], dict]:
-    found = {}
-    for p in (run_dir / "records").glob("*.json"):
-        r = json.loads(p.read_text())
-        found[(r["strategy"], r["shots"])] = r
-    return found
 
 
 def essentials(recs: dict) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic import NOVEL_PER_CLASS
 
 from harness.datasets import get_dataset
 from harness.datasets.base import Pool
@@ -171,7 +172,7 @@ def test_a_cross_domain_target_keeps_the_source_pool_statistics_and_model_finger
     d = data.domains
     assert d["cross_domain"] and d["source"] == "cifar10-5-5" and d["target"] == "my-target"
     assert d["source_classes"] == 5 and d["source_images"] == 150 and d["image_size"] == 32
-    assert d["novel_images_per_class"] == dict.fromkeys(NOVEL, 30)
+    assert d["novel_images_per_class"] == dict.fromkeys(NOVEL, NOVEL_PER_CLASS)
     assert d["leaks"] == {"images": 0, "image_examples": [], "classes": []}
     # --source-dataset overrides the file's source; a registered source of all ten classes
     ten = load_data(str(_cifar_novel_target(tmp_path, imagefolder_dir)), "cifar10", imagefolder_dir, cache)
