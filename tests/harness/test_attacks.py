@@ -294,11 +294,11 @@ def test_nothing_with_a_label_or_the_secret_crosses_into_a_sealed_process(regist
     monkeypatch.setattr(work, "run_sealed", spy)
     name = register_strategy(StackWalker, "attack-spied")
     out = tmp_path / "run"
-    code = main(["run", name, "--preset", "smoke", "--shots", "1", "--episodes", "6", "--data-dir",
-                 str(imagefolder_dir), "--out", str(out), "--quiet"])
+    code = main(["run", name, "--preset", "smoke", "--shots", "1", "--episodes", "24", "--data-dir",
+                 str(imagefolder_dir), "--out", str(out), "--quiet"])  # 3 batches of at most 10 episodes
     assert code == 0
     secret = (out / "secret").read_text().strip()
-    assert len(secret) == 32 and len(sent) >= 1 + 5 + 2  # the source phase, the check, the batches
+    assert len(secret) == 32 and len(sent) >= 1 + 5 + 3  # the source phase, the check, the batches
     for seen, data in sent:
         assert not seen & {Episode, EpisodeSet, work.UnitContext}, seen
         assert secret.encode() not in data
