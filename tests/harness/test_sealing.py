@@ -214,3 +214,22 @@ def test_linking_labels_across_episodes_would_win_but_the_harness_fails_the_row(
         assert code == 1 and "breaks the adapter contract" in record["reason"], record["reason"]
     else:  # sealed batches share no image: nothing to link
         assert code == 0 and abs(record["accuracy"] - 1 / WAYS) < 4 * np.sqrt(0.2 * 0.8 / (40 * WAYS * 15)), record
+
+
+def test_one_fork_server_serves_every_strategy_named_before_the_first_job(monkeypatch):
+    """prepare() names a run's strategies first: the server then starts once with all their modules, and a job
+    of a later strategy does not restart it (a restart costs seconds). A strategy named only later does."""
+    import harness.sealed as sealed
+    from harness.suite import get_row
+
+    monkeypatch.setattr(sealed, "_context", None)
+    monkeypatch.setattr(sealed, "_wanted", set())
+    monkeypatch.setattr(sealed, "_served", frozenset())
+    probe, maml, protonet = (get_row(n).build() for n in ("frozen-features", "maml", "protonet"))
+    sealed.preload([probe, maml])
+    first = sealed.context([probe])
+    served = sealed._served
+    assert {"strategies.probe", "strategies.maml"} <= served
+    assert sealed.context([maml]) is first and sealed._served is served  # no restart
+    sealed.context([protonet])
+    assert "strategies.protonet" in sealed._served and sealed._served is not served  # restarted with it
