@@ -282,6 +282,7 @@ class SealedBatch:
     query: np.ndarray  # (B, q) positions in images
     seeds: tuple[int, ...]
     ways: int
+    features: Any = None  # (U, ...) torch tensor: the adapter's frozen features of ``images`` (Adapter.frozen_features)
 
     def tasks(self, device: Any, mean: Sequence[float], std: Sequence[float]) -> TaskBatch:
         """The :class:`TaskBatch` a strategy gets, normalised on ``device``."""
@@ -292,7 +293,8 @@ class SealedBatch:
         pool = to_float(torch.from_numpy(self.images).to(device), mean, std).contiguous()
         return TaskBatch(pool, torch.as_tensor(self.support, device=device),
                          torch.as_tensor(self.support_labels, device=device),
-                         torch.as_tensor(self.query, device=device), self.seeds, self.ways, tuple(mean), tuple(std))
+                         torch.as_tensor(self.query, device=device), self.seeds, self.ways, tuple(mean), tuple(std),
+                         None if self.features is None else self.features.to(device))
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,7 @@ class TaskBatch(Sequence[Task]):
     ways: int
     mean: tuple[float, ...] = CIFAR10_MEAN
     std: tuple[float, ...] = CIFAR10_STD
+    features: Any = None  # the adapter's frozen features of ``images``, one row each, when the harness computed them
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -337,7 +340,7 @@ class TaskBatch(Sequence[Task]):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return TaskBatch(self.images, self.support[i], self.support_labels[i], self.query[i], self.seeds[i],
-                             self.ways, self.mean, self.std)
+                             self.ways, self.mean, self.std, self.features)
         return Task(self.images[self.support[i]], self.support_labels[i], self.images[self.query[i]], self.ways,
                     self.seeds[i])
 

@@ -194,6 +194,22 @@ class Adapter(ABC):
         adapter of the same algorithm on a PyTorch copy of the model, or its own graph's. Override."""
         return None
 
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor | None:
+        """Per-image features that :meth:`adapt` starts from and that no episode changes (e.g. the frozen
+        layers' output in eval mode), one row per image of ``images``, each a function of its image alone; None
+        (the default) when the adapter starts from the pixels. The harness computes them once for every image of
+        a unit, in a process that sees those images and the model and nothing else (no label, no episode), and
+        hands each sealed batch its rows as ``tasks.features``; the independence check's episodes compute their
+        own from their own images, so features that depend on other images fail the row. Override."""
+        return None
+
+    def features(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer) -> torch.Tensor | None:
+        """``tasks.features`` when the harness handed them over, else :meth:`frozen_features` of the batch's
+        images (adapt() calls this; a direct caller need not compute anything first)."""
+        if tasks.features is not None:
+            return tasks.features
+        return self.frozen_features(model, tasks.images, source)
+
     @abstractmethod
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
               progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:

@@ -86,8 +86,8 @@ class Record(_Json):
         "the secretly chosen episodes adapted alone in fresh processes before the batches: `episodes`, `queries` "
         "compared, `ties` left aside, `agreed`", added=4)
     seal_seconds: float | None = doc("episode-phase wall time outside the timed adapters (process forks, transfers, "
-                                     "each batch's untimed first episode, the independence check), all replicates",
-                                     added=4)
+                                     "each batch's untimed first episode, the independence check, the "
+                                     "frozen-features processes' start and warm-up), all replicates", added=4)
     metrics: dict[str, Any] = doc("further scored outputs, e.g. `clean_and_robust_accuracy` / "
                                   "`clean_and_robust_ci95` (0..1)", {})
     backbone: str | None = doc("the source phase's backbone")
@@ -121,7 +121,8 @@ class Record(_Json):
     params: dict[str, Any] | None = doc("episode-phase hyperparameters")
     settings: dict[str, Any] | None = doc("protocol settings shown in the leaderboard (BN mode, inner steps...)")
     episode_seconds: float | None = doc("wall time of all episodes of all replicates inside their sealed processes, "
-                                        "each batch after one untimed warm-up episode (synchronised)")
+                                        "each batch after one untimed warm-up episode (a batch of one episode: "
+                                        "none), plus the frozen-features processes (synchronised)")
     ms_per_episode: float | None = doc("episode_seconds / (episodes * replicates) * 1000")
     episode_flops: float | None = doc("floating-point operations of the episode phase per episode (the first "
                                       "independence-check episode, counted)")

@@ -7,10 +7,14 @@ executor once; a Ray worker from the arrays in the object store).
 The process holding a context never runs strategy code: each source phase and each sealed batch of episodes
 runs in a fresh process (:mod:`harness.sealed`) that receives the base pool, or one batch's support images,
 support labels and query images, and returns a model or logits; the query labels stay here and score them.
+An adapter that starts from frozen per-image features (:meth:`harness.phases.Adapter.frozen_features`: the
+probes' embeddings, fine-tuning's frozen blocks) gets them computed once per model for every image of the
+unit, in one more process that receives those images and the model only, instead of once per batch.
 
 Timing is honest: device work is synchronised at both ends; a source phase's throughput leaves out its
 first (warm-up) step; each sealed batch first adapts its first episode alone, untimed, then the whole batch
-timed; process start-up and transfers are counted apart (``seal_seconds``).
+timed; the frozen features are timed after an untimed warm-up on a few images and count as episode time;
+process start-up and transfers are counted apart (``seal_seconds``).
 """
 
 from __future__ import annotations
@@ -228,6 +232,7 @@ class AdaptJob:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     count_flops: bool = False  # adapt once, FLOPs counted (the first independence-check episode), untimed
+    timed: bool = True  # False: an independence-check episode, adapted once, untimed
 
 
 def _cpu(output: Any) -> Any:
@@ -237,28 +242,75 @@ def _cpu(output: Any) -> Any:
 
 
 def first_episode(batch: SealedBatch) -> SealedBatch:
-    """A batch's first episode as a batch of its own: only its images, in the same content order."""
+    """A batch's first episode as a batch of its own: only its images (and their features), in the same
+    content order."""
     used = np.unique(np.concatenate([batch.support[0], batch.query[0]]))
     position = np.full(len(batch.images), -1, dtype=np.int64)
     position[used] = np.arange(len(used))
+    features = None if batch.features is None else batch.features[torch.from_numpy(used)]
     return SealedBatch(batch.images[used], position[batch.support[:1]], batch.support_labels[:1],
-                       position[batch.query[:1]], batch.seeds[:1], batch.ways)
+                       position[batch.query[:1]], batch.seeds[:1], batch.ways, features)
 
 
 def adapt_job(job: AdaptJob, report: Callable[[int], None]) -> tuple[list, float, float, float | None]:
-    """In a sealed process: (outputs, seconds, peak memory MB, FLOPs or None)."""
+    """In a sealed process: (outputs, seconds, peak memory MB, FLOPs or None). A check episode (``timed`` off)
+    is adapted once, untimed; a batch first adapts its first episode alone, untimed (the process's start-up
+    costs: lazy initialisation, first kernels), then the whole batch, timed. A batch of one episode (each
+    round of a pool too small for two image-disjoint episodes) skips the warm-up, which would double its
+    work: its time includes those start-up costs."""
     device = _enter(job.spec, job.threads)
     model = load_model(job.strategy, job.source, device)
     tasks = job.batch.tasks(device, job.mean, job.std)
     if job.count_flops:
         outputs, flops = job.strategy.warm_up(model, tasks)
         return [_cpu(o) for o in outputs], 0.0, 0.0, None if flops is None else float(flops)
-    # untimed: the process's start-up costs (lazy init, first kernels), on the first episode's images alone (a
-    # strategy that embeds its whole batch would otherwise embed the whole round twice)
-    job.strategy.run_episodes(model, first_episode(job.batch).tasks(device, job.mean, job.std))
+    if not job.timed:
+        return [_cpu(o) for o in job.strategy.run_episodes(model, tasks)], 0.0, 0.0, None
+    if len(job.batch.seeds) > 1:  # a batch of one episode (a small pool's round) is timed without the warm-up
+        job.strategy.run_episodes(model, first_episode(job.batch).tasks(device, job.mean, job.std))
     with Stopwatch(device) as watch:
         outputs = job.strategy.run_episodes(model, tasks, report)
     return [_cpu(o) for o in outputs], watch.seconds, watch.peak_memory_mb, None
+
+
+@dataclass(frozen=True)
+class FeaturesJob:
+    """The images of a unit's episodes (uint8, content-hash order) for the process that computes the adapter's
+    frozen features (:meth:`Adapter.frozen_features`): no label, no episode, no position."""
+
+    strategy: Any
+    source: SourceResult
+    images: np.ndarray
+    spec: RunSpec
+    threads: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+#: images the features process computes first, untimed (its start-up costs)
+FEATURES_WARM_UP = 64
+
+
+def features_job(job: FeaturesJob, report: Callable[[int], None]) -> tuple[torch.Tensor | None, float, float]:
+    """In a sealed process: (the frozen features of every image, or None; seconds; peak memory MB)."""
+    from harness.augment import to_float
+
+    device = _enter(job.spec, job.threads)
+    model = load_model(job.strategy, job.source, device)
+    adapter, source = job.strategy.adapter, job.strategy.source
+    images = to_float(torch.from_numpy(job.images).to(device), job.mean, job.std).contiguous()
+    if adapter.frozen_features(model, images[:FEATURES_WARM_UP], source) is None:
+        return None, 0.0, 0.0
+    with Stopwatch(device) as watch:
+        features = adapter.frozen_features(model, images, source)
+    return features.detach().cpu(), watch.seconds, watch.peak_memory_mb
+
+
+def has_frozen_features(strategy: Any) -> bool:
+    """Whether the strategy's adapter overrides :meth:`Adapter.frozen_features`."""
+    from harness.phases import Adapter
+
+    return getattr(type(strategy.adapter), "frozen_features", None) is not Adapter.frozen_features
 
 
 #: episodes of the independence check (each adapted alone in a fresh process before the batches)
@@ -269,11 +321,17 @@ def _logits(output: Any) -> Any:
     return output.get("logits") if isinstance(output, dict) else output
 
 
+#: the largest share of the check's queries that may be ties (more: the row fails, unchecked)
+MAX_TIES = 0.05
+
+
 def compare_alone(name: str, alone: dict[int, Any], outputs: list) -> dict[str, Any]:
     """The adapter contract: an episode's output never depends on the other episodes of its batch. Each episode
     of ``alone`` (chosen with ``secrets``, adapted alone in a fresh process) must predict every query as it does
-    inside its batch; queries whose top two logits are within 1e-3 (relative) in either run are ties, left
-    aside. A mismatch fails the row."""
+    inside its batch; queries whose top two logits are within 1e-3 (relative) in either run are ties (numerical
+    noise may flip them), left aside. A mismatch fails the row, and so do more than ``MAX_TIES`` ties: an
+    adapter can tell a check episode (a batch of one) from a batch, and would otherwise dodge the check by
+    answering it with tied logits."""
     compared = ties = agreed = 0
     for k, single in alone.items():
         a, b = _logits(single), _logits(outputs[k])
@@ -288,6 +346,11 @@ def compare_alone(name: str, alone: dict[int, Any], outputs: list) -> dict[str, 
         compared += int((~tie).sum())
         ties += int(tie.sum())
         agreed += int((same & ~tie).sum())
+    if ties > MAX_TIES * (compared + ties):  # a tie is set aside: an adapter may not choose to be unchecked
+        raise ValueError(f"{name} cannot be checked for the adapter contract: {ties} of {compared + ties} queries of "
+                         f"{len(alone)} secretly chosen episodes have their top two logits within 1e-3 (relative), "
+                         f"inside their batch or adapted alone in a fresh process (at most {MAX_TIES:.0%} may); "
+                         f"return logits that separate the classes")
     if agreed < compared:
         raise ValueError(f"{name} breaks the adapter contract: {compared - agreed} of {compared} queries of "
                          f"{len(alone)} secretly chosen episodes, adapted alone in a fresh process, are predicted "
@@ -306,28 +369,44 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
     draw = secrets.SystemRandom()
     chosen = draw.sample(range(n_episodes), min(INDEPENDENCE_CHECKS, n_episodes))
     rounds = episode_set.round_indices()
+    frozen = has_frozen_features(strategy)
 
-    def job(source: SourceResult, indices: Any, count_flops: bool = False) -> AdaptJob:
-        return AdaptJob(strategy, source, episode_set.subset(indices).sealed(ctx.images), spec, threads,
-                        tuple(ctx.data.mean), tuple(ctx.data.std), count_flops)
+    mean, std = tuple(ctx.data.mean), tuple(ctx.data.std)
+    used = episode_set.layout()[0]  # every image of the unit, once, in content-hash order
+    row = np.full(len(ctx.images), -1, dtype=np.int64)
+    row[used] = np.arange(len(used))
+
+    def job(source: SourceResult, indices: Any, count_flops: bool = False, features: Any = None,
+            timed: bool = True) -> AdaptJob:
+        subset = episode_set.subset(indices)
+        batch = subset.sealed(ctx.images)
+        if features is not None:  # the rows of this batch's images (the features process's order is `used`)
+            batch = dataclasses.replace(batch, features=features[torch.from_numpy(row[subset.layout()[0]])])
+        return AdaptJob(strategy, source, batch, spec, threads, mean, std, count_flops, timed)
 
     per_episode, extras, seconds, peak, episode_flops, check = [], {}, 0.0, 0.0, None, None
     start = time.perf_counter()
     with ctx.bar(unit.label, n_episodes * len(sources), "ep", "episode") as progress:
         for i, source in enumerate(sources):
             alone: dict[int, Any] = {}
-            if i == 0:  # before the batches: the check's episodes alone, the first one's FLOPs counted
+            if i == 0:  # before the batches: the check's episodes alone (their own features), the first one's FLOPs
                 for j, k in enumerate(chosen):
-                    out, _, _, flops = run_sealed(adapt_job, job(source, [k], j == 0), strategies=[strategy])
+                    out, _, _, flops = run_sealed(adapt_job, job(source, [k], j == 0, timed=False),
+                                                  strategies=[strategy])
                     if len(out) != 1:
                         raise ValueError(f"{strategy.name} returned {len(out)} results for 1 episode")
                     alone[k] = out[0]
                     episode_flops = flops if j == 0 else episode_flops
+            features = None
+            if frozen:  # once per model: every image's frozen features, timed with the episodes
+                features, sec, mem = run_sealed(features_job, FeaturesJob(strategy, source, ctx.images[used], spec,
+                                                                          threads, mean, std), strategies=[strategy])
+                seconds, peak = seconds + sec, max(peak, mem)
             outputs: list[Any] = [None] * n_episodes
             for indices in rounds:
                 order = list(indices)
                 draw.shuffle(order)  # the batch's episode order: secret
-                out, sec, mem, _ = run_sealed(adapt_job, job(source, order), progress, [strategy])
+                out, sec, mem, _ = run_sealed(adapt_job, job(source, order, features=features), progress, [strategy])
                 if len(out) != len(order):
                     raise ValueError(f"{strategy.name} returned {len(out)} results for {len(order)} episodes")
                 for k, o in zip(order, out, strict=True):

@@ -146,14 +146,18 @@ class PartialFinetune(FinetuneSettings, Adapter, RobustEval):
         finally:
             model.train(was_training)
 
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor:
+        """The frozen blocks' output (eval mode)."""
+        if self.unfrozen_blocks > len(model.blocks):
+            raise UsageError(f"unfrozen_blocks={self.unfrozen_blocks} exceeds the {len(model.blocks)} blocks "
+                             f"of the {source.backbone} backbone")
+        return embed(model, images, stop=len(model.blocks) - self.unfrozen_blocks)
+
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
               progress: Progress = no_progress) -> list:
         if not len(tasks):
             return []
-        if self.unfrozen_blocks > len(model.blocks):
-            raise UsageError(f"unfrozen_blocks={self.unfrozen_blocks} exceeds the {len(model.blocks)} blocks "
-                             f"of the {source.backbone} backbone")
-        prefix = embed(model, tasks.images, stop=len(model.blocks) - self.unfrozen_blocks)
+        prefix = self.features(model, tasks, source)
         outputs: list = []
         for chunk in tasks.chunks(self.episode_batch):
             outputs += self.fine_tune(model, prefix[chunk.support], chunk.support_labels, prefix[chunk.query],

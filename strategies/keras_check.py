@@ -18,15 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from harness.episodes import TaskBatch
 from harness.phases import Pretrainer, Progress, no_progress
 from strategies.finetune import PartialFinetune
-from strategies.keras_backbone import to_torch
+from strategies.keras_backbone import KerasWeights, to_torch
 from strategies.probe import LinearProbe
 
 CHECK = "episode phase of"  # the settings entry naming the Keras row whose pretraining a check row shares
+
+
+def torch_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """The PyTorch copy of the Keras-pretrained model (a model that already is one: itself)."""
+    return to_torch(model).to(device).eval() if isinstance(model, KerasWeights) else model
 
 
 class OnTorchCopy:
@@ -36,8 +42,10 @@ class OnTorchCopy:
     keras_row: ClassVar[str] = ""
 
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
-        copy = to_torch(model).to(tasks.images.device).eval()
-        return super().adapt(copy, tasks, source, progress)  # type: ignore[misc]
+        return super().adapt(torch_copy(model, tasks.images.device), tasks, source, progress)  # type: ignore[misc]
+
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor | None:
+        return super().frozen_features(torch_copy(model, images.device), images, source)  # type: ignore[misc]
 
     def settings(self, source: Pretrainer) -> dict:
         return {**super().settings(source), CHECK: self.keras_row}  # type: ignore[misc]

@@ -149,14 +149,17 @@ class KerasProbe(KerasTwin, ProbeSettings, Adapter):
     def settings(self, source: Pretrainer) -> dict:
         return {"PyTorch twin": self.twin}
 
-    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
-        if not len(tasks):
-            return []
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor:
         configure_threads()
         backbone = to_keras(model)
         backbone.trainable = False
-        return probe_episodes(run_model(backbone, nhwc(tasks.images)), tasks, self.C, self.max_iter, self.tolerance,
-                              self.episode_batch, progress)
+        return torch.from_numpy(run_model(backbone, nhwc(images)))
+
+    def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
+        if not len(tasks):
+            return []
+        feats = self.features(model, tasks, source).cpu().numpy()
+        return probe_episodes(feats, tasks, self.C, self.max_iter, self.tolerance, self.episode_batch, progress)
 
 
 def probe_episodes(feats: np.ndarray, tasks: TaskBatch, C: float, max_iter: int, tolerance: float,
@@ -184,15 +187,24 @@ class KerasFinetune(KerasTwin, FinetuneSettings, Adapter):
     def settings(self, source: Pretrainer) -> dict:
         return {**super().settings(source), "XLA": self.jit_compile, "PyTorch twin": self.twin}
 
+    def stop(self, backbone: keras.Model) -> int:
+        return len(backbone.layers) - 1 - self.unfrozen_blocks  # the layers: 4 blocks, then the flatten
+
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor | None:
+        """The frozen blocks' output (NHWC, inference mode); None when every block trains."""
+        configure_threads()
+        backbone = to_keras(model)
+        stop = self.stop(backbone)
+        return torch.from_numpy(run_model(keras.Sequential(backbone.layers[:stop]), nhwc(images))) if stop else None
+
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
         if not len(tasks):
             return []
         configure_threads()
         backbone = to_keras(model)
-        stop = len(backbone.layers) - 1 - self.unfrozen_blocks  # the layers: 4 blocks, then the flatten
-        prefix = keras.Sequential(backbone.layers[:stop]) if stop else None
-        body = keras.Sequential(backbone.layers[stop:])  # the unfrozen blocks and the flatten
-        inputs = run_model(prefix, nhwc(tasks.images))
+        body = keras.Sequential(backbone.layers[self.stop(backbone):])  # the unfrozen blocks and the flatten
+        prefix = self.features(model, tasks, source)
+        inputs = nhwc(tasks.images) if prefix is None else prefix.cpu().numpy()
         start = run_model(body, inputs) if self.head_init == "probe" else None  # the frozen tail's features
         dim = int(run_model(body, inputs[:1]).shape[-1])
         trainer = EpisodeTrainer(body, tasks.ways, dim, self.steps, self.lr, self.head_lr, self.weight_decay,

@@ -90,11 +90,14 @@ class LinearProbe(ProbeSettings, Adapter, RobustEval):
     def settings(self, source: Pretrainer) -> dict:
         return self.robust_settings()
 
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor:
+        return embed(model, images)
+
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer,
               progress: Progress = no_progress) -> list:
         if not len(tasks):
             return []
-        feats = embed(model, tasks.images)
+        feats = self.features(model, tasks, source)
         size = min(self.episode_batch, max(1, 1000 // tasks.queries_per_episode)) if self.robust_eval \
             else self.episode_batch
         outputs: list = []

@@ -97,10 +97,15 @@ class Prototypes(EpisodeAdapter):
         n = len(task.support_labels)
         return prototype_logits(feats[:n], task.support_labels, feats[n:], task.ways)
 
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor | None:
+        """Inductive: each image's embedding is its own, computed once; transductive: none (an episode's batch
+        statistics)."""
+        return embed(model, images) if source.bn_mode == "inductive" else None
+
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
         if source.bn_mode == "transductive" or not len(tasks):
             return super().adapt(model, tasks, source, progress)
-        feats = embed(model, tasks.images)  # inductive: each image's embedding is independent, embed each once
+        feats = self.features(model, tasks, source)
         logits = []
         for i in range(len(tasks)):
             logits.append(prototype_logits(feats[tasks.support[i]], tasks.support_labels[i], feats[tasks.query[i]],

@@ -214,11 +214,16 @@ class TorchPretrainedFinetune(TopLayersSettings, Adapter):
         if isinstance(source, TorchPretrained) and source.model and source.arch in architectures():
             self.start(list(layer_names(source.arch)), f"torchvision {source.arch}")
 
+    def frozen_features(self, model: nn.Module, images: torch.Tensor, source: Pretrainer) -> torch.Tensor | None:
+        """The frozen top-level layers' output (eval mode); None when every layer is trained."""
+        k = self.start(model.names, f"torchvision {model.spec['arch']}")
+        return embed(model, images, stop=k) if k else None
+
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
         if not len(tasks):
             return []
         k = self.start(model.names, f"torchvision {model.spec['arch']}")
-        inputs = embed(model, tasks.images, stop=k) if k else tasks.images
+        inputs = tasks.images if not k else self.features(model, tasks, source)
         trainable = {f"net.{n}" for n in model.names[k:]}
         start = {n: p.detach() for n, p in model.named_parameters() if ".".join(n.split(".")[:2]) in trainable}
         was_training = model.training

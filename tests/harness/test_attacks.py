@@ -25,6 +25,7 @@ from harness.cli import main
 from harness.episodes import EpisodeSet, TaskBatch, content_keys
 from harness.phases import Adapter
 from harness.work import compare_alone
+from strategies.probe import LinearProbe
 
 WAYS, QUERIES, EPISODES = 5, 15, 60
 
@@ -180,6 +181,20 @@ class StackWalker(Adapter):
         return outputs
 
 
+# --- attack 5: frozen features that look at every image of the unit (the features process receives them all)
+
+@dataclass
+class PoolFeatures(LinearProbe):
+    """A probe whose "frozen" features depend on which other images the call receives: the pixels when it gets
+    more images than one episode has (inside the harness: all of the unit's images at once), else each image
+    gets another image's pixels (a stand-in for any transductive feature: pool statistics, clustering,
+    neighbours). The check's episodes compute their own features from their own images alone."""
+
+    def frozen_features(self, model, images, source):
+        x = images.flatten(1).float()
+        return x if len(x) > 60 else x.roll(1, 0)
+
+
 ATTACKS = {"replay-link": ReplayLinker, "pixel-link": PixelLinker, "memoise": Memoiser, "stack-walk": StackWalker}
 
 
@@ -221,6 +236,28 @@ def test_the_attacks_win_without_the_seal(shots):
     assert accuracy(es, evaluate_as_before(es, tasks)) == 1.0
 
 
+def test_tied_logits_do_not_dodge_the_independence_check():
+    """A check episode is a batch of one, which an adapter can recognise; answering it with tied logits (ties
+    are set aside as numerical noise) would leave the batch's answers unchecked. More than MAX_TIES ties fail
+    the row; a few, as numerical noise makes them, do not."""
+    import harness.work as work
+
+    q = WAYS * QUERIES
+    cheated = [one_hot(torch.full((q,), 1), WAYS) for _ in range(60)]  # the batch: any cross-episode trick
+    dodged = {k: torch.zeros(q, WAYS) for k in (3, 17, 42)}  # alone: every query a tie
+    with pytest.raises(ValueError, match="cannot be checked"):
+        compare_alone("dodger", dodged, cheated)
+    near = {k: torch.zeros(q, WAYS) for k in (3, 17, 42)}  # both runs tied near the top: also set aside
+    with pytest.raises(ValueError, match="cannot be checked"):
+        compare_alone("dodger", near, [torch.full((q, WAYS), 5.0) + 1e-4 * c for c in cheated])
+    honest = {k: cheated[k].clone() for k in (3, 17, 42)}
+    few = int(work.MAX_TIES * 3 * q)
+    for k in honest:
+        honest[k][:few // 3] = 0.5  # a few ties, as noise makes them
+    result = compare_alone("honest", honest, cheated)
+    assert result["ties"] == 3 * (few // 3) and result["agreed"] == result["queries"] == 3 * q - result["ties"]
+
+
 @pytest.fixture
 def attackers(register_strategy):
     return {trick: register_strategy(cls, f"attack-{trick}") for trick, cls in ATTACKS.items()}
@@ -259,6 +296,18 @@ def test_through_the_harness_a_memoising_adapter_fails_the_independence_check(at
     code, record = run_attack(attackers["memoise"], 1, imagefolder_dir, tmp_path / "run", "--queries", "5")
     assert code == 1 and record["status"] == "failed", record
     assert "breaks the adapter contract" in record["reason"] and "fresh process" in record["reason"]
+
+
+@pytest.mark.slow
+def test_frozen_features_that_depend_on_other_images_fail_the_independence_check(register_strategy,
+                                                                               imagefolder_dir, tmp_path):
+    """The features process sees every image of the unit: features computed from other images than their own
+    (the stand-in above) give other predictions than the check's episodes, whose
+    features come from their own images alone; the row fails with the reason."""
+    name = register_strategy(PoolFeatures, "attack-pool-features", source="pixels")
+    code, record = run_attack(name, 1, imagefolder_dir, tmp_path / "run", "--queries", "5")
+    assert code == 1 and record["status"] == "failed", record
+    assert "breaks the adapter contract" in record["reason"], record["reason"]
 
 
 def test_nothing_with_a_label_or_the_secret_crosses_into_a_sealed_process(register_strategy, imagefolder_dir,

@@ -1,4 +1,6 @@
 import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import torch
 
 from harness.episodes import EpisodeSet, Task, TaskBatch, validate_protocol
 from harness.errors import UsageError
+from harness.phases import Adapter
 from harness.work import first_episode
 
 CLASSES = (5, 6, 7, 8, 9)
@@ -151,3 +154,46 @@ def test_a_sealed_batchs_first_episode_alone_holds_only_its_images():
     tasks, alone = batch.tasks("cpu", (0.5,) * 3, (0.25,) * 3), first.tasks("cpu", (0.5,) * 3, (0.25,) * 3)
     assert len(alone) == 1 and torch.equal(alone[0].query_images, tasks[0].query_images)
     assert torch.equal(alone[0].support_images, tasks[0].support_images)
+
+
+def test_a_first_episode_carries_its_images_frozen_features():
+    """Frozen features handed to a batch follow their images into the warm-up episode's batch."""
+    pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
+    batch = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 3, 6, 0).sealed(pixels)
+    batch = dataclasses.replace(batch, features=torch.randn(len(batch.images), 7))
+    first = first_episode(batch)
+    assert first.features.shape == (len(first.images), 7)
+    assert torch.equal(first.features[first.support[0]], batch.features[batch.support[0]])
+    assert torch.equal(first.features[first.query[0]], batch.features[batch.query[0]])
+
+
+@dataclass
+class CountingAdapter(Adapter):
+    """Notes the size of every batch it adapts; predicts class 0."""
+
+    calls: ClassVar[list[int]] = []
+
+    def adapt(self, model, tasks, source, progress=lambda n: None):
+        CountingAdapter.calls.append(len(tasks))
+        progress(len(tasks))
+        return [torch.zeros(tasks.query.shape[1], tasks.ways) for _ in range(len(tasks))]
+
+
+@pytest.mark.parametrize(("episodes", "timed", "calls"), [(3, True, [1, 3]), (1, True, [1]), (1, False, [1])])
+def test_a_sealed_process_warms_up_only_where_it_has_another_episode(episodes, timed, calls):
+    """A batch warms up on its first episode alone, then runs whole, timed; a batch of one episode (a small
+    pool's round) and a check episode are adapted once: a warm-up would double their work."""
+    from harness.phases import Strategy
+    from harness.units import SourceResult
+    from harness.work import AdaptJob, RunSpec, adapt_job
+    from strategies.pixels import RawPixels
+
+    pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
+    batch = EpisodeSet.draw(LABELS, CLASSES, 5, 1, 3, episodes, 0).sealed(pixels)
+    strategy = Strategy("counting", RawPixels(), CountingAdapter())
+    spec = RunSpec("test", 5, 3, episodes, 0, "cpu")
+    CountingAdapter.calls.clear()
+    outputs, seconds, _, _ = adapt_job(AdaptJob(strategy, SourceResult("k", {"image_size": 2}, {}, {}), batch, spec,
+                                                1, (0.5,) * 3, (0.25,) * 3, timed=timed), lambda n: None)
+    assert CountingAdapter.calls == calls and len(outputs) == episodes
+    assert (seconds > 0) == timed

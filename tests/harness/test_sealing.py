@@ -233,3 +233,39 @@ def test_one_fork_server_serves_every_strategy_named_before_the_first_job(monkey
     assert sealed.context([maml]) is first and sealed._served is served  # no restart
     sealed.context([protonet])
     assert "strategies.protonet" in sealed._served and sealed._served is not served  # restarted with it
+
+
+@pytest.mark.parametrize("name", ["frozen-features", "partial-finetune"])
+def test_frozen_features_are_computed_once_per_model_and_change_no_prediction(name, imagefolder_dir, tmp_path,
+                                                                              monkeypatch):
+    """An adapter with a frozen feature step gets its features from one process per model that receives the
+    unit's images and the model only (no label, no episode, no position), not from each batch; the predictions
+    are those of computing them in every batch."""
+    from rundirs import records
+
+    import harness.work as work
+
+    jobs: list[str] = []
+    real = work.run_sealed
+
+    def spy(job, payload, *args, **kwargs):
+        jobs.append(job.__name__)
+        if job is work.features_job:
+            assert {f.name for f in dataclasses.fields(payload)} == {"strategy", "source", "images", "spec",
+                                                                     "threads", "mean", "std"}
+            assert payload.images.dtype == np.uint8 and payload.images.ndim == 4
+        return real(job, payload, *args, **kwargs)
+
+    monkeypatch.setattr(work, "run_sealed", spy)
+    args = [name, "--preset", "smoke", "--shots", "1", "--episodes", "24", "--data-dir", str(imagefolder_dir),
+            "--quiet"]
+    assert main(["run", *args, "--out", str(tmp_path / "once")]) == 0
+    assert jobs.count("features_job") == 1 and jobs.count("adapt_job") >= 5 + 3, jobs
+    jobs.clear()
+    monkeypatch.setattr(work, "has_frozen_features", lambda strategy: False)  # each batch computes its own
+    assert main(["run", *args, "--out", str(tmp_path / "per-batch")]) == 0
+    assert "features_job" not in jobs
+    once, per_batch = records(tmp_path / "once")[(name, 1)], records(tmp_path / "per-batch")[(name, 1)]
+    assert once["source_cached"] is False and per_batch["source_cached"] is True  # the same model
+    assert once["episode_fingerprint"] == per_batch["episode_fingerprint"]
+    assert once["episode_accuracies"] == per_batch["episode_accuracies"]

@@ -18,6 +18,7 @@ from harness.episodes import EpisodeSet
 from harness.phases import SourceData, Strategy, Unsupported
 from harness.registry import BACKBONES, STRATEGIES
 from harness.suite import get_row
+from harness.work import has_frozen_features
 from strategies.backbones.resnet12 import ResNet12
 
 # Rows of external pretraining need the user's model file: their contract runs on saved model files in
@@ -135,6 +136,14 @@ def test_contract(name, shots, synthetic):
     assert len(single) == 1
     agreement = float((single[0].argmax(1) == logits[0].argmax(1)).float().mean())
     assert agreement > 0.9, f"{name}: one-episode batch agrees on {agreement:.2f} of the queries"
+    # frozen features as the harness hands them over (computed once, on every image, by the model as loaded)
+    # give the same logits as the adapter computing them itself
+    if has_frozen_features(strategy):
+        features = strategy.adapter.frozen_features(model, tasks.images, strategy.source)
+        if features is not None:
+            assert len(features) == len(tasks.images), name
+            handed = as_logits(strategy.run_episodes(model, dataclasses.replace(tasks, features=features)))
+            assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(logits, handed, strict=True)), name
     # better than chance (0.2) on easy episodes
     acc = accuracy(es, logits)
     assert acc > 0.6, f"{name} {shots}-shot accuracy {acc:.2f} on easy synthetic episodes"
