@@ -20,6 +20,8 @@ process start-up and transfers are counted apart (``seal_seconds``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -313,6 +315,15 @@ def has_frozen_features(strategy: Any) -> bool:
     return getattr(type(strategy.adapter), "frozen_features", None) is not Adapter.frozen_features
 
 
+def secret_random(secret: str, *context: Any) -> random.Random:
+    """A generator no strategy can replay, the same for every run with this secret: seeded from the run's secret
+    and ``context``, so a rerun from the run directory draws the same check episodes and batch orders (without
+    a secret: fresh entropy from :mod:`secrets`)."""
+    if not secret:
+        return secrets.SystemRandom()
+    return random.Random(hashlib.sha256("|".join(map(str, (secret, *context))).encode()).digest())
+
+
 #: episodes of the independence check (each adapted alone in a fresh process before the batches)
 INDEPENDENCE_CHECKS = 5
 
@@ -327,7 +338,7 @@ MAX_TIES = 0.05
 
 def compare_alone(name: str, alone: dict[int, Any], outputs: list) -> dict[str, Any]:
     """The adapter contract: an episode's output never depends on the other episodes of its batch. Each episode
-    of ``alone`` (chosen with ``secrets``, adapted alone in a fresh process) must predict every query as it does
+    of ``alone`` (chosen from the run's secret, adapted alone in a fresh process) must predict every query as it does
     inside its batch; queries whose top two logits are within 1e-3 (relative) in either run are ties (numerical
     noise may flip them), left aside. A mismatch fails the row, and so do more than ``MAX_TIES`` ties: an
     adapter can tell a check episode (a batch of one) from a batch, and would otherwise dodge the check by
@@ -366,7 +377,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
     episode_set = ctx.episode_set(unit.shots)
     n_episodes = len(episode_set.episodes)
     spec, threads = _unsecret(ctx.spec), _threads(ctx.spec)
-    draw = secrets.SystemRandom()
+    draw = secret_random(ctx.spec.secret, "batches", strategy.name, unit.shots, unit.scale, unit.matched_flops)
     chosen = draw.sample(range(n_episodes), min(INDEPENDENCE_CHECKS, n_episodes))
     rounds = episode_set.round_indices()
     frozen = has_frozen_features(strategy)
@@ -405,7 +416,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
             outputs: list[Any] = [None] * n_episodes
             for indices in rounds:
                 order = list(indices)
-                draw.shuffle(order)  # the batch's episode order: secret
+                draw.shuffle(order)  # the batch's episode order: from the secret
                 out, sec, mem, _ = run_sealed(adapt_job, job(source, order, features=features), progress, [strategy])
                 if len(out) != len(order):
                     raise ValueError(f"{strategy.name} returned {len(out)} results for {len(order)} episodes")

@@ -269,3 +269,32 @@ def test_frozen_features_are_computed_once_per_model_and_change_no_prediction(na
     assert once["source_cached"] is False and per_batch["source_cached"] is True  # the same model
     assert once["episode_fingerprint"] == per_batch["episode_fingerprint"]
     assert once["episode_accuracies"] == per_batch["episode_accuracies"]
+
+
+def test_a_runs_secret_fixes_its_check_episodes_and_batch_orders(imagefolder_dir, tmp_path, monkeypatch):
+    """What the driver draws in secret (the check's episodes, each batch's episode order) comes from the run's
+    secret: a rerun with the run directory's `secret` sends the same jobs in the same order, so an adapter whose
+    floating-point results depend slightly on its batch's composition still reproduces."""
+    import harness.work as work
+
+    sent: list[list] = []
+    real = work.run_sealed
+
+    def spy(job, payload, *args, **kwargs):
+        if job is work.adapt_job:
+            sent[-1].append(payload.batch.seeds)
+        return real(job, payload, *args, **kwargs)
+
+    monkeypatch.setattr(work, "run_sealed", spy)
+    for name in ("first", "again"):
+        out = tmp_path / name
+        if name == "again":  # the first run's secret, copied in before the run
+            out.mkdir()
+            (out / "secret").write_text((tmp_path / "first" / "secret").read_text())
+        sent.append([])
+        assert main(["run", "pixels-probe", "--preset", "smoke", "--shots", "1", "--episodes", "24", "--data-dir",
+                     str(imagefolder_dir), "--out", str(out), "--quiet"]) == 0
+    first, again = sent
+    assert len(first) >= 5 + 3 and all(len(s) == 1 for s in first[:5]) and first == again
+    assert work.secret_random("a" * 32, 1).random() == work.secret_random("a" * 32, 1).random()
+    assert work.secret_random("a" * 32, 1).random() != work.secret_random("b" * 32, 1).random()
