@@ -193,7 +193,9 @@ def test_a_sealed_process_warms_up_only_where_it_has_another_episode(episodes, t
     strategy = Strategy("counting", RawPixels(), CountingAdapter())
     spec = RunSpec("test", 5, 3, episodes, 0, "cpu")
     CountingAdapter.calls.clear()
+    threads = torch.get_num_threads()  # adapt_job sets them in its (here: this) process: keep this session's
     outputs, seconds, _, _ = adapt_job(AdaptJob(strategy, SourceResult("k", {"image_size": 2}, {}, {}), batch, spec,
-                                                1, (0.5,) * 3, (0.25,) * 3, timed=timed), lambda n: None)
+                                                threads, (0.5,) * 3, (0.25,) * 3, timed=timed), lambda n: None)
+    assert torch.get_num_threads() == threads
     assert CountingAdapter.calls == calls and len(outputs) == episodes
     assert (seconds > 0) == timed

@@ -160,7 +160,7 @@ def test_fail_fast_stops_at_the_first_failure(broken_strategies, imagefolder_dir
 
 MEASURED = {"source_seconds", "source_images_per_second", "source_peak_memory_mb", "source_cached", "source_metrics",
             "episode_seconds", "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb",
-            "seal_seconds", "independence_check"}  # the check's episodes are drawn with `secrets`
+            "seal_seconds"}
 
 
 class ReverseExecutor(LocalExecutor):
