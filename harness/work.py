@@ -332,36 +332,26 @@ def _logits(output: Any) -> Any:
     return output.get("logits") if isinstance(output, dict) else output
 
 
-#: the largest share of the check's queries that may be ties (more: the row fails, unchecked)
-MAX_TIES = 0.05
-
-
 def compare_alone(name: str, alone: dict[int, Any], outputs: list) -> dict[str, Any]:
     """The adapter contract: an episode's output never depends on the other episodes of its batch. Each episode
     of ``alone`` (chosen from the run's secret, adapted alone in a fresh process) must predict every query as it does
-    inside its batch; queries whose top two logits are within 1e-3 (relative) in either run are ties (numerical
-    noise may flip them), left aside. A mismatch fails the row, and so do more than ``MAX_TIES`` ties: an
-    adapter can tell a check episode (a batch of one) from a batch, and would otherwise dodge the check by
-    answering it with tied logits."""
+    inside its batch; queries whose top two logits are within 1e-3 (relative) in both runs are ties (numerical
+    noise can flip only those), left aside. A mismatch fails the row. Both runs, not either: an adapter can tell
+    a check episode (a batch of one) from a batch, and answering it with tied logits must not set aside the
+    batch's confident answers."""
     compared = ties = agreed = 0
     for k, single in alone.items():
         a, b = _logits(single), _logits(outputs[k])
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and a.ndim == 2):
             continue  # the scoring reports the wrong shape
-        tie = torch.zeros(len(a), dtype=torch.bool)
-        for x in (a.float(), b.float()):
+        tie = torch.ones(len(a), dtype=torch.bool)
+        for x in (a.float(), b.float()):  # noise can flip a query only where both runs are close to a tie
             top = x.topk(min(2, x.shape[1]), dim=1).values
-            if top.shape[1] == 2:
-                tie |= (top[:, 0] - top[:, 1]) <= 1e-3 * (1 + top[:, 0].abs())
+            tie &= (top[:, 0] - top[:, 1]) <= 1e-3 * (1 + top[:, 0].abs()) if top.shape[1] == 2 else False
         same = a.argmax(1) == b.argmax(1)
         compared += int((~tie).sum())
         ties += int(tie.sum())
         agreed += int((same & ~tie).sum())
-    if ties > MAX_TIES * (compared + ties):  # a tie is set aside: an adapter may not choose to be unchecked
-        raise ValueError(f"{name} cannot be checked for the adapter contract: {ties} of {compared + ties} queries of "
-                         f"{len(alone)} secretly chosen episodes have their top two logits within 1e-3 (relative), "
-                         f"inside their batch or adapted alone in a fresh process (at most {MAX_TIES:.0%} may); "
-                         f"return logits that separate the classes")
     if agreed < compared:
         raise ValueError(f"{name} breaks the adapter contract: {compared - agreed} of {compared} queries of "
                          f"{len(alone)} secretly chosen episodes, adapted alone in a fresh process, are predicted "
