@@ -208,7 +208,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Render (or compare). Units config.json names without a record: one line on stderr, rendered as
     missing, exit 0; no record at all: one line on stderr, nothing written, exit 1."""
     from harness.registry import REPORT_FORMATS
-    from harness.report import NoRecords, run_names, write_comparison, write_report
+    from harness.report import NoRecords, run_names, write_comparison, write_predictions, write_report
 
     REPORT_FORMATS.get(args.format)  # any registered format, built-in or a plugin's; else did-you-mean, exit 2
     names = run_names(args.run_dirs)
@@ -218,6 +218,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = args.out or Path("reports") / f"{names[1]}-vs-{names[0]}.{args.format}"
         written = write_comparison(args.run_dirs, out, args.format)
         print(f"comparison: {written[0]}")
+        return 0
+    if args.predictions:
+        if args.compare:
+            raise UsageError("--predictions exports one run's per-query rows; leave out --compare")
+        out = args.out or Path(args.run_dirs[0]) / f"predictions.{args.format}"
+        path, rows = write_predictions(args.run_dirs, out, args.format,
+                                       warn=lambda line: print(f"harness report: warning: {line}", file=sys.stderr))
+        print(f"predictions: {path} ({rows:,} queries)")
         return 0
     out = args.out or Path(args.run_dirs[0]) / f"leaderboard.{args.format}"
     try:
@@ -263,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md",
                    help="md: the leaderboard page (default); csv / json: the aggregated table, for pandas")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots written next to the report")
+    p.add_argument("--predictions", action="store_true",
+                   help="with --format csv|json: one row per query of every record (probabilities, predicted and "
+                        "true class), to RUN_DIR/predictions.<format> unless --out")
     p.add_argument("--compare", action="store_true",
                    help="compare RUN_B with RUN_A: accuracy change (tested) and throughput ratios")
     p.set_defaults(handler=cmd_report)

@@ -169,6 +169,8 @@ class Adapter(ABC):
 
     #: False for adapters computing in another framework without a PyTorch twin: their FLOPs are not counted
     counts_flops: ClassVar[bool] = True
+    #: what the adapter's outputs are: the report scores their softmax as given (NLL, Brier, ECE; no temperature)
+    scores_as: ClassVar[str] = "logits"
 
     def check(self, source: Pretrainer) -> None:
         """Reject impossible hyperparameters (raise UsageError). Override."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.io import atomic_write_json, read_json
+from harness.io import atomic_write_bytes, atomic_write_json, read_json
 from harness.schema import READABLE_VERSIONS, SCHEMA_VERSION, Environment, Record, RunHeader
 
 Run = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]  # (config, environment, records) as JSON
@@ -19,7 +19,17 @@ def record_path(run_dir: Path, strategy: str, shots: int, scale: float = 1.0) ->
     return run_dir / "records" / f"{strategy}-{shots}shot{suffix}.json"
 
 
+def predictions_path(strategy: str, shots: int, scale: float = 1.0) -> str:
+    """``predictions/<strategy>-<shots>shot[-x<scale>].npz``, relative to the run directory."""
+    return f"predictions/{record_path(Path(), strategy, shots, scale).stem}.npz"
+
+
 def write_record(run_dir: Path, record: Record) -> Path:
+    """The record, after its predictions file when it carries one (``Record.attach``): a record on disk
+    always has its predictions beside it."""
+    data = record.attached()
+    if data is not None and record.predictions:
+        atomic_write_bytes(run_dir / record.predictions, data, fault_point="predictions-write")
     path = record_path(run_dir, record.strategy, record.shots, record.budget_scale)
     atomic_write_json(path, record.to_json(), fault_point="record-write")
     return path

@@ -34,6 +34,7 @@ from harness.io import atomic_write_json, read_json
 from harness.measure import PRECISIONS, configure, determinism_settings, device_name, resolve_device
 from harness.overall import Overall
 from harness.phases import Strategy
+from harness.predictions import digest
 from harness.presets import Preset, get_preset
 from harness.provenance import code_version
 from harness.registry import EXECUTORS
@@ -122,8 +123,9 @@ class Run:
             (self.out / "records").mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot write to --out {self.out} ({e.strerror}); pass a writable directory") from None
-        for stale in (self.out / "records").glob(".*.tmp"):  # left by a run killed while writing
-            stale.unlink()
+        for folder in ("records", "predictions"):
+            for stale in (self.out / folder).glob(".*.tmp"):  # left by a run killed while writing
+                stale.unlink()
         atomic_write_json(self.out / "config.json", self.header().to_json())
         atomic_write_json(self.out / "environment.json", self.environment().to_json())
         spec = dataclasses.replace(self.spec, secret=run_secret(self.out))
@@ -154,7 +156,8 @@ class Run:
         return record_path(self.out, unit.strategy.name, unit.shots, unit.scale)
 
     def completed_units(self) -> set[str]:
-        """Evaluation units with an ok record of the same hyperparameters and source model."""
+        """Evaluation units with an ok record of the same hyperparameters and source model, and its predictions
+        file as written (a record from before predictions were kept counts without one)."""
         done = set()
         for unit in self.plan.evaluations:
             path = self.path_of(unit)
@@ -166,9 +169,15 @@ class Run:
                 continue
             s = unit.strategy
             if old.status == "ok" and old.params == s.params() and old.source_params == s.source.params() \
-                    and old.source_keys == list(unit.source_keys) and old.episodes == self.config.episodes:
+                    and old.source_keys == list(unit.source_keys) and old.episodes == self.config.episodes \
+                    and (old.predictions is None or self._intact(old.predictions, old.predictions_sha256)):
                 done.add(unit.id)
         return done
+
+
+    def _intact(self, relative: str, sha256: str | None) -> bool:
+        path = self.out / relative
+        return path.is_file() and digest(path.read_bytes()) == sha256
 
 
 def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], None],

@@ -47,7 +47,18 @@ class _Json:
 
 @dataclass
 class Record(_Json):
-    """One (strategy, shots) result. Failed and skipped records carry every field (measurements None)."""
+    """One (strategy, shots) result. Failed and skipped records carry every field (measurements None).
+
+    In memory, a record fresh from its evaluation unit carries the bytes of its predictions file (``attach``;
+    not a field, so not in the JSON): they travel with it from any executor to the writer
+    (harness/results.py ``write_record``), which writes them to ``predictions`` before the record."""
+
+    def attach(self, data: bytes) -> Record:
+        self.__dict__["_predictions_data"] = data
+        return self
+
+    def attached(self) -> bytes | None:
+        return self.__dict__.get("_predictions_data")
 
     schema_version: int = doc("version of this layout", SCHEMA_VERSION)
     strategy: str = doc("registered strategy name", "")
@@ -90,6 +101,35 @@ class Record(_Json):
                                      "frozen-features processes' start and warm-up), all replicates", added=4)
     metrics: dict[str, Any] = doc("further scored outputs, e.g. `clean_and_robust_accuracy` / "
                                   "`clean_and_robust_ci95` (0..1)", {})
+    scores_as: str | None = doc("what the strategy's outputs are (logits; ProtoNet: negative squared distances): the "
+                                "probabilities below are their softmax as given, without temperature scaling", added=5)
+    predictions: str | None = doc("the per-query predictions file (`predictions/<unit>.npz`: probabilities, predicted "
+                                  "and true labels, pool classes; harness/predictions.py), relative to the run "
+                                  "directory; null in runs written before it was kept", added=5)
+    predictions_sha256: str | None = doc("sha256 of that file", added=5)
+    nll: float | None = doc("mean negative log-likelihood of the true class (per episode, then over episodes; a "
+                            "probability below 1e-12 counts as 1e-12)", added=5)
+    nll_ci95: float | None = doc("half-width of the 95% CI of `nll` (as `ci95`)", added=5)
+    brier: float | None = doc("mean Brier score: sum over the ways of (probability - true indicator)^2, 0..2", added=5)
+    brier_ci95: float | None = doc("half-width of the 95% CI of `brier` (as `ci95`)", added=5)
+    confidence: float | None = doc("mean top-1 probability (0..1)", added=5)
+    confidence_ci95: float | None = doc("half-width of the 95% CI of `confidence` (as `ci95`)", added=5)
+    ece: float | None = doc("expected calibration error (0..1): 15 equal-width confidence bins over all queries "
+                            "(Guo et al. 2017)", added=5)
+    ece_ci_low: float | None = doc("lower end of the 95% percentile-bootstrap interval of `ece` (episodes "
+                                   "resampled)", added=5)
+    ece_ci_high: float | None = doc("upper end of that interval", added=5)
+    episode_nll: list[list[float]] | None = doc("`nll` of each episode for each replicate (replicates x episodes): "
+                                                "paired comparisons between rows", added=5)
+    episode_brier: list[list[float]] | None = doc("`brier` of each episode for each replicate (replicates x "
+                                                  "episodes)", added=5)
+    reliability: dict[str, Any] | None = doc("the reliability diagram: per confidence bin, `count` (queries, all "
+                                             "replicates), mean `confidence` and `accuracy` (null when empty)",
+                                             added=5)
+    class_accuracy: dict[str, Any] | None = doc("per novel class (by name): `accuracy` of its queries and `ci95` over "
+                                                "the `episodes` it appears in, `queries` (all replicates)", added=5)
+    confusion: dict[str, Any] | None = doc("confusion matrix of novel classes: `classes` (names) and `counts` (rows: "
+                                           "true class, columns: predicted; queries of all replicates)", added=5)
     backbone: str | None = doc("the source phase's backbone")
     source_phase: str | None = doc("source phase class name")
     source_description: str | None = doc("what the source phase does, from its settings")

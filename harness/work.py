@@ -38,7 +38,9 @@ from harness.faults import checkpoint
 from harness.flops import flops_per_image
 from harness.measure import Stopwatch, autocast, configure, device_name, synchronize
 from harness.phases import SourceData
+from harness.predictions import QueryPredictions, digest, summarise
 from harness.provenance import relative_file
+from harness.results import predictions_path
 from harness.schema import Record
 from harness.sealed import run_sealed
 from harness.stats import accuracy_interval, image_pool
@@ -385,7 +387,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
             batch = dataclasses.replace(batch, features=features[torch.from_numpy(row[subset.layout()[0]])])
         return AdaptJob(strategy, source, batch, spec, threads, mean, std, count_flops, timed)
 
-    per_episode, extras, seconds, peak, episode_flops, check = [], {}, 0.0, 0.0, None, None
+    per_episode, extras, seconds, peak, episode_flops, check, logits = [], {}, 0.0, 0.0, None, None, []
     start = time.perf_counter()
     with ctx.bar(unit.label, n_episodes * len(sources), "ep", "episode") as progress:
         for i, source in enumerate(sources):
@@ -414,6 +416,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
                     outputs[k] = o
                 seconds, peak = seconds + sec, max(peak, mem)
             scores = episode_set.score(outputs, strategy.name)
+            logits.append(torch.stack([_logits(o).detach().to("cpu", torch.float64) for o in outputs]))
             if i == 0:
                 check = compare_alone(strategy.name, alone, outputs)
             per_episode.append(scores["episode_accuracies"])
@@ -431,7 +434,11 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         metrics[f"clean_and_{name}_accuracy"], metrics[f"clean_and_{name}_ci95"] = extra.estimate, extra.half_width
     ms = [s.measurements for s in sources]
     n = n_episodes * len(sources)
-    return dataclasses.replace(
+    predictions = QueryPredictions.from_outputs(
+        torch.stack(logits), np.stack([e.query_labels for e in episode_set.episodes]),
+        np.stack([e.classes for e in episode_set.episodes]), ctx.data.novel.classes, [m["seed"] for m in ms])
+    data = predictions.to_bytes()
+    record = dataclasses.replace(
         base_record(strategy, unit.shots, ctx.spec, ctx.device, unit.scale, unit.matched_flops),
         episode_fingerprint=episode_set.fingerprint(), accuracy=interval.estimate, ci95=interval.half_width,
         ci_covers=interval.covers, ci_df=round(float(interval.df), 3), ci_seed_df=interval.seed_df,
@@ -448,4 +455,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         episode_seconds=seconds, ms_per_episode=1000 * seconds / n, episode_flops=episode_flops,
         query_images_per_second=n * spec.ways * spec.queries / max(seconds, 1e-9), episode_peak_memory_mb=peak,
         sealed_batches=len(rounds), independence_check=check, seal_seconds=max(wall - seconds, 0.0),
-        device=strategy.adapter.runs_on(ctx.device))
+        device=strategy.adapter.runs_on(ctx.device), scores_as=type(strategy.adapter).scores_as,
+        predictions=predictions_path(strategy.name, unit.shots, unit.scale), predictions_sha256=digest(data),
+        **summarise(predictions))
+    return record.attach(data)

@@ -81,6 +81,8 @@ class ProtonetTraining(MetaTraining):
 class Prototypes(EpisodeAdapter):
     """Nearest prototype (class mean of the support embeddings), squared Euclidean distance."""
 
+    scores_as = "negative squared Euclidean distances to the prototypes"
+
     def describe(self, source: Pretrainer) -> str:
         return "nearest prototype (class mean), squared Euclidean distance"
 

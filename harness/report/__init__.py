@@ -20,7 +20,7 @@ REPORT_FORMATS.register_lazy("json", "harness.report.formats:JSON", description=
 from harness.report.cells import run_names  # noqa: E402
 from harness.report.compare import compare_frame, write_comparison  # noqa: E402
 from harness.report.frame import FRAME_COLUMNS, leaderboard_frame  # noqa: E402
-from harness.report.write import NoRecords, render_runs, write_report  # noqa: E402
+from harness.report.write import NoRecords, render_runs, write_predictions, write_report  # noqa: E402
 
 __all__ = ["FRAME_COLUMNS", "NoRecords", "compare_frame", "leaderboard_frame", "render_runs", "run_names",
-           "write_comparison", "write_report"]
+           "write_comparison", "write_predictions", "write_report"]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.provenance import ROOT
@@ -149,10 +150,17 @@ def source_compute(rows: list[dict[str, Any]]) -> tuple[list[float | None], str]
     return (values, "images processed") if any(v is not None for v in values) else None
 
 
-def record_difference(a: dict[str, Any], b: dict[str, Any], paired: bool, family: int = 1) -> Difference | None:
+def record_difference(a: dict[str, Any], b: dict[str, Any], paired: bool, family: int = 1,
+                      matrix: str = "replicate_episode_accuracies") -> Difference | None:
     """``a - b`` of two records (harness.stats ``difference``): paired on the episodes when ``paired``, and
     by training seed when both carry the replicate x episode matrix and share their source model seed by
-    seed (equal ``source_keys``); records without the matrix (schema 3) count their seeds as independent."""
+    seed (equal ``source_keys``); records without the matrix (schema 3) count their seeds as independent.
+    ``matrix``: another replicate x episode field to compare (e.g. ``episode_nll``) instead of accuracy."""
+    if matrix != "replicate_episode_accuracies":
+        ma, mb = np.asarray(a[matrix], dtype=float), np.asarray(b[matrix], dtype=float)
+        return difference(ma.mean(0), mb.mean(0), ma.mean(1) if len(ma) > 1 else [],
+                          mb.mean(1) if len(mb) > 1 else [], paired, family, a_matrix=ma, b_matrix=mb,
+                          a_sources=a.get("source_keys"), b_sources=b.get("source_keys"))
     return difference(a.get("episode_accuracies") or [], b.get("episode_accuracies") or [],
                       a.get("replicate_accuracies") or [], b.get("replicate_accuracies") or [], paired, family,
                       a_matrix=a.get("replicate_episode_accuracies"), b_matrix=b.get("replicate_episode_accuracies"),

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from harness.report.calibration import class_table, confusion_tables
 from harness.report.cells import cell, clean, code_link, num, pct, scale_text, sig
 
 MAX_COLUMNS = 6  # (shots, scale) columns per details table; more are split into several tables
@@ -42,6 +43,11 @@ MEASUREMENTS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("Episode GFLOP (per episode)", lambda r: _flops(r["episode_flops"], 1e9)),
     ("Total TFLOP per model", lambda r: _flops(r["total_flops"], 1e12)),
     ("Query img/s", lambda r: num(r["query_images_per_second"], ",.0f")),
+    ("NLL", lambda r: "-" if r["nll"] is None else f"{r['nll']:.3f} ± {r['nll_ci95']:.3f}"),
+    ("Brier score", lambda r: "-" if r["brier"] is None else f"{r['brier']:.3f} ± {r['brier_ci95']:.3f}"),
+    ("ECE (%) [95% CI]", lambda r: "-" if r["ece"] is None else
+     f"{100 * r['ece']:.2f} [{100 * r['ece_ci_low']:.2f}, {100 * r['ece_ci_high']:.2f}]"),
+    ("Top-1 confidence (%)", lambda r: pct(r["confidence"], r["confidence_ci95"])),
     ("Episode peak memory (MB)", lambda r: num(r["episode_peak_memory_mb"], ",.0f")),
 ]
 
@@ -70,6 +76,9 @@ def _bullets(rows: list[dict[str, Any]], out: str | Path | None, multi_run: bool
     methods = _distinct([r["source_flops_method"] for r in rows])
     if methods != "-":
         lines.append(f"- **Source FLOPs counted:** {methods}")
+    scores = _distinct([r["scores_as"] for r in rows])
+    if scores != "-":
+        lines.append(f"- **Outputs scored as:** {scores} (probabilities: their softmax, no temperature scaling)")
     if multi_run:
         lines.append(f"- **Run:** {_distinct([r['run'] for r in rows])}")
     return [cell(line) for line in lines]
@@ -99,5 +108,5 @@ def strategy_details(frame: pd.DataFrame, out: str | Path | None, multi_run: boo
                                       _distinct([r["episode_phase"] for r in rows])) if x != "-")
         summary = f"<b>{html.escape(name)}</b>" + (f": {html.escape(what)}" if what else "")
         lines += ["", "<details>", f"<summary>{cell(summary)}</summary>", "", *_bullets(rows, out, multi_run)]
-        lines += _table(rows, multi_scale) + ["", "</details>"]
+        lines += _table(rows, multi_scale) + class_table(rows) + confusion_tables(rows) + ["", "</details>"]
     return lines

@@ -35,7 +35,11 @@ class CsvRenderer(Renderer):
     """The aggregated table, one row per strategy and shot setting (accuracies as fractions)."""
 
     def render(self, runs, names, frame, out, plot_files) -> str:
-        return frame.to_csv(index=False)
+        import json
+
+        nested = ("reliability", "class_accuracy", "confusion")  # dicts: one JSON text per cell
+        return frame.assign(**{c: frame[c].map(lambda v: v if v is None else json.dumps(v)) for c in nested
+                               if c in frame}).to_csv(index=False)
 
 
 class JsonRenderer(Renderer):

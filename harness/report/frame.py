@@ -47,7 +47,13 @@ FRAME_COLUMNS = [
     "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p", "not_converged", "run", "twin",
     "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p", "check", "check_delta", "check_ci_low", "check_ci_high",
     "check_p", "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high", "pretraining_p",
+    # beyond accuracy (harness/predictions.py; absent in runs written before per-query predictions were kept)
+    "predictions", "scores_as", "nll", "nll_ci95", "nll_delta", "nll_ci_low", "nll_ci_high", "brier", "brier_ci95",
+    "ece", "ece_ci_low", "ece_ci_high", "confidence", "confidence_ci95", "reliability", "class_accuracy", "confusion",
 ]
+BEYOND_ACCURACY = ("predictions", "scores_as", "nll", "nll_ci95", "nll_delta", "nll_ci_low", "nll_ci_high", "brier",
+                   "brier_ci95", "ece", "ece_ci_low", "ece_ci_high", "confidence", "confidence_ci95", "reliability",
+                   "class_accuracy", "confusion")
 EXTERNAL = "external"  # the family of rows pretrained elsewhere: listed apart, never ranked
 TWIN = "PyTorch twin"  # the settings entry naming the PyTorch row a Keras row mirrors
 CHECK = "episode phase of"  # the settings entry of a framework-check row naming the Keras row it checks
@@ -91,7 +97,7 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
                twin_p=None, check=None, check_delta=None, check_ci_low=None, check_ci_high=None, check_p=None,
                pretraining_delta=None, pretraining_ci_low=None, pretraining_ci_high=None, pretraining_p=None)
     if r.get("status") != "ok":
-        row.update(accuracy=None, ci95=None)
+        row.update(accuracy=None, ci95=None, **dict.fromkeys(BEYOND_ACCURACY))
     return row
 
 
@@ -108,7 +114,7 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows[id(r)]["rank_label"] = EXTERNAL
         if ok:
             rows[id(r)].update(_compared(r, ok[0], "delta_vs_best", "delta_ci_low", "delta_ci_high", "p_value"),
-                               delta_ci_level=1 - ALPHA)
+                               delta_ci_level=1 - ALPHA, **nll_difference(r, ok[0]))
     if not ok:
         return [rows[id(r)] for r in external + rest]
     best = ok[0]
@@ -116,7 +122,8 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows[id(best)].update(rank=1, rank_label="1", tied_with_best=True)
     for position, r in enumerate(ok[1:], start=2):
         row = rows[id(r)]
-        row.update(rank=position, rank_label=str(position), delta_vs_best=r["accuracy"] - best["accuracy"])
+        row.update(rank=position, rank_label=str(position), delta_vs_best=r["accuracy"] - best["accuracy"],
+                   **nll_difference(r, best))
         paired = r.get("episode_fingerprint") == best.get("episode_fingerprint")
         d = record_difference(r, best, paired, family)
         if d is None:
@@ -136,6 +143,15 @@ def _compared(a: dict[str, Any], b: dict[str, Any], *keys: str) -> dict[str, Any
     d = record_difference(a, b, paired, 1)
     values = (a["accuracy"] - b["accuracy"], None, None, None) if d is None else (d.delta, d.low, d.high, d.p_raw)
     return dict(zip(keys, values, strict=True))
+
+
+def nll_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``nll_delta`` / ``nll_ci_low`` / ``nll_ci_high``: a's NLL minus b's, paired on the shared episodes (and by
+    training seed as for accuracy), one comparison at 95%; empty when either lacks per-episode NLLs."""
+    if not (a.get("episode_nll") and b.get("episode_nll")):
+        return {}
+    d = record_difference(a, b, a.get("episode_fingerprint") == b.get("episode_fingerprint"), 1, "episode_nll")
+    return {} if d is None else {"nll_delta": d.delta, "nll_ci_low": d.low, "nll_ci_high": d.high}
 
 
 def twin_differences(records: list[dict[str, Any]], where: dict[tuple, dict[str, Any]]) -> None:

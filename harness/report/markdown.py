@@ -5,6 +5,7 @@ directories' files."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.report.calibration import calibration_section
 from harness.report.cells import cell, scale_text, sig
 from harness.report.details import strategy_details
 from harness.report.domains import domain_lines
@@ -181,10 +183,11 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
                       "pretrained model, so Δ to the twin = (Keras row − check row: the episode phase's framework) + "
                       "(check row − twin: the pretraining's framework), each paired on the episodes (95% CI).", "",
                       *split]
+    lines += calibration_section(_groups(frame), multi_scale)
     lines += strategy_details(frame, out, multi_run)
     if plot_files:
         lines += ["", "## Plots", ""]
-        lines += "\n\n".join(f"![{_PLOT_TITLES.get(_plot_kind(f), f)}]({f})" for f in plot_files).split("\n")
+        lines += "\n\n".join(f"![{_plot_title(f)}]({f})" for f in plot_files).split("\n")
     if multi_run:
         lines += ["", f"Combined from {len(runs)} run directories: {', '.join(f'`{n}`' for n in names)}."]
     envs = [e for _, e, _ in runs]
@@ -203,5 +206,12 @@ _PLOT_TITLES = {"accuracy-vs-shots": "Accuracy vs shots", "accuracy-vs-cost": "A
                 "accuracy-vs-compute": "Accuracy vs source compute", "source-throughput": "Source-phase throughput"}
 
 
-def _plot_kind(filename: str) -> str:
-    return next((k for k in _PLOT_TITLES if filename.endswith(f"{k}.png")), filename)
+_PER_SHOT_PLOTS = {"reliability": "Reliability diagram", "per-class": "Per-class accuracy"}
+
+
+def _plot_title(filename: str) -> str:
+    for kind, title in _PER_SHOT_PLOTS.items():
+        match = re.search(rf"-{kind}-(\d+)shot\.png$", filename)
+        if match:
+            return f"{title}, {match.group(1)}-shot"
+    return next((t for k, t in _PLOT_TITLES.items() if filename.endswith(f"{k}.png")), filename)

@@ -7,7 +7,9 @@ Figures from the leaderboard frame (harness.report.leaderboard_frame), each read
 - accuracy vs cost (harness/report/plots_cost.py): per shot setting, against adaptation cost (ms per
   episode) and against total compute, each with its Pareto front;
 - accuracy vs source compute (plots_cost.py), only for runs with several budget scales;
-- source-phase throughput per strategy, bars coloured by source phase (equal phases are one measurement).
+- source-phase throughput per strategy, bars coloured by source phase (equal phases are one measurement);
+- per shot setting, a reliability diagram and per-class accuracy (harness/report/plots_calibration.py), for
+  rows with per-query predictions.
 
 With several budget scales, all but the compute plot show the largest scale. Fixed style, size and dpi, so
 a figure's pixel size never depends on the data; colours from the Okabe-Ito palette (colour-blind safe).
@@ -29,7 +31,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", ":", "-."]
 DPI = 100
 SIZES = {"accuracy-vs-shots": (10.0, 5.5), "accuracy-vs-cost": (12.0, 8.0), "accuracy-vs-compute": (12.0, 5.5),
-         "source-throughput": (10.0, 6.0)}
+         "source-throughput": (10.0, 6.0), "reliability": (10.0, 6.5), "per-class": (12.0, 6.0)}
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 9,
          "figure.facecolor": "white", "savefig.facecolor": "white"}
 
@@ -179,6 +181,7 @@ def render_plots(frame: pd.DataFrame, protocol: dict, stem: str) -> dict[str, by
     import matplotlib
     import matplotlib.style
 
+    from harness.report.plots_calibration import calibration_plots
     from harness.report.plots_cost import accuracy_vs_compute, accuracy_vs_cost
 
     ok = frame[(frame["status"] == "ok") & frame["accuracy"].notna()]
@@ -188,6 +191,8 @@ def render_plots(frame: pd.DataFrame, protocol: dict, stem: str) -> dict[str, by
     with matplotlib.rc_context(), matplotlib.style.context("default"):
         matplotlib.rcParams.update(STYLE)
         images = {f"{stem}-accuracy-vs-shots.png": accuracy_vs_shots(ok, styles, protocol)}
+        main, note = main_scale(ok)
+        calibration = calibration_plots(main, styles, stem, note)
         ok = ok[ok["family"] != "external"]  # pretrained elsewhere: their source cost is not measured here
         if not ok.empty:
             images[f"{stem}-accuracy-vs-cost.png"] = accuracy_vs_cost(ok, styles, protocol)
@@ -195,4 +200,4 @@ def render_plots(frame: pd.DataFrame, protocol: dict, stem: str) -> dict[str, by
             images[f"{stem}-accuracy-vs-compute.png"] = accuracy_vs_compute(ok, styles, protocol)
         if ok["source_images_per_second"].notna().any():
             images[f"{stem}-source-throughput.png"] = source_throughput(ok)
-    return images
+    return {**images, **calibration}

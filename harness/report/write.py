@@ -73,3 +73,50 @@ def render_runs(run_dirs: list[str | Path], out: str | Path | None = None, plot_
     runs, names = [load_run(d) for d in run_dirs], run_names(run_dirs)
     return REPORT_FORMATS.load("md").render(runs, names, leaderboard_frame(runs, names), Path(out or "report.md"),
                                             plot_files)
+
+
+def prediction_frame(run_dirs: list[str | Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One row per query of every successful record with predictions (harness/predictions.py ``rows``): run,
+    strategy, shots, budget scale, replicate, training seed, episode, query, true and predicted label and class,
+    correct, the probability of each label ``p0..`` and the class of each label ``class0..``. A predictions file
+    missing or changed since its record was written (sha256): a one-line error."""
+    from harness.predictions import QueryPredictions, digest
+
+    frames, without = [], []
+    for name, run_dir in zip(run_names(run_dirs), run_dirs, strict=True):
+        for r in load_run(run_dir)[2]:
+            if r.get("status") != "ok":
+                continue
+            if not r.get("predictions"):
+                without.append(unit_label(r["strategy"], r["shots"], r.get("budget_scale") or 1.0))
+                continue
+            path = Path(run_dir) / r["predictions"]
+            if not path.is_file():
+                raise UsageError(f"{path} is missing (its record names it); restore it, or rerun the unit with "
+                                 f"--resume after deleting its record")
+            if digest(path.read_bytes()) != r.get("predictions_sha256"):
+                raise UsageError(f"{path} is not the file its record was written with (sha256 differs); restore it, "
+                                 f"or rerun the unit with --resume after deleting its record")
+            columns = QueryPredictions.load(path).rows()
+            frames.append(pd.DataFrame({"run": name, "strategy": r["strategy"], "shots": r["shots"],
+                                        "budget_scale": r.get("budget_scale") or 1.0, **columns}))
+    if not frames:
+        where = ", ".join(str(d) for d in run_dirs)
+        raise UsageError(f"no per-query predictions in {where} (records written before they were kept); rerun the "
+                         f"strategies to get them")
+    if without and warn:
+        warn(f"{len(without)} record(s) have no per-query predictions (written before they were kept), left out: "
+             f"{', '.join(without)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_predictions(run_dirs: list[str | Path], out: str | Path, fmt: str,
+                      warn: Callable[[str], None] | None = None) -> tuple[Path, int]:
+    """``report --predictions``: the per-query rows as ``csv`` or ``json`` (an array of row objects); (file, rows)."""
+    if fmt not in ("csv", "json"):
+        raise UsageError(f"--predictions writes one row per query as csv or json, not {fmt}; add --format csv or "
+                         f"--format json")
+    frame = prediction_frame(run_dirs, warn)
+    text = frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records") + "\n"
+    write_files({Path(out): text})
+    return Path(out), len(frame)

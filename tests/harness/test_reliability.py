@@ -45,8 +45,8 @@ def run_cli(data: Path, out: Path, cache: Path, *extra: str, fault: str | None =
 
 
 def essentials(recs: dict) -> dict:
-    return {k: (r["status"], r["episode_accuracies"], r["episode_fingerprint"], r["source_keys"])
-            for k, r in recs.items()}
+    return {k: (r["status"], r["episode_accuracies"], r["episode_fingerprint"], r["source_keys"],
+                r["predictions_sha256"]) for k, r in recs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ def reference(imagefolder_dir, tmp_path_factory):
     return essentials(records(base / "run"))
 
 
-@pytest.mark.parametrize("fault", ["source-step:3", "episode:1", "record-write:1", "record-write:3"])
+@pytest.mark.parametrize("fault", ["source-step:3", "episode:1", "record-write:1", "record-write:3",
+                                   "predictions-write:2"])
 def test_sigkill_then_resume_equals_uninterrupted_run(fault, reference, imagefolder_dir, tmp_path):
     killed = run_cli(imagefolder_dir, tmp_path / "run", tmp_path / "cache", fault=fault)
     assert killed.returncode == -9, killed.stderr  # really killed at that point
@@ -69,6 +70,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(fault, reference, imagefol
     assert essentials(final) == reference  # none missing, duplicated, truncated or different
     assert sorted(p.name for p in (tmp_path / "run" / "records").iterdir()) == sorted(
         f"{s}-{k}shot.json" for s, k in reference)  # no temporary files left behind
+    assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == sorted(
+        f"{s}-{k}shot.npz" for s, k in reference)  # every record's predictions, whole
     for key, rec in before.items():  # finished records were kept, not recomputed
         assert final[key]["episode_seconds"] == rec["episode_seconds"]
 
