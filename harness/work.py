@@ -455,7 +455,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         episode_seconds=seconds, ms_per_episode=1000 * seconds / n, episode_flops=episode_flops,
         query_images_per_second=n * spec.ways * spec.queries / max(seconds, 1e-9), episode_peak_memory_mb=peak,
         sealed_batches=len(rounds), independence_check=check, seal_seconds=max(wall - seconds, 0.0),
-        device=strategy.adapter.runs_on(ctx.device), scores_as=type(strategy.adapter).scores_as,
+        device=strategy.adapter.runs_on(ctx.device), scores_as=getattr(strategy.adapter, "scores_as", "logits"),
         predictions=predictions_path(strategy.name, unit.shots, unit.scale), predictions_sha256=digest(data),
         **summarise(predictions))
     return record.attach(data)

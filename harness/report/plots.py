@@ -31,7 +31,8 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", ":", "-."]
 DPI = 100
 SIZES = {"accuracy-vs-shots": (10.0, 5.5), "accuracy-vs-cost": (12.0, 8.0), "accuracy-vs-compute": (12.0, 5.5),
-         "source-throughput": (10.0, 6.0), "reliability": (10.0, 6.5), "per-class": (12.0, 6.0)}
+         "source-throughput": (10.0, 6.0)}
+PER_SHOT_SIZES = {"reliability": (10.0, 6.5), "per-class": (12.0, 6.0)}  # one of each per shot setting
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 9,
          "figure.facecolor": "white", "savefig.facecolor": "white"}
 
@@ -87,7 +88,7 @@ def figure(kind: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=SIZES[kind], dpi=DPI)
+    fig = Figure(figsize=SIZES.get(kind) or PER_SHOT_SIZES[kind], dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 

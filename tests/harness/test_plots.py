@@ -3,13 +3,14 @@ styles for many strategies, the Pareto front, the accuracy-vs-compute plot of bu
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
 from reportdata import episodes, fixed_records, record, scaled_records, write_run
 
 from harness.report import leaderboard_frame
-from harness.report.plots import DPI, OKABE_ITO, SIZES, pareto_front, render_plots, strategy_styles
+from harness.report.plots import DPI, OKABE_ITO, PER_SHOT_SIZES, SIZES, pareto_front, render_plots, strategy_styles
 from harness.results import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -100,3 +101,28 @@ def test_pareto_front_hand_example():
     points = [(10.0, 50.0), (20.0, 60.0), (30.0, 55.0), (100.0, 70.0), (100.0, 65.0)]
     assert pareto_front(points) == [0, 1, 3]
     assert pareto_front([]) == []
+
+
+def with_calibration(r, shift: float):
+    """A record with the prediction-derived fields the calibration plots read."""
+    bins = 15
+    count = [0] * 10 + [5, 10, 20, 40, 25]
+    return dataclasses.replace(
+        r, reliability={"bins": bins, "count": count,
+                        "confidence": [None] * 10 + [0.7, 0.77, 0.83, 0.9, 0.97],
+                        "accuracy": [None] * 10 + [max(0.0, a - shift) for a in (0.6, 0.7, 0.8, 0.85, 0.95)]},
+        class_accuracy={c: {"accuracy": 0.5 + 0.05 * i - shift, "ci95": 0.02, "episodes": 20, "queries": 60}
+                        for i, c in enumerate(["dog", "frog", "horse", "ship", "truck"])})
+
+
+def test_calibration_plots_per_shot_setting_of_fixed_size_and_deterministic(tmp_path):
+    records = [with_calibration(r, 0.01 * i) if r.status == "ok" else r for i, r in enumerate(fixed_records())]
+    frame, protocol = frame_of(tmp_path, records)
+    images = render_plots(frame, protocol, "stem")
+    shots = sorted({r.shots for r in records if r.status == "ok"})
+    per_shot = [f"stem-{kind}-{k}shot.png" for kind in PER_SHOT_SIZES for k in shots]
+    assert sorted(images) == sorted([f"stem-{k}.png" for k in SINGLE_SCALE] + per_shot)
+    for name in per_shot:
+        w, h = PER_SHOT_SIZES[name.split("-", 1)[1].rsplit("-", 1)[0]]
+        assert png_size(images[name]) == (round(w * DPI), round(h * DPI))
+    assert render_plots(frame, protocol, "stem") == images  # byte for byte

@@ -210,3 +210,18 @@ def test_resume_reruns_a_unit_whose_predictions_file_is_gone(predicted_run, imag
     assert after[("pixels-probe", 1)]["predictions_sha256"] == before[("pixels-probe", 1)]["predictions_sha256"]
     assert after[("pixels-probe", 1)]["episode_seconds"] != before[("pixels-probe", 1)]["episode_seconds"]  # rerun
     assert after[("random-probe", 5)]["episode_seconds"] == before[("random-probe", 5)]["episode_seconds"]  # kept
+
+
+def test_runs_written_before_predictions_render_as_before_and_say_so(tmp_path):
+    from reportdata import fixed_records, write_run
+
+    from harness.report import render_runs
+    from harness.report.calibration import ABSENT
+
+    run = write_run(tmp_path / "old", fixed_records())
+    page = render_runs([run])
+    assert ABSENT in page and "## Calibration" not in page and "Confusion" not in page
+    assert "NLL" not in page.replace(ABSENT, "")  # no empty columns
+    done = harness("report", str(run), "--format", "csv", "--predictions")
+    assert done.returncode == 2 and "no per-query predictions" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
