@@ -14,10 +14,10 @@ from harness.report.cells import cell, clean, missing, pct, scale_text
 
 INTRO = ("Scored from each query's probabilities, the softmax of the strategy's outputs as given, without "
          "temperature scaling (ProtoNet's outputs are negative squared distances, the others' logits; a row's "
-         "details name them): NLL, the mean negative log-likelihood of the true class (lower is better); its Δ to "
-         "the best row by accuracy, paired on the episodes (95% CI, one comparison per row); Brier score (sum over "
-         "the ways of squared errors, 0..2, lower is better); ECE, the expected calibration error over 15 "
-         "equal-width confidence bins (Guo et al. 2017; 95% percentile-bootstrap interval over episodes); "
+         "details name them): NLL, the mean negative log-likelihood of the true class (lower is better); Brier score "
+         "(sum over the ways of squared errors, 0..2, lower is better); each with its Δ to the best row by "
+         "accuracy, paired on the episodes (95% CI, one comparison per row); ECE, the expected calibration error "
+         "over 15 equal-width confidence bins (Guo et al. 2017; 95% percentile-bootstrap interval over episodes); "
          "confidence, the mean top-1 probability (above the accuracy: over-confident). NLL, Brier and confidence "
          "are ± their 95% CI, as accuracy. Rows are in the ranking's order.")
 ABSENT = ("Calibration and per-class results: not in these records (written before per-query predictions were "
@@ -32,11 +32,11 @@ def _number(value: Any, ci: Any, fmt: str = ".3f") -> str:
     return "-" if missing(value) else f"{value:{fmt}} ± {0 if missing(ci) else ci:{fmt}}"
 
 
-def _delta(r: dict[str, Any]) -> str:
-    if missing(r["nll_delta"]):
+def _delta(r: dict[str, Any], name: str) -> str:
+    if missing(r[f"{name}_delta"]):
         return "best" if r["rank"] == 1 else "-"
-    low, high = r["nll_ci_low"], r["nll_ci_high"]
-    return f"{r['nll_delta']:+.3f}" + ("" if missing(low) else f" [{low:+.3f}, {high:+.3f}]")
+    low, high = r[f"{name}_ci_low"], r[f"{name}_ci_high"]
+    return f"{r[f'{name}_delta']:+.3f}" + ("" if missing(low) else f" [{low:+.3f}, {high:+.3f}]")
 
 
 def _ece(r: dict[str, Any]) -> str:
@@ -50,10 +50,10 @@ def calibration_table(group: pd.DataFrame) -> str:
     """Rank, strategy, accuracy, NLL, Δ NLL to best, Brier, ECE, confidence: the rows with probabilities."""
     rows = [clean(r) for r in group[(group["status"] == "ok")].to_dict("records")]
     body = [[r["rank_label"], r["strategy"], pct(r["accuracy"], r["ci95"]), _number(r["nll"], r["nll_ci95"]),
-             _delta(r), _number(r["brier"], r["brier_ci95"]), _ece(r),
+             _delta(r, "nll"), _number(r["brier"], r["brier_ci95"]), _delta(r, "brier"), _ece(r),
              pct(r["confidence"], r["confidence_ci95"])] for r in rows]
-    headers = ["#", "Strategy", "Accuracy (%)", "NLL", "Δ NLL to best [95% CI]", "Brier", "ECE (%) [95% CI]",
-               "Confidence (%)"]
+    headers = ["#", "Strategy", "Accuracy (%)", "NLL", "Δ NLL to best [95% CI]", "Brier", "Δ Brier to best [95% CI]",
+               "ECE (%) [95% CI]", "Confidence (%)"]
     return tabulate([[cell(c) for c in row] for row in body], headers=headers, tablefmt="pipe",
                     disable_numparse=True)
 

@@ -49,11 +49,10 @@ FRAME_COLUMNS = [
     "check_p", "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high", "pretraining_p",
     # beyond accuracy (harness/predictions.py; absent in runs written before per-query predictions were kept)
     "predictions", "scores_as", "nll", "nll_ci95", "nll_delta", "nll_ci_low", "nll_ci_high", "brier", "brier_ci95",
-    "ece", "ece_ci_low", "ece_ci_high", "confidence", "confidence_ci95", "reliability", "class_accuracy", "confusion",
+    "brier_delta", "brier_ci_low", "brier_ci_high", "ece", "ece_ci_low", "ece_ci_high", "confidence",
+    "confidence_ci95", "reliability", "class_accuracy", "confusion",
 ]
-BEYOND_ACCURACY = ("predictions", "scores_as", "nll", "nll_ci95", "nll_delta", "nll_ci_low", "nll_ci_high", "brier",
-                   "brier_ci95", "ece", "ece_ci_low", "ece_ci_high", "confidence", "confidence_ci95", "reliability",
-                   "class_accuracy", "confusion")
+BEYOND_ACCURACY = tuple(FRAME_COLUMNS[FRAME_COLUMNS.index("predictions"):])
 EXTERNAL = "external"  # the family of rows pretrained elsewhere: listed apart, never ranked
 TWIN = "PyTorch twin"  # the settings entry naming the PyTorch row a Keras row mirrors
 CHECK = "episode phase of"  # the settings entry of a framework-check row naming the Keras row it checks
@@ -114,7 +113,7 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows[id(r)]["rank_label"] = EXTERNAL
         if ok:
             rows[id(r)].update(_compared(r, ok[0], "delta_vs_best", "delta_ci_low", "delta_ci_high", "p_value"),
-                               delta_ci_level=1 - ALPHA, **nll_difference(r, ok[0]))
+                               delta_ci_level=1 - ALPHA, **score_differences(r, ok[0]))
     if not ok:
         return [rows[id(r)] for r in external + rest]
     best = ok[0]
@@ -123,7 +122,7 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for position, r in enumerate(ok[1:], start=2):
         row = rows[id(r)]
         row.update(rank=position, rank_label=str(position), delta_vs_best=r["accuracy"] - best["accuracy"],
-                   **nll_difference(r, best))
+                   **score_differences(r, best))
         paired = r.get("episode_fingerprint") == best.get("episode_fingerprint")
         d = record_difference(r, best, paired, family)
         if d is None:
@@ -145,13 +144,18 @@ def _compared(a: dict[str, Any], b: dict[str, Any], *keys: str) -> dict[str, Any
     return dict(zip(keys, values, strict=True))
 
 
-def nll_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """``nll_delta`` / ``nll_ci_low`` / ``nll_ci_high``: a's NLL minus b's, paired on the shared episodes (and by
-    training seed as for accuracy), one comparison at 95%; empty when either lacks per-episode NLLs."""
-    if not (a.get("episode_nll") and b.get("episode_nll")):
-        return {}
-    d = record_difference(a, b, a.get("episode_fingerprint") == b.get("episode_fingerprint"), 1, "episode_nll")
-    return {} if d is None else {"nll_delta": d.delta, "nll_ci_low": d.low, "nll_ci_high": d.high}
+def score_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``nll_delta`` / ``nll_ci_low`` / ``nll_ci_high`` and the same for ``brier``: a's proper score minus b's,
+    paired on the shared episodes (and by training seed as for accuracy), one comparison at 95% each; absent
+    when either record lacks the per-episode scores (written before predictions were kept)."""
+    out: dict[str, Any] = {}
+    paired = a.get("episode_fingerprint") == b.get("episode_fingerprint")
+    for name in ("nll", "brier"):
+        if a.get(f"episode_{name}") and b.get(f"episode_{name}"):
+            d = record_difference(a, b, paired, 1, f"episode_{name}")
+            if d is not None:
+                out.update({f"{name}_delta": d.delta, f"{name}_ci_low": d.low, f"{name}_ci_high": d.high})
+    return out
 
 
 def twin_differences(records: list[dict[str, Any]], where: dict[tuple, dict[str, Any]]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 from rundirs import records
 
 from harness.predictions import BINS, PROBABILITY_FLOOR, QueryPredictions, digest, summarise
@@ -225,3 +226,35 @@ def test_runs_written_before_predictions_render_as_before_and_say_so(tmp_path):
     done = harness("report", str(run), "--format", "csv", "--predictions")
     assert done.returncode == 2 and "no per-query predictions" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_nll_and_brier_differences_are_paired_on_the_episodes(predicted_run):
+    from harness.report import leaderboard_frame
+    from harness.results import load_run
+
+    frame = leaderboard_frame([load_run(predicted_run)])
+    recs = records(predicted_run)
+    for shots in (1, 5):
+        group = frame[frame["shots"] == shots].set_index("strategy")
+        best = group.index[group["rank"] == 1][0]
+        other = next(s for s in group.index if s != best)
+        for name in ("nll", "brier"):
+            a = np.asarray(recs[(other, shots)][f"episode_{name}"][0])
+            b = np.asarray(recs[(best, shots)][f"episode_{name}"][0])
+            d = a - b  # the same episodes: paired
+            half = float(np.std(d, ddof=1) / np.sqrt(len(d)) * scipy.stats.t.ppf(0.975, len(d) - 1))
+            assert group.loc[other, f"{name}_delta"] == pytest.approx(d.mean(), abs=1e-9)
+            assert group.loc[other, f"{name}_ci_high"] - group.loc[other, f"{name}_delta"] == pytest.approx(half)
+
+
+@pytest.mark.parametrize("extra", [[], ["--format", "csv", "--predictions"]])
+def test_report_of_predictions_imports_no_torch(predicted_run, tmp_path, extra):
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['harness', 'report', {str(predicted_run)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            f"*{extra!r}]\n"
+            "try:\n    runpy.run_module('harness', run_name='__main__')\nexcept SystemExit as e:\n    rc = e.code\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'strategies', 'tensorflow'))\n"
+            "print('RC', rc, 'HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("RC 0 HEAVY []") and (tmp_path / "out").is_file()
