@@ -174,7 +174,6 @@ class Run:
                 done.add(unit.id)
         return done
 
-
     def _intact(self, relative: str, sha256: str | None) -> bool:
         path = self.out / relative
         return path.is_file() and digest(path.read_bytes()) == sha256
