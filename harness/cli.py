@@ -34,6 +34,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         rows = {name: get_row(name) for name in registry.STRATEGIES.names()}
         width = max(map(len, rows), default=0)
+        if args.tunable:
+            return _list_tunable(rows, width)
         for name, row in rows.items():
             note = "" if row.available() else f"  [unavailable: pip install -e \".[{row.requires}]\"]"
             print(f"{name:<{width}}  {row.family or '-':<16} {row.description}{note}")
@@ -63,6 +65,21 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{'FILE.toml':<{width}}  {'source, target':<16} your ImageFolder: a source when it lists base classes; "
               f"a novel-only one is a target only (with source = NAME, --source-dataset, or none: then only rows that "
               f"train nothing run)")
+    return 0
+
+
+def _list_tunable(rows: dict, width: int) -> int:
+    """What ``run --tune`` searches, per row: its adapter's tunable fields and their ranges (imports the adapters;
+    a row whose framework is not installed says so)."""
+    from harness.tuning import describe_spaces
+
+    for name, row in rows.items():
+        if not row.available():
+            text = f"[unavailable: pip install -e \".[{row.requires}]\"]"
+        else:
+            text = describe_spaces(row.build().adapter) or "nothing to tune"
+        print(f"{name:<{width}}  {text}")
+    print("source-phase hyperparameters are not tuned (each configuration would retrain the source model)")
     return 0
 
 
@@ -244,7 +261,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """A finished run's estimated wall time on each number of workers (harness/estimate.py)."""
     from harness.estimate import report
 
-    print(report(args.run_dir, [n for counts in args.workers for n in counts], args.warm_cache, args.preset))
+    print(report(args.run_dir, [n for counts in args.workers for n in counts], args.warm_cache, args.preset,
+                 args.tune, args.tune_episodes))
     return 0
 
 
@@ -257,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered strategies (or pretrainers with their measured FLOPs per "
                                     "image, datasets, backbones, executors, presets)")
     p.add_argument("what", nargs="?", choices=LISTS, help="what to list (default: strategies)")
+    p.add_argument("--tunable", action="store_true", help="strategies: what `run --tune` searches, each adapter's "
+                                                           "tunable hyperparameters and their ranges")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("run", help="run strategies and write a results directory and a leaderboard")
@@ -290,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", metavar="NAME",
                    help="scale the measured times to another preset's budgets and episodes (e.g. paper), assuming "
                         "the run's throughput")
+    p.add_argument("--tune", type=int, metavar="N", help="add the time of `run --tune N` (N configurations per "
+                                                          "evaluation unit, at the measured seconds per episode)")
+    p.add_argument("--tune-episodes", type=int, default=100, metavar="V",
+                   help="with --tune: validation episodes per configuration (default 100)")
     p.set_defaults(handler=cmd_plan)
     return parser
 

@@ -82,8 +82,25 @@ def scaling(record: dict, preset: object | None, budgets: dict[str, float] | Non
     return (budget / done if budget and done else 1.0), episodes
 
 
+def tuning_seconds(record: dict, tune: int | None = None, tune_episodes: int = 100) -> float:
+    """An evaluation unit's tuning time (``--tune``): a tuned record's ``tuning_seconds``; with ``tune``, N
+    configurations of V (``tune_episodes``) validation episodes at the seconds per validation episode the record
+    measured, or, for an untuned record, at its seconds per scored episode (a row with nothing to tune runs one)."""
+    recorded = record.get("tuning")
+    if tune is None:
+        return float(record.get("tuning_seconds") or 0.0) if recorded else 0.0
+    if recorded and record.get("tuning_seconds"):
+        per_episode = record["tuning_seconds"] / max(1, len(recorded["tried"]) * recorded["episodes"])
+        tune = 1 if len(recorded["tried"]) == 1 else tune
+    else:
+        replicates = max(1, len(record.get("source_keys") or [None]))
+        per_episode = (record.get("episode_seconds") or 0.0) / max(1, (record.get("episodes") or 1) * replicates)
+    return per_episode * tune * tune_episodes
+
+
 def units_of(records: list[dict], warm_cache: bool = False, preset: object | None = None,
-             budgets: dict[str, float] | None = None) -> list[TimedUnit]:
+             budgets: dict[str, float] | None = None, tune: int | None = None,
+             tune_episodes: int = 100) -> list[TimedUnit]:
     """Source units (by cache key) then evaluation units of the ``ok`` records, in record order; with ``preset``
     (a :class:`harness.presets.Preset`) their times scaled to its budgets and episodes (:func:`scaling`; ``budgets``:
     the run's group budgets, :func:`run_budgets`)."""
@@ -101,8 +118,8 @@ def units_of(records: list[dict], warm_cache: bool = False, preset: object | Non
                 seconds, cached = max(seconds, sources[key].seconds), cached and sources[key].cached
             sources[key] = TimedUnit(f"source:{key}", seconds, (), cached)
         name = f"eval:{r['strategy']}:{r['shots']}:{r.get('budget_scale', 1.0):g}"
-        evaluations.append(TimedUnit(name, (r.get("episode_seconds") or 0.0) * episode_factor,
-                                     tuple(f"source:{k}" for k in keys)))
+        seconds = (r.get("episode_seconds") or 0.0) * episode_factor + tuning_seconds(r, tune, tune_episodes)
+        evaluations.append(TimedUnit(name, seconds, tuple(f"source:{k}" for k in keys)))
     if warm_cache:
         sources = {k: dataclasses.replace(u, seconds=0.0) if u.cached else u for k, u in sources.items()}
     return [*sources.values(), *evaluations]
@@ -197,7 +214,8 @@ def worker_counts(text: str) -> list[int]:
     return counts
 
 
-def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, preset: str | None = None) -> str:
+def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, preset: str | None = None,
+           tune: int | None = None, tune_episodes: int = 100) -> str:
     """The estimate for each worker count, as printed by ``plan``; UsageError on a bad run directory. With
     ``preset``, the run's unit times are scaled to that preset's budgets and episodes first."""
     from tabulate import tabulate
@@ -208,7 +226,12 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, pr
 
     target = get_preset(preset) if preset else None
     config, _, records = load_run(run_dir)
-    units = units_of(records, warm_cache, target, run_budgets(config if isinstance(config, dict) else {}))
+    if tune is not None:
+        from harness.tuning import check_trials
+
+        check_trials(tune, tune_episodes)
+    units = units_of(records, warm_cache, target, run_budgets(config if isinstance(config, dict) else {}), tune,
+                     tune_episodes)
     sources = [u for u in units if not u.needs and u.id.startswith("source:")]
     evaluations = [u for u in units if u.id.startswith("eval:")]
     if not evaluations:
@@ -219,6 +242,11 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, pr
     lines = [f"{run_dir}: {_count(len(sources), 'source unit')} and {_count(len(evaluations), 'evaluation unit')}, "
              f"{duration(total)} of measured unit time" + (f" scaled to the {target.name} preset ({target.episodes:,} "
                                                             f"episodes and its budgets)" if target else "")]
+    tuned = sum(tuning_seconds(r, tune, tune_episodes) for r in records if r.get("status") == "ok")
+    if tuned:
+        lines.append(f"tuning (--tune) included: {duration(tuned)}" + (
+            f" for {tune} configurations x {tune_episodes} validation episodes per evaluation unit, at the measured "
+            f"seconds per episode" if tune is not None else ", as recorded"))
     if cached:
         lines.append(f"{_count(cached, 'source model')} came from the cache in that run: "
                      + ("counted as free (--warm-cache)" if warm_cache

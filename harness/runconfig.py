@@ -57,6 +57,11 @@ class RunConfig:
                                        "largest shots) (default: 15; auto for TOML datasets)", positive=True,
                                        metavar="Q|auto")
     episodes: int | None = option(None, "episodes per shot setting (default: the preset's)", positive=True)
+    tune: int | None = option(None, "tune every ranked row's adapter: N configurations (the defaults plus N-1 "
+                                    "drawn from its search space, see `list strategies --tunable`) on validation "
+                                    "episodes; the best by mean validation accuracy is scored (default: untuned)",
+                              metavar="N")
+    tune_episodes: int = option(100, "--tune: validation episodes per configuration", positive=True, metavar="V")
     seed: int = option(0, "seed of the episodes; the first training seed (replicates derive theirs from it)")
     replicates: int = option(1, "train every source phase with this many training seeds, evaluated on the same "
                                 "episodes (default: the preset's: 1, paper 5)", positive=True)

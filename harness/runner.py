@@ -25,7 +25,7 @@ from harness import __version__
 from harness.budgets import Budgets, flop_probe, parse_budgets
 from harness.cache import SourceCache
 from harness.datasets import get_dataset
-from harness.datasets.base import FewShotData, default_cache_dir
+from harness.datasets.base import FewShotData, default_cache_dir, hold_out_validation
 from harness.datasets.domains import load_data, settle_queries, wants_auto_queries
 from harness.episodes import validate_protocol
 from harness.errors import UsageError, unknown
@@ -53,6 +53,7 @@ from harness.runconfig import RunConfig
 from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
 from harness.sealed import preload, run_secret
 from harness.session import Session
+from harness.tuning import check_trials, validate_validation
 from harness.units import EvalUnit, Plan, plan, replicate_seeds
 from harness.work import RunSpec, base_record
 
@@ -77,7 +78,7 @@ class Run:
     def spec(self) -> RunSpec:
         c = self.config
         return RunSpec(self.data.name, c.ways, c.queries, c.episodes, c.seed, str(self.device), c.precision,
-                       c.deterministic, c.quiet)
+                       c.deterministic, c.quiet, tune=c.tune or 0, tune_episodes=c.tune_episodes if c.tune else 0)
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -128,7 +129,7 @@ class Run:
                 stale.unlink()
         atomic_write_json(self.out / "config.json", self.header().to_json())
         atomic_write_json(self.out / "environment.json", self.environment().to_json())
-        spec = dataclasses.replace(self.spec, secret=run_secret(self.out))
+        spec = dataclasses.replace(self.spec, secret=run_secret(self.out), trials_dir=str(self.out / "tuning"))
         session = Session(self.out, spec, self.data, self.cache, self.device, self.log, progress,
                           self.config.fail_fast)
         self.session = session
@@ -168,7 +169,11 @@ class Run:
             except UsageError:
                 continue
             s = unit.strategy
-            if old.status == "ok" and old.params == s.params() and old.source_params == s.source.params() \
+            tuning = old.tuning or {}
+            params = tuning.get("untuned", old.params)  # a tuned record: the hyperparameters it was tuned from
+            same_tuning = (tuning.get("trials"), tuning.get("episodes")) == \
+                ((self.config.tune, self.config.tune_episodes) if self.config.tune else (None, None))
+            if old.status == "ok" and params == s.params() and same_tuning and old.source_params == s.source.params() \
                     and old.source_keys == list(unit.source_keys) and old.episodes == self.config.episodes \
                     and (old.predictions is None or self._intact(old.predictions, old.predictions_sha256)):
                 done.add(unit.id)
@@ -191,6 +196,7 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     device = resolve_device(config.device)
     configure(config.deterministic)
     strategies, skipped = resolve_strategies(config, tables)
+    check_trials(config.tune, config.tune_episodes)
     get_dataset(config.dataset)  # a bad name or TOML file fails here, before anything is loaded
     queries = 1 if wants_auto_queries(config) else config.queries  # auto: settled once the pool is known
     for s in config.shots:  # the counts themselves, before loading anything
@@ -202,6 +208,10 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     data = settle_queries(config, data)  # config.queries: a number from here on
     for s in config.shots:
         validate_protocol(data.novel.class_sizes(), config.ways, s, config.queries, config.episodes)
+    if config.tune:  # the validation pool (held out of the base pool when the dataset has none): before any key
+        data = hold_out_validation(data)
+        for s in config.shots:
+            validate_validation(data, config.ways, s, config.queries, config.tune_episodes)
     strategies, skipped = without_base_pool(strategies, skipped, data, config)
     check_base_pool(strategies, data, config)
     preload(strategies)  # one fork server for the whole run's sealed processes

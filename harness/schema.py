@@ -158,7 +158,19 @@ class Record(_Json):
     source_metrics: dict[str, Any] = doc("measurements the source phase reported (e.g. peak memory of a meta-step)",
                                          {})
     episode_phase: str | None = doc("what the strategy does per support set, from its settings")
-    params: dict[str, Any] | None = doc("episode-phase hyperparameters")
+    params: dict[str, Any] | None = doc("episode-phase hyperparameters (with --tune: the chosen configuration's)")
+    tuning: dict[str, Any] | None = doc("with --tune (harness/tuning.py), else null: `trials` (N) and `episodes` (V) "
+                                        "of the validation protocol, `pool` (the validation pool), "
+                                        "`validation_fingerprint`, `replicate_seed` (the model tuned), `space` (each "
+                                        "tunable field's range), `untuned` (every hyperparameter before tuning), "
+                                        "`tried` (per configuration: `params`, mean validation `accuracy` and `ci95`, "
+                                        "`seconds`, `flops`, `reused` from an interrupted run), `chosen` (its index)",
+                                        added=5)
+    tuning_seconds: float | None = doc("wall time of the tuning's validation episodes inside their sealed processes "
+                                       "(as `episode_seconds`), all configurations; null without --tune", added=5)
+    tuning_flops: float | None = doc("floating-point operations of the tuning: per configuration, its first "
+                                     "validation episode's counted FLOPs x V; null without --tune or when not "
+                                     "counted", added=5)
     settings: dict[str, Any] | None = doc("protocol settings shown in the leaderboard (BN mode, inner steps...)")
     episode_seconds: float | None = doc("wall time of all episodes of all replicates inside their sealed processes, "
                                         "each batch after one untimed warm-up episode (a batch of one episode: "

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,9 @@ class RunSpec:
     quiet: bool = True
     secret: str = dataclasses.field(default="", repr=False)  # RUN_DIR/secret: episode seeds, never to a strategy
     threads: int = 0  # torch threads of the sealed processes (0: this process's count)
+    tune: int = 0  # --tune N (0: off): configurations per row (harness/tuning.py)
+    tune_episodes: int = 0  # --tune-episodes V
+    trials_dir: str = ""  # where finished tuning trials are kept for a resume (RUN_DIR/tuning); "": not kept
 
 
 class _NoBar:
@@ -88,6 +93,22 @@ class UnitContext:
         self.base = BasePool(data.base.nchw(), data.base.labels, len(data.base.classes), data.mean, data.std)
         self._episodes: dict[int, EpisodeSet] = {}
         self._content: np.ndarray | None = None
+        validation = data.validation if spec.tune else None
+        self.validation_images = None if validation is None else validation.nchw()
+        self._validation: dict[int, EpisodeSet] = {}
+
+    def validation_set(self, shots: int) -> EpisodeSet:
+        """``--tune``'s validation episodes: drawn like the scored ones from the validation pool, seeds from a secret
+        of their own."""
+        if shots not in self._validation:
+            s, pool = self.spec, self.data.validation
+            if pool is None:
+                raise ValueError("--tune needs a validation pool (harness/datasets/base.py hold_out_validation)")
+            secret = hashlib.sha256(f"{s.secret}|validation".encode()).hexdigest()[:32] if s.secret else ""
+            self._validation[shots] = EpisodeSet.draw(pool.labels, range(len(pool.classes)), s.ways, shots, s.queries,
+                                                      s.tune_episodes, s.seed, f"{self.data.fingerprint}|validation",
+                                                      content_keys(pool.images), secret)
+        return self._validation[shots]
 
     def episode_set(self, shots: int) -> EpisodeSet:
         if shots not in self._episodes:
@@ -152,8 +173,8 @@ def _threads(spec: RunSpec) -> int:
 
 
 def _unsecret(spec: RunSpec) -> RunSpec:
-    """The settings a sealed process gets: without the run's secret."""
-    return dataclasses.replace(spec, secret="")
+    """The settings a sealed process gets: without the run's secret (or where the run directory is)."""
+    return dataclasses.replace(spec, secret="", trials_dir="")
 
 
 def _enter(spec: RunSpec, threads: int) -> torch.device:
@@ -362,30 +383,151 @@ def compare_alone(name: str, alone: dict[int, Any], outputs: list) -> dict[str, 
     return {"episodes": len(alone), "queries": compared, "ties": ties, "agreed": agreed}
 
 
+@dataclass(frozen=True)
+class Episodes:
+    """A set of episodes with its pool's images (uint8) and how its sealed batches are made: one per round of
+    image-disjoint episodes, the frozen features (if any) computed once per model over ``used``, every image of
+    the set in content-hash order."""
+
+    episode_set: EpisodeSet
+    images: np.ndarray
+    spec: RunSpec  # without the secret
+    threads: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def job(self, strategy: Any, source: SourceResult, indices: Any, count_flops: bool = False,
+            features: Any = None, timed: bool = True) -> AdaptJob:
+        subset = self.episode_set.subset(indices)
+        batch = subset.sealed(self.images)
+        if features is not None:  # the rows of this batch's images (the features process's order is `used`)
+            used = self.episode_set.layout()[0]
+            row = np.full(len(self.images), -1, dtype=np.int64)
+            row[used] = np.arange(len(used))
+            batch = dataclasses.replace(batch, features=features[torch.from_numpy(row[subset.layout()[0]])])
+        return AdaptJob(strategy, source, batch, self.spec, self.threads, self.mean, self.std, count_flops, timed)
+
+    def adapt(self, strategy: Any, source: SourceResult, draw: random.Random,
+              progress: Callable[[int], None]) -> tuple[list, float, float]:
+        """Every episode adapted, each round one sealed batch in an order from ``draw``: (outputs in episode order,
+        seconds, peak memory MB)."""
+        seconds, peak, features = 0.0, 0.0, None
+        if has_frozen_features(strategy):  # once per model: every image's frozen features, timed with the episodes
+            used = self.episode_set.layout()[0]
+            features, seconds, peak = run_sealed(features_job, FeaturesJob(strategy, source, self.images[used],
+                                                                           self.spec, self.threads, self.mean,
+                                                                           self.std), strategies=[strategy])
+        outputs: list[Any] = [None] * len(self.episode_set.episodes)
+        for indices in self.episode_set.round_indices():
+            order = list(indices)
+            draw.shuffle(order)  # the batch's episode order: from the secret
+            out, sec, mem, _ = run_sealed(adapt_job, self.job(strategy, source, order, features=features), progress,
+                                          [strategy])
+            if len(out) != len(order):
+                raise ValueError(f"{strategy.name} returned {len(out)} results for {len(order)} episodes")
+            for k, o in zip(order, out, strict=True):
+                outputs[k] = o
+            seconds, peak = seconds + sec, max(peak, mem)
+        return outputs, seconds, peak
+
+    def flops(self, strategy: Any, source: SourceResult) -> float | None:
+        """The counted FLOPs of adapting the first episode alone (untimed, its own features)."""
+        out, _, _, flops = run_sealed(adapt_job, self.job(strategy, source, [0], True, timed=False),
+                                      strategies=[strategy])
+        if len(out) != 1:
+            raise ValueError(f"{strategy.name} returned {len(out)} results for 1 episode")
+        return flops
+
+
+def tune(unit: EvalUnit, ctx: UnitContext, source: SourceResult) -> tuple[Any, dict[str, Any], float,
+                                                                        float | None]:
+    """``--tune``: the row's adapter at each configuration (harness/tuning.py) on the validation episodes, with
+    ``source``'s model (the first training seed's); (the row with the best configuration, the record's ``tuning``,
+    seconds, FLOPs). A finished configuration is kept in ``RUN_DIR/tuning`` and reused by a resume."""
+    from harness.tuning import best, configurations, describe_spaces, search_space, with_params
+
+    spec, strategy = ctx.spec, unit.strategy
+    validation = Episodes(ctx.validation_set(unit.shots), ctx.validation_images, _unsecret(spec), _threads(spec),
+                          tuple(ctx.data.mean), tuple(ctx.data.std))
+    n = len(validation.episode_set.episodes)
+    fingerprint = validation.episode_set.fingerprint()
+    draw = secret_random(spec.secret, "tuning", strategy.name, unit.shots, unit.scale, unit.matched_flops)
+    tried: list[dict[str, Any]] = []
+    configs = configurations(strategy.adapter, spec.tune, spec.seed)
+    with ctx.bar(f"{unit.label} tuning", n * len(configs), "ep", "tuning-episode") as progress:
+        for i, params in enumerate(configs):
+            candidate = with_params(strategy, params)
+            key = hashlib.sha256(json.dumps([candidate.params(), source.key, fingerprint, i], sort_keys=True,
+                                            default=str).encode()).hexdigest()[:16]
+            trial = _saved_trial(spec, unit, i, key)
+            if trial is None:
+                outputs, seconds, _ = validation.adapt(candidate, source, draw, progress)
+                flops = validation.flops(candidate, source)
+                scores = validation.episode_set.score(outputs, strategy.name)
+                interval = accuracy_interval(np.asarray(scores["episode_accuracies"], dtype=float))
+                trial = {"params": params, "accuracy": round(interval.estimate, 6),
+                         "ci95": round(interval.half_width, 6), "seconds": seconds,
+                         "flops": None if flops is None else flops * n, "key": key}
+                _save_trial(spec, unit, i, trial)
+                checkpoint("tuning-trial")
+            else:
+                progress(n)
+                trial = {**trial, "reused": True}
+            tried.append(trial)
+    chosen = best(tried)
+    flops = [t["flops"] for t in tried]
+    pool = ctx.data.validation
+    tuning = {"trials": spec.tune, "episodes": n, "pool": ctx.data.validation_note or (
+                  f"{len(pool.classes)} validation classes: {', '.join(pool.classes)}" if pool else ""),
+              "validation_fingerprint": fingerprint, "replicate_seed": source.measurements.get("seed"),
+              "space": {k: s.describe() for k, s in search_space(strategy.adapter).items()},
+              "space_text": describe_spaces(strategy.adapter), "untuned": strategy.params(), "tried": tried,
+              "chosen": chosen}
+    return (with_params(strategy, tried[chosen]["params"]), tuning, sum(t["seconds"] for t in tried),
+            None if None in flops else float(sum(flops)))
+
+
+def _trial_path(spec: RunSpec, unit: EvalUnit, index: int) -> Path:
+    suffix = "" if unit.scale == 1 else f"-x{unit.scale:g}"
+    return Path(spec.trials_dir) / f"{unit.strategy.name}-{unit.shots}shot{suffix}-trial{index}.json"
+
+
+def _saved_trial(spec: RunSpec, unit: EvalUnit, index: int, key: str) -> dict[str, Any] | None:
+    """A finished configuration of an interrupted run: the same hyperparameters, model and validation episodes."""
+    if not spec.trials_dir:
+        return None
+    path = _trial_path(spec, unit, index)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and saved.get("key") == key else None
+
+
+def _save_trial(spec: RunSpec, unit: EvalUnit, index: int, trial: dict[str, Any]) -> None:
+    if spec.trials_dir:
+        from harness.io import atomic_write_json
+
+        try:
+            atomic_write_json(_trial_path(spec, unit, index), trial)
+        except OSError:  # a Ray worker on a machine without the run directory: the trial is simply not kept
+            pass
+
+
 def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> Record:
     """Every replicate's model on the same episodes, each round of image-disjoint episodes one sealed batch in
-    a fresh process (its episodes in a secret order); one record with per-replicate and averaged results."""
-    strategy = unit.strategy
+    a fresh process (its episodes in a secret order); one record with per-replicate and averaged results. With
+    ``--tune``, first the configuration to score (:func:`tune`)."""
+    strategy, tuning, tuning_seconds, tuning_flops = unit.strategy, None, None, None
+    if ctx.spec.tune:
+        strategy, tuning, tuning_seconds, tuning_flops = tune(unit, ctx, sources[0])
     episode_set = ctx.episode_set(unit.shots)
     n_episodes = len(episode_set.episodes)
     spec, threads = _unsecret(ctx.spec), _threads(ctx.spec)
     draw = secret_random(ctx.spec.secret, "batches", strategy.name, unit.shots, unit.scale, unit.matched_flops)
     chosen = draw.sample(range(n_episodes), min(INDEPENDENCE_CHECKS, n_episodes))
     rounds = episode_set.round_indices()
-    frozen = has_frozen_features(strategy)
-
-    mean, std = tuple(ctx.data.mean), tuple(ctx.data.std)
-    used = episode_set.layout()[0]  # every image of the unit, once, in content-hash order
-    row = np.full(len(ctx.images), -1, dtype=np.int64)
-    row[used] = np.arange(len(used))
-
-    def job(source: SourceResult, indices: Any, count_flops: bool = False, features: Any = None,
-            timed: bool = True) -> AdaptJob:
-        subset = episode_set.subset(indices)
-        batch = subset.sealed(ctx.images)
-        if features is not None:  # the rows of this batch's images (the features process's order is `used`)
-            batch = dataclasses.replace(batch, features=features[torch.from_numpy(row[subset.layout()[0]])])
-        return AdaptJob(strategy, source, batch, spec, threads, mean, std, count_flops, timed)
+    scored = Episodes(episode_set, ctx.images, spec, threads, tuple(ctx.data.mean), tuple(ctx.data.std))
 
     per_episode, extras, seconds, peak, episode_flops, check, logits = [], {}, 0.0, 0.0, None, None, []
     start = time.perf_counter()
@@ -394,27 +536,14 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
             alone: dict[int, Any] = {}
             if i == 0:  # before the batches: the check's episodes alone (their own features), the first one's FLOPs
                 for j, k in enumerate(chosen):
-                    out, _, _, flops = run_sealed(adapt_job, job(source, [k], j == 0, timed=False),
+                    out, _, _, flops = run_sealed(adapt_job, scored.job(strategy, source, [k], j == 0, timed=False),
                                                   strategies=[strategy])
                     if len(out) != 1:
                         raise ValueError(f"{strategy.name} returned {len(out)} results for 1 episode")
                     alone[k] = out[0]
                     episode_flops = flops if j == 0 else episode_flops
-            features = None
-            if frozen:  # once per model: every image's frozen features, timed with the episodes
-                features, sec, mem = run_sealed(features_job, FeaturesJob(strategy, source, ctx.images[used], spec,
-                                                                          threads, mean, std), strategies=[strategy])
-                seconds, peak = seconds + sec, max(peak, mem)
-            outputs: list[Any] = [None] * n_episodes
-            for indices in rounds:
-                order = list(indices)
-                draw.shuffle(order)  # the batch's episode order: from the secret
-                out, sec, mem, _ = run_sealed(adapt_job, job(source, order, features=features), progress, [strategy])
-                if len(out) != len(order):
-                    raise ValueError(f"{strategy.name} returned {len(out)} results for {len(order)} episodes")
-                for k, o in zip(order, out, strict=True):
-                    outputs[k] = o
-                seconds, peak = seconds + sec, max(peak, mem)
+            outputs, sec, mem = scored.adapt(strategy, source, draw, progress)
+            seconds, peak = seconds + sec, max(peak, mem)
             scores = episode_set.score(outputs, strategy.name)
             logits.append(torch.stack([_logits(o).detach().to("cpu", torch.float64) for o in outputs]))
             if i == 0:
@@ -455,6 +584,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         episode_seconds=seconds, ms_per_episode=1000 * seconds / n, episode_flops=episode_flops,
         query_images_per_second=n * spec.ways * spec.queries / max(seconds, 1e-9), episode_peak_memory_mb=peak,
         sealed_batches=len(rounds), independence_check=check, seal_seconds=max(wall - seconds, 0.0),
+        tuning=tuning, tuning_seconds=tuning_seconds, tuning_flops=tuning_flops,
         device=strategy.adapter.runs_on(ctx.device), scores_as=getattr(strategy.adapter, "scores_as", "logits"),
         predictions=predictions_path(strategy.name, unit.shots, unit.scale), predictions_sha256=digest(data),
         **summarise(predictions))

@@ -26,6 +26,7 @@ from torch.func import functional_call, grad, vmap
 from harness.episodes import TaskBatch
 from harness.errors import UsageError
 from harness.phases import Adapter, Pretrainer, Progress, no_progress
+from harness.tuning import tunable
 from strategies.features import embed
 from strategies.pgd import RobustEval, episode_uniform, pgd_attack
 from strategies.probe import fit_probe
@@ -53,9 +54,9 @@ class FinetuneSettings:
     (strategies/keras_transfer.py), so the two cannot drift apart."""
 
     unfrozen_blocks: int = 1
-    steps: int = 50
-    lr: float = 1e-4
-    head_lr: float = 1e-3
+    steps: int = tunable(50, 10, 100, integer=True)
+    lr: float = tunable(1e-4, 1e-5, 1e-2, log=True)  # the unfrozen blocks'
+    head_lr: float = tunable(1e-3, 1e-4, 1e-1, log=True)
     weight_decay: float = 1e-4
     head_init: Literal["probe", "random"] = "probe"  # probe: LP-FT (Kumar et al. 2022)
     probe_C: float = 10.0  # the probe's inverse L2 strength when head_init = "probe"

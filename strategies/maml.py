@@ -29,6 +29,7 @@ from torch.func import grad, vmap
 from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
 from harness.phases import Pretrainer, SourceData
+from harness.tuning import tunable
 from strategies.meta_common import (
     BnMode,
     Forward,
@@ -138,23 +139,25 @@ class MamlMetaTraining(MetaTraining):
 class SgdInnerLoop(InnerLoop):
     """MAML's inner loop: SGD on the support set from the meta-learned initialisation."""
 
-    steps: int = 10
+    steps: int = tunable(10, 1, 25, integer=True)
+    #: the inner learning rate; None: the source phase's ``inner_lr``, the one the initialisation was meta-trained for
+    lr: float | None = tunable(None, 1e-3, 1.0, log=True)
     batched: Literal["auto", "always", "never"] = "auto"  # episodes at once (vmap): auto = on CUDA only
     episode_batch: int = 100  # episodes adapted at once on the batched path (memory vs speed)
 
     def check(self, source: Pretrainer) -> None:
-        if self.steps < 0:
-            raise UsageError(f"steps must be >= 0, got {self.steps}")
+        if self.steps < 0 or (self.lr is not None and self.lr <= 0):
+            raise UsageError(f"need steps >= 0 and lr > 0, got {self.steps} and {self.lr}")
 
     def describe(self, source: Pretrainer) -> str:
-        return f"SGD on the support set from the meta-learned init ({self.steps} steps, lr {source.inner_lr:g})"
+        return f"SGD on the support set from the meta-learned init ({self.steps} steps, lr {self.inner_lr(source):g})"
 
     def settings(self, source: Pretrainer) -> dict:
         return {"inner_steps_eval": self.steps}
 
     def adapt_params(self, params: Params, task: Task, source: Pretrainer, forward: Forward) -> Params:
-        return sgd_adapt(params, task.support_images, task.support_labels, self.steps, source.inner_lr, forward)
+        return sgd_adapt(params, task.support_images, task.support_labels, self.steps, self.inner_lr(source), forward)
 
     def adapt_stacked(self, params: Params, xs: torch.Tensor, ys: torch.Tensor, chunk: TaskBatch,
                       source: Pretrainer, forward: Forward) -> Params:
-        return sgd_adapt_batched(params, xs, ys, self.steps, source.inner_lr, forward)
+        return sgd_adapt_batched(params, xs, ys, self.steps, self.inner_lr(source), forward)

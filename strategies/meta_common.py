@@ -258,6 +258,11 @@ class InnerLoop(EpisodeAdapter):
     batched: str
     episode_batch: int
 
+    def inner_lr(self, source: Pretrainer) -> float:
+        """The episode phase's inner learning rate: its own ``lr`` when set, else the source phase's."""
+        own = getattr(self, "lr", None)
+        return source.inner_lr if own is None else own
+
     def adapt_params(self, params: Params, task: Task, source: Pretrainer, forward: Forward) -> Params:
         """The adapted weights of one episode."""
         raise NotImplementedError

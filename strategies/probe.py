@@ -26,6 +26,7 @@ from torch import nn
 from harness.episodes import TaskBatch
 from harness.errors import UsageError
 from harness.phases import Adapter, Pretrainer, Progress, no_progress
+from harness.tuning import tunable
 from strategies.features import embed
 from strategies.logistic import fit_logistic_regression
 from strategies.pgd import PGD, RobustEval, episode_uniform, pgd_attack
@@ -69,7 +70,7 @@ def attack_probes(model: nn.Module, queries: torch.Tensor, w: torch.Tensor, b: t
 class ProbeSettings:
     """The probe's hyperparameters, shared by every probe row (PyTorch, its Keras twin, the external Keras row)."""
 
-    C: float = 10.0
+    C: float = tunable(10.0, 1e-2, 1e3, log=True)  # inverse L2 strength (scikit-learn's C)
     max_iter: int = 100  # Newton iterations (about ten suffice); L-BFGS iterations for problems too large for Newton
     tolerance: float = 1e-6
     episode_batch: int = 100  # probes fitted in one batched call (speed only: each is solved on its own)

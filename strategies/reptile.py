@@ -25,6 +25,7 @@ from torch import nn
 from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
 from harness.phases import Pretrainer, SourceData
+from harness.tuning import tunable
 from strategies.meta_common import (
     BnMode,
     Forward,
@@ -98,27 +99,30 @@ class ReptileMetaTraining(MetaTraining):
 class AdamInnerLoop(InnerLoop):
     """Reptile's inner loop: Adam on support mini-batches from the meta-learned initialisation."""
 
-    steps: int = 50
+    steps: int = tunable(50, 10, 100, integer=True)
+    #: the inner learning rate; None: the source phase's ``inner_lr``, the one the initialisation was meta-trained for
+    lr: float | None = tunable(None, 1e-4, 1e-2, log=True)
     eval_batch: int = 15
     batched: Literal["auto", "always", "never"] = "auto"  # episodes at once (vmap): auto = on CUDA only
     episode_batch: int = 100  # episodes adapted at once on the batched path (memory vs speed)
 
     def check(self, source: Pretrainer) -> None:
-        if self.steps < 0 or self.eval_batch < 1:
-            raise UsageError("steps must be >= 0 and eval_batch >= 1")
+        if self.steps < 0 or self.eval_batch < 1 or (self.lr is not None and self.lr <= 0):
+            raise UsageError(f"need steps >= 0, eval_batch >= 1 and lr > 0, got {self.steps}, {self.eval_batch} and "
+                             f"{self.lr}")
 
     def describe(self, source: Pretrainer) -> str:
         return (f"Adam (beta1=0) on support mini-batches of {self.eval_batch} from the meta-learned init "
-                f"({self.steps} steps)")
+                f"({self.steps} steps, lr {self.inner_lr(source):g})")
 
     def settings(self, source: Pretrainer) -> dict:
         return {"inner_steps_eval": self.steps}
 
     def adapt_params(self, params: Params, task: Task, source: Pretrainer, forward: Forward) -> Params:
-        return adam_adapt(params, task.support_images, task.support_labels, self.steps, source.inner_lr,
+        return adam_adapt(params, task.support_images, task.support_labels, self.steps, self.inner_lr(source),
                           self.eval_batch, forward, generator=task.generator())
 
     def adapt_stacked(self, params: Params, xs: torch.Tensor, ys: torch.Tensor, chunk: TaskBatch,
                       source: Pretrainer, forward: Forward) -> Params:
-        return adam_adapt_batched(params, xs, ys, self.steps, source.inner_lr, self.eval_batch, forward,
+        return adam_adapt_batched(params, xs, ys, self.steps, self.inner_lr(source), self.eval_batch, forward,
                                   [task.generator() for task in chunk])

@@ -11,6 +11,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from abc import ABC, abstractmethod
@@ -60,6 +61,8 @@ class FewShotData:
     source_fingerprint: str = ""
     #: what the report header says about the source and target (harness/datasets/domains.py ``domains``)
     domains: dict = field(default_factory=dict)
+    #: where the validation pool came from when the harness made it (``hold_out_validation``), else ""
+    validation_note: str = ""
 
     @property
     def image_size(self) -> int:
@@ -109,6 +112,39 @@ def data_fingerprint(base: Pool, novel: Pool, validation: Pool | None, raw: str)
         parts.append(f"|val:{','.join(validation.classes)}")
     counts = f"|{len(base.labels)},{len(novel.labels)},{0 if validation is None else len(validation.labels)}"
     return hashlib.sha256(("".join(parts) + counts).encode()).hexdigest()[:16]
+
+
+#: ``--tune`` on a dataset without a validation pool: the share of each base class's images held out of the source
+#: phase as its validation pool (the last ones of each class, in pool order)
+HOLDOUT_FRACTION = 0.1
+
+
+def hold_out_validation(data: FewShotData, fraction: float = HOLDOUT_FRACTION) -> FewShotData:
+    """``data`` with a validation pool for ``--tune``: its own when it has one; else the last ``fraction`` of each base
+    class's images, taken out of the base pool (so the source phase never trains on them). The source models'
+    fingerprint changes with it: tuned and untuned runs never share a cached source model."""
+    if data.validation is not None:
+        return data
+    base = data.base
+    held = np.zeros(len(base.labels), dtype=bool)
+    for c in range(len(base.classes)):
+        members = np.flatnonzero(base.labels == c)
+        held[members[len(members) - int(len(members) * fraction):]] = True
+    if not held.any():
+        raise UsageError(f"--tune needs validation episodes, and {data.name} has no validation pool and no base "
+                         f"images to hold one out of; name validation classes in the dataset TOML "
+                         f"(validation = [...]) or leave --tune out")
+
+    def tagged(fingerprint: str) -> str:
+        return hashlib.sha256(f"{fingerprint}|holdout:{fraction:g}".encode()).hexdigest()[:16] if fingerprint else ""
+
+    return dataclasses.replace(
+        data, base=Pool(base.images[~held], base.labels[~held], base.classes),
+        validation=Pool(base.images[held], base.labels[held], base.classes), fingerprint=tagged(data.fingerprint),
+        source_fingerprint=tagged(data.source_fingerprint),
+        validation_note=f"the last {fraction:.0%} of each base class's images, held out of the source phase",
+        description=f"{data.description}; validation (--tune): the last {fraction:.0%} of each base class's images, "
+                    f"held out of the source phase")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None, env: str = "HARNESS_DATA") -> Path | None:

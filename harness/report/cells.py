@@ -120,10 +120,16 @@ def source_cost_time(row: dict[str, Any]) -> str:
 
 
 def total_flops(row: dict[str, Any]) -> float | None:
-    """source FLOPs + episodes × episode FLOPs (one trained model), when both are recorded."""
+    """source FLOPs + episodes × episode FLOPs (one trained model), + the tuning's FLOPs of a tuned row, when all
+    are recorded."""
     if missing(row.get("source_flops")) or missing(row.get("episode_flops")) or missing(row.get("episodes")):
         return None
-    return float(row["source_flops"]) + float(row["episodes"]) * float(row["episode_flops"])
+    tuning = 0.0
+    if not missing(row.get("tuning")):
+        if missing(row.get("tuning_flops")):
+            return None
+        tuning = float(row["tuning_flops"])
+    return float(row["source_flops"]) + float(row["episodes"]) * float(row["episode_flops"]) + tuning
 
 
 def total_compute(rows: list[dict[str, Any]]) -> tuple[list[float | None], str, str] | None:

@@ -49,7 +49,39 @@ MEASUREMENTS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
      f"{100 * r['ece']:.2f} [{100 * r['ece_ci_low']:.2f}, {100 * r['ece_ci_high']:.2f}]"),
     ("Top-1 confidence (%)", lambda r: pct(r["confidence"], r["confidence_ci95"])),
     ("Episode peak memory (MB)", lambda r: num(r["episode_peak_memory_mb"], ",.0f")),
+    ("Tuning: validation acc. (%), chosen", lambda r: _tried(r, r["tuning"]["chosen"]) if r["tuning"] else "-"),
+    ("Tuning: validation acc. (%), defaults", lambda r: _tried(r, 0) if r["tuning"] else "-"),
+    ("Tuning TFLOP (all configurations)", lambda r: _flops(r["tuning_flops"], 1e12)),
+    ("Tuning time (s)", lambda r: num(r["tuning_seconds"], ",.1f")),
 ]
+
+
+def _tried(row: dict[str, Any], index: int) -> str:
+    trial = row["tuning"]["tried"][index]
+    return pct(trial["accuracy"], trial["ci95"])
+
+
+def _value(value: Any) -> str:
+    return "the source phase's" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _values(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {_value(v)}" for k, v in params.items()) or "nothing to tune"
+
+
+def tuning_bullets(rows: list[dict[str, Any]]) -> list[str]:
+    """Per shot setting of a tuned row: the chosen values beside the defaults, and the search space."""
+    lines = []
+    for r in rows:
+        t = r["tuning"]
+        if not t:
+            continue
+        chosen, first = t["tried"][t["chosen"]]["params"], t["tried"][0]["params"]
+        scale = f" {scale_text(r['budget_scale'])}" if r["budget_scale"] != 1 else ""
+        lines.append(f"- **Tuned, {r['shots']}-shot{scale}:** {_values(chosen)} (defaults: {_values(first)}); "
+                     f"configuration {t['chosen'] + 1} of {len(t['tried'])}" + (
+                         f"; search space: {t['space_text']}" if t.get("space_text") else ""))
+    return lines
 
 
 def _distinct(values: list[Any]) -> str:
@@ -107,6 +139,7 @@ def strategy_details(frame: pd.DataFrame, out: str | Path | None, multi_run: boo
         what = " → ".join(x for x in (_distinct([r["source_description"] for r in rows]),
                                       _distinct([r["episode_phase"] for r in rows])) if x != "-")
         summary = f"<b>{html.escape(name)}</b>" + (f": {html.escape(what)}" if what else "")
-        lines += ["", "<details>", f"<summary>{cell(summary)}</summary>", "", *_bullets(rows, out, multi_run)]
+        lines += ["", "<details>", f"<summary>{cell(summary)}</summary>", "", *_bullets(rows, out, multi_run),
+                  *[cell(line) for line in tuning_bullets(rows)]]
         lines += _table(rows, multi_scale) + class_table(rows) + confusion_tables(rows) + ["", "</details>"]
     return lines

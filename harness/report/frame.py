@@ -47,6 +47,7 @@ FRAME_COLUMNS = [
     "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p", "not_converged", "run", "twin",
     "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p", "check", "check_delta", "check_ci_low", "check_ci_high",
     "check_p", "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high", "pretraining_p",
+    "tuning", "tuning_seconds", "tuning_flops",  # --tune (harness/tuning.py)
     # beyond accuracy (harness/predictions.py; absent in runs written before per-query predictions were kept)
     "predictions", "scores_as", "nll", "nll_ci95", "nll_delta", "nll_ci_low", "nll_ci_high", "brier", "brier_ci95",
     "brier_delta", "brier_ci_low", "brier_ci_high", "ece", "ece_ci_low", "ece_ci_high", "confidence",

@@ -121,10 +121,29 @@ def header(runs: list[Run], names: list[str], frame: pd.DataFrame) -> list[str]:
         "when it started (CUDA max allocated; on a CPU the process's sampled peak resident set). A cached source "
         "phase repeats the measurements of the run that trained it.",
     ]
+    lines += tuning_lines(frame)
     if frame["clean_and_robust_accuracy"].notna().any():
         lines.append("- **Clean-and-robust acc.** (in the details) counts a query when both its clean and its "
                      "attacked (PGD) prediction are right, ± its 95% CI.")
     return lines
+
+
+def tuning_lines(frame: pd.DataFrame) -> list[str]:
+    """What ``--tune`` did, when any row was tuned (harness/tuning.py)."""
+    tuned = [t for t in frame["tuning"].tolist() if isinstance(t, dict)]
+    if not tuned:
+        return []
+    ok = frame[frame["status"] == "ok"]
+    untuned = sorted(set(ok.loc[[not isinstance(t, dict) for t in ok["tuning"]], "strategy"]))
+    plans = _distinct([f"{t['trials']} configurations (the defaults plus {t['trials'] - 1} drawn at random from "
+                       f"each adapter's search space) on {t['episodes']} validation episodes of {t['pool']}"
+                       for t in tuned])
+    return [f"- **Tuning** (`--tune`): each tuned row's adapter was evaluated at {plans}, with the first training "
+            "seed's source model, through the same sealed processes as the scored episodes; the configuration with "
+            "the best mean validation accuracy (the defaults on a tie) was scored. No scored episode reaches the "
+            "tuning. Source-phase hyperparameters are not tuned (each configuration would retrain the source "
+            "model). The details list the chosen values beside the defaults; the tuning's FLOPs count in total "
+            "compute, its time is in the details." + (f" Not tuned: {', '.join(untuned)}." if untuned else "")]
 
 
 def _groups(frame: pd.DataFrame) -> list[tuple[int, float, pd.DataFrame]]:

@@ -40,8 +40,13 @@ def link_definitions(links: dict[str, str]) -> list[str]:
     return [f"[{name}]: {target}" for name, target in sorted(links.items())]
 
 
-def strategy_cell(name: str, links: dict[str, str]) -> str:
-    return f"[{name}]" if name in links else name
+def strategy_cell(name: str, links: dict[str, str], tuning: dict | None = None) -> str:
+    text = f"[{name}]" if name in links else name
+    if tuning and len(tuning["tried"]) == 1:  # --tune (harness/tuning.py): marked in every table that ranks it
+        text += " (nothing to tune: defaults)"
+    elif tuning:
+        text += f" (tuned, {tuning['trials']} trials on {tuning['episodes']} validation episodes)"
+    return text
 
 
 def ranking_table(group: pd.DataFrame, links: dict[str, str], multi_run: bool) -> str:
@@ -60,8 +65,8 @@ def ranking_table(group: pd.DataFrame, links: dict[str, str], multi_run: bool) -
             delta = pp(r["delta_vs_best"])
         else:
             delta = f"{pp(r['delta_vs_best'])} [{pp(r['delta_ci_low'])}, {pp(r['delta_ci_high'])}]"
-        cells = [r["rank_label"], strategy_cell(r["strategy"], links), pct(r["accuracy"], r["ci95"]), delta,
-                 p_text(r["p_adjusted"]), source_cost_time(r), num(r["ms_per_episode"], ",.2f")]
+        cells = [r["rank_label"], strategy_cell(r["strategy"], links, r.get("tuning")), pct(r["accuracy"], r["ci95"]),
+                 delta, p_text(r["p_adjusted"]), source_cost_time(r), num(r["ms_per_episode"], ",.2f")]
         lines.append([cell(c) for c in cells + ([r["run"]] if multi_run else [])])
     return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
 
