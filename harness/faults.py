@@ -2,9 +2,10 @@
 kill itself (SIGKILL) or interrupt itself (SIGINT, with ``sigint-`` before the point) the n-th time (default
 1st) it passes ``point``. Points: ``source-step`` (a source-phase batch), ``episode`` (an episode batch
 reported done), ``record-write`` (a record's temporary file written, not yet renamed), ``predictions-write``
-(the same for its predictions file, written before the record). With ``once=PATH`` the fault fires in one
-process only: the first to create the file PATH (so a unit that a Ray worker retries after the kill runs to
-the end). Unset, it costs one dictionary lookup.
+(the same for its predictions file, written before the record), ``tuning-trial`` (a ``--tune``
+configuration kept in ``RUN_DIR/tuning``), ``tuning-episode`` (a batch of validation episodes reported
+done). With ``once=PATH`` the fault fires in one process only: the first to create the file PATH (so a unit
+that a Ray worker retries after the kill runs to the end). Unset, it costs one dictionary lookup.
 """
 
 from __future__ import annotations

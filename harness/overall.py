@@ -61,8 +61,8 @@ class Overall:
             if not record.source_cached and new and record.source_seconds and record.source_budget_images:
                 self.source_seconds += record.source_seconds * len(new) / len(unit.source_keys)
                 self.source_images += record.source_budget_images * len(new)
-            if record.episode_seconds:
-                self.episode_seconds += record.episode_seconds
+            if record.episode_seconds:  # with --tune, its validation episodes too (every unit tunes alike)
+                self.episode_seconds += record.episode_seconds + (record.tuning_seconds or 0.0)
                 self.timed_units += 1
         return self.line()
 

@@ -11,6 +11,8 @@ draws for every row of one adapter, every shot setting and every rerun), on V va
 the dataset's validation pool (never a novel image; harness/datasets/base.py ``hold_out_validation`` for a
 dataset without one) and adapted through the same sealed processes as the scored episodes. The configuration
 with the best mean validation accuracy (the earliest on a tie, so the defaults win ties) is scored.
+``--tune 1`` is the untuned control: the defaults, on the same source models (trained without the held-out
+images) and validation episodes as a tuned run, so ``report --compare`` pairs the two on the same episodes.
 
 Source-phase hyperparameters are never tuned (each configuration would retrain a source model), and the
 configurations are drawn at random (Bergstra & Bengio 2012, "Random Search for Hyper-Parameter
@@ -97,9 +99,9 @@ def check_trials(value: int | None, episodes: int) -> None:
     """``--tune N`` / ``--tune-episodes V``: one line and exit 2 for values that cannot tune anything."""
     if value is None:
         return
-    if value < 2:
-        raise UsageError(f"--tune {value}: give at least 2 configurations (the defaults plus one drawn); "
-                         f"leave --tune out to run with the defaults")
+    if value < 1:
+        raise UsageError(f"--tune {value}: give a positive number of configurations (1: the defaults only, the "
+                         f"untuned control; 8: the defaults plus 7 drawn), or leave --tune out")
     if episodes < 1:
         raise UsageError(f"--tune-episodes must be a positive integer, got {episodes}")
 

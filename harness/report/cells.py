@@ -137,7 +137,9 @@ def total_compute(rows: list[dict[str, Any]]) -> tuple[list[float | None], str, 
     when every row has them, else source images processed when every row has them, else None."""
     flops = [total_flops(r) for r in rows]
     if rows and all(f is not None for f in flops):
-        return [f / 1e12 for f in flops], "TFLOP", TOTAL_FLOPS_RULE
+        tuned = any(not missing(r.get("tuning")) for r in rows)
+        return [f / 1e12 for f in flops], "TFLOP", TOTAL_FLOPS_RULE.replace(
+            "episode FLOPs,", "episode FLOPs + the tuning's FLOPs,") if tuned else TOTAL_FLOPS_RULE
     images = [r.get("source_images_processed") for r in rows]
     if rows and not any(missing(i) for i in images):
         return [float(i) for i in images], "images", IMAGES_RULE

@@ -135,8 +135,9 @@ def tuning_lines(frame: pd.DataFrame) -> list[str]:
         return []
     ok = frame[frame["status"] == "ok"]
     untuned = sorted(set(ok.loc[[not isinstance(t, dict) for t in ok["tuning"]], "strategy"]))
-    plans = _distinct([f"{t['trials']} configurations (the defaults plus {t['trials'] - 1} drawn at random from "
-                       f"each adapter's search space) on {t['episodes']} validation episodes of {t['pool']}"
+    plans = _distinct([(f"{t['trials']} configurations (the defaults plus {t['trials'] - 1} drawn at random from "
+                        f"each adapter's search space)" if t["trials"] > 1 else "its defaults only (`--tune 1`: the "
+                        "untuned control)") + f" on {t['episodes']} validation episodes of {t['pool']}"
                        for t in tuned])
     return [f"- **Tuning** (`--tune`): each tuned row's adapter was evaluated at {plans}, with the first training "
             "seed's source model, through the same sealed processes as the scored episodes; the configuration with "

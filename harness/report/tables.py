@@ -42,7 +42,9 @@ def link_definitions(links: dict[str, str]) -> list[str]:
 
 def strategy_cell(name: str, links: dict[str, str], tuning: dict | None = None) -> str:
     text = f"[{name}]" if name in links else name
-    if tuning and len(tuning["tried"]) == 1:  # --tune (harness/tuning.py): marked in every table that ranks it
+    if tuning and tuning["trials"] == 1:  # --tune (harness/tuning.py): marked in every table that ranks it
+        text += f" (untuned control, validated on {tuning['episodes']} episodes)"
+    elif tuning and len(tuning["tried"]) == 1:
         text += " (nothing to tune: defaults)"
     elif tuning:
         text += f" (tuned, {tuning['trials']} trials on {tuning['episodes']} validation episodes)"

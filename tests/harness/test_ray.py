@@ -204,3 +204,21 @@ def test_ctrl_c_the_driver_then_resume(cluster, local_run, imagefolder_dir, tmp_
         assert final[key]["episode_seconds"] == rec["episode_seconds"]
     assert not [line for line in stopped.stdout.splitlines() + resumed.stdout.splitlines()
                 if "ray" in line.lower() and "leaderboard" not in line]  # no Ray start-up chatter
+
+
+def test_tuning_under_ray_chooses_as_the_local_executor(cluster, imagefolder_dir, tmp_path):
+    """--tune inside a Ray task: the same configurations, validation accuracies, choice and scored episodes as the
+    local executor, and each finished configuration kept in RUN_DIR/tuning (a worker on this machine)."""
+    extra = ["--tune", "2", "--tune-episodes", "3", "--queries", "2", "--shots", "1"]
+    names = ["frozen-features"]
+    assert main(argv(imagefolder_dir, tmp_path / "local", tmp_path / "cache", *extra, names=names,
+                     executor="local")) == 0
+    assert main(argv(imagefolder_dir, tmp_path / "ray", tmp_path / "cache-ray", *extra, names=names)) == 0
+    local, on_ray = (records(tmp_path / d)["frozen-features-1shot"] for d in ("local", "ray"))
+
+    def choice(r: dict) -> tuple:
+        return ([(t["params"], t["accuracy"], t["flops"]) for t in r["tuning"]["tried"]], r["tuning"]["chosen"],
+                r["params"], r["episode_accuracies"])
+
+    assert len(local["tuning"]["tried"]) == 2 and choice(on_ray) == choice(local)
+    assert len(list((tmp_path / "ray" / "tuning").glob("*.json"))) == 2

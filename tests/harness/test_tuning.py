@@ -89,13 +89,13 @@ def test_the_best_trial_wins_and_the_defaults_win_ties():
     assert best([{"accuracy": 0.5}, {"accuracy": 0.5}]) == 0
 
 
-@pytest.mark.parametrize("value, episodes", [(1, 100), (0, 100), (-3, 100), (8, 0)])
+@pytest.mark.parametrize("value, episodes", [(0, 100), (-3, 100), (8, 0), (1, 0)])
 def test_bad_tune_values_are_usage_errors(value, episodes):
     with pytest.raises(UsageError, match="--tune"):
         check_trials(value, episodes)
 
 
-@pytest.mark.parametrize("args", [["--tune", "1"], ["--tune", "0"], ["--tune", "x"], ["--tune", "4",
+@pytest.mark.parametrize("args", [["--tune", "-1"], ["--tune", "0"], ["--tune", "x"], ["--tune", "4",
                                                                                      "--tune-episodes", "0"]])
 def test_bad_tune_options_exit_2_with_one_line(args, tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "run", "frozen-features", *args, "--out",
@@ -198,6 +198,20 @@ def test_the_scored_episodes_never_reach_the_tuning(register_strategy, folder, t
     other = records(again)["recorder-1shot"]["tuning"]
     assert [t["accuracy"] for t in other["tried"]] == [t["accuracy"] for t in tuning["tried"]]
     assert other["chosen"] == tuning["chosen"] and other["validation_fingerprint"] == tuning["validation_fingerprint"]
+
+    # --tune 1, the untuned control, with the tuned run's secret: the same validation and scored episodes, seeds too
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / "secret").write_bytes((out / "secret").read_bytes())
+    assert main(["run", name, "--set", f"recorder.log={tmp_path / 'control.jsonl'}", "--tune", "1",
+                 "--tune-episodes", "6", "--data-dir", str(folder), "--out", str(control), *SMALL]) == 0
+    plain = records(control)["recorder-1shot"]
+    assert len(plain["tuning"]["tried"]) == 1 and plain["params"]["mark"] == 1.0
+    assert plain["tuning"]["tried"][0]["accuracy"] == tuning["tried"][0]["accuracy"]
+    assert plain["episode_fingerprint"] == record["episode_fingerprint"]
+    if tuning["chosen"] == 0:
+        assert plain["episode_accuracies"] == record["episode_accuracies"]
+    assert "[recorder] (untuned control, validated on 6 episodes)" in (control / "leaderboard.md").read_text()
 
     page = (out / "leaderboard.md").read_text()
     assert "[recorder] (tuned, 3 trials on 6 validation episodes)" in page
