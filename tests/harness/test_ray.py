@@ -214,7 +214,7 @@ def test_tuning_under_ray_chooses_as_the_local_executor(cluster, imagefolder_dir
     assert main(argv(imagefolder_dir, tmp_path / "local", tmp_path / "cache", *extra, names=names,
                      executor="local")) == 0
     assert main(argv(imagefolder_dir, tmp_path / "ray", tmp_path / "cache-ray", *extra, names=names)) == 0
-    local, on_ray = (records(tmp_path / d)["frozen-features-1shot"] for d in ("local", "ray"))
+    local, on_ray = (records(tmp_path / d)[("frozen-features", 1)] for d in ("local", "ray"))
 
     def choice(r: dict) -> tuple:
         return ([(t["params"], t["accuracy"], t["flops"]) for t in r["tuning"]["tried"]], r["tuning"]["chosen"],
