@@ -20,6 +20,7 @@ process start-up and transfers are counted apart (``seal_seconds``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -42,7 +43,7 @@ from harness.measure import Stopwatch, autocast, configure, device_name, synchro
 from harness.phases import SourceData
 from harness.predictions import QueryPredictions, digest, summarise
 from harness.provenance import relative_file
-from harness.results import predictions_path
+from harness.results import predictions_path, record_path
 from harness.schema import Record
 from harness.sealed import run_sealed
 from harness.stats import accuracy_interval, image_pool
@@ -401,11 +402,20 @@ class Episodes:
         subset = self.episode_set.subset(indices)
         batch = subset.sealed(self.images)
         if features is not None:  # the rows of this batch's images (the features process's order is `used`)
-            used = self.episode_set.layout()[0]
-            row = np.full(len(self.images), -1, dtype=np.int64)
-            row[used] = np.arange(len(used))
-            batch = dataclasses.replace(batch, features=features[torch.from_numpy(row[subset.layout()[0]])])
+            batch = dataclasses.replace(batch, features=features[torch.from_numpy(self.rows[subset.layout()[0]])])
         return AdaptJob(strategy, source, batch, self.spec, self.threads, self.mean, self.std, count_flops, timed)
+
+    @functools.cached_property
+    def used(self) -> np.ndarray:
+        """Every image of the set, once, in content-hash order (the frozen features' order)."""
+        return self.episode_set.layout()[0]
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """Each pool image's row in ``used`` (-1: not in the set), computed once per set, not per batch."""
+        row = np.full(len(self.images), -1, dtype=np.int64)
+        row[self.used] = np.arange(len(self.used))
+        return row
 
     def adapt(self, strategy: Any, source: SourceResult, draw: random.Random,
               progress: Callable[[int], None]) -> tuple[list, float, float]:
@@ -413,8 +423,7 @@ class Episodes:
         seconds, peak memory MB)."""
         seconds, peak, features = 0.0, 0.0, None
         if has_frozen_features(strategy):  # once per model: every image's frozen features, timed with the episodes
-            used = self.episode_set.layout()[0]
-            features, seconds, peak = run_sealed(features_job, FeaturesJob(strategy, source, self.images[used],
+            features, seconds, peak = run_sealed(features_job, FeaturesJob(strategy, source, self.images[self.used],
                                                                            self.spec, self.threads, self.mean,
                                                                            self.std), strategies=[strategy])
         outputs: list[Any] = [None] * len(self.episode_set.episodes)
@@ -488,8 +497,8 @@ def tune(unit: EvalUnit, ctx: UnitContext, source: SourceResult) -> tuple[Any, d
 
 
 def _trial_path(spec: RunSpec, unit: EvalUnit, index: int) -> Path:
-    suffix = "" if unit.scale == 1 else f"-x{unit.scale:g}"
-    return Path(spec.trials_dir) / f"{unit.strategy.name}-{unit.shots}shot{suffix}-trial{index}.json"
+    stem = record_path(Path(), unit.strategy.name, unit.shots, unit.scale).stem  # the record's name
+    return Path(spec.trials_dir) / f"{stem}-trial{index}.json"
 
 
 def _saved_trial(spec: RunSpec, unit: EvalUnit, index: int, key: str) -> dict[str, Any] | None:
