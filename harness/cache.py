@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -32,6 +32,18 @@ CACHE_FORMAT = 2
 def cache_key(phase_name: str, ingredients: dict[str, Any]) -> str:
     blob = json.dumps({"format": CACHE_FORMAT, **ingredients}, sort_keys=True, default=str)
     return f"{phase_name}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
+
+
+def try_file_lock(path: Path) -> IO | None:
+    """The lock of ``path`` if it is free now (closing the returned file frees it), else None."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")  # held until closed, across calls
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 @contextmanager
@@ -60,7 +72,16 @@ class SourceCache:
         return self.root / f"{key}.pt", self.root / f"{key}.json"
 
     def lock(self, key: str):
+        """The key's lock, waiting for it (a context manager)."""
         return file_lock(self.root / f"{key}.lock")
+
+    def try_lock(self, key: str) -> IO | None:
+        """The key's lock if free now, else None; ``close()`` the result to free it."""
+        return try_file_lock(self.root / f"{key}.lock")
+
+    def has(self, key: str) -> bool:
+        """Whether the key has an entry (its sidecar, written last); not whether the entry is intact."""
+        return self.paths(key)[1].is_file()
 
     def load(self, key: str) -> SourceResult | None:
         """The entry, or None when absent; a damaged entry is reported, removed and None returned."""

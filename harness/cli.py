@@ -158,6 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _recorded_settings(run_dir: Path, given: dict) -> dict:
     """A resumed run's recorded settings; a given setting that contradicts them is an error naming both."""
+    from harness.protocol import Protocol
     from harness.results import read_header
 
     if not (run_dir / "config.json").is_file():
@@ -167,7 +168,7 @@ def _recorded_settings(run_dir: Path, given: dict) -> dict:
         raise UsageError("--resume and --out name different directories; pass one of them")
     recorded = dict(read_header(run_dir).run)
     recorded["out"] = str(run_dir)
-    for key in ("preset", "dataset", "ways", "queries", "episodes", "seed", "backbone", "replicates", "precision"):
+    for key in (k for k in Protocol.resume_keys() if k in recorded):  # the protocol's run settings
         if key in given and key in recorded and given[key] != recorded[key]:
             raise UsageError(f"--resume {run_dir}: the run recorded {key} {recorded[key]!r}, the command gives "
                              f"{given[key]!r}; drop --{key.replace('_', '-')} to resume, or pass a new --out")

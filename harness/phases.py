@@ -74,7 +74,10 @@ class SourceData:
 class Pretrainer(ABC):
     """Hyperparameters of a source phase; subclasses add their own fields (with defaults)."""
 
-    family: ClassVar[str] = "transfer"  # transfer / meta-learning / self-supervised / adversarial / external
+    #: transfer / meta-learning / self-supervised / adversarial / external / no-transfer: declared where the class is
+    #: registered (``PRETRAINERS.register_lazy(..., family=...)``); this class attribute is read only for a pretrainer
+    #: registered without one
+    family: ClassVar[str] = "transfer"
     #: which preset budget applies ("pretrain", "meta", "ssl", "adversarial"); budgets count images processed
     budget_group: ClassVar[str] = "pretrain"
     #: False for self-supervised phases: the harness then passes labels=None
@@ -242,6 +245,17 @@ class EpisodeAdapter(Adapter):
         return outputs
 
 
+def family_of(cls: type[Pretrainer]) -> str:
+    """A pretrainer class's family: from its registry entry, else its ``family`` attribute."""
+    from harness.registry import PRETRAINERS
+
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for entry in PRETRAINERS.entries().values():
+        if entry.family and (entry.target is cls or entry.target == target):
+            return entry.family
+    return cls.family
+
+
 @dataclass
 class Strategy:
     """One leaderboard row: a named pretrainer x adapter pair (after the run's overrides)."""
@@ -252,7 +266,7 @@ class Strategy:
     family: str = ""
 
     def __post_init__(self) -> None:
-        self.family = self.family or type(self.source).family
+        self.family = self.family or family_of(type(self.source))
 
     def check(self, precision: str = "fp32") -> None:
         self.source.check()

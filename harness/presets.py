@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.errors import UsageError, unknown
-
-BUDGET_GROUPS = ("pretrain", "meta", "ssl", "adversarial")
+from harness.errors import unknown
 
 
 @dataclass(frozen=True)
@@ -24,12 +22,6 @@ class Preset:
     description: str = ""
     match_compute: bool = False  # every source phase gets the pretrain group's FLOP budget
     replicates: int = 1  # training seeds per source phase (--replicates)
-
-    def budget(self, group: str) -> int:
-        if group not in self.source_images:
-            raise UsageError(f"budget group {group!r} is not in preset {self.name!r} (groups: "
-                             f"{', '.join(self.source_images)}); give the pretrainer one of those budget_group values")
-        return self.source_images[group]
 
 
 PRESETS: dict[str, Preset] = {

@@ -19,15 +19,12 @@ from harness.datasets.base import FewShotData
 from harness.errors import UsageError, unknown
 from harness.overrides import apply_strategy_overrides, parse_set
 from harness.phases import Pretrainer, Strategy, Unsupported
+from harness.protocol import Protocol
 from harness.provenance import code_hash
 from harness.registry import ADAPTERS, BACKBONES, PRETRAINERS, STRATEGIES
 from harness.results import read_header
 from harness.runconfig import RunConfig
 from harness.suite import get_row
-
-#: what a run directory must match to be resumed (else exit 2, naming the recorded and the given values)
-PROTOCOL_KEYS = ("preset", "dataset", "ways", "queries", "episodes", "seed", "replicates", "precision",
-                 "device_type", "data_fingerprint")
 
 
 @dataclass
@@ -88,16 +85,16 @@ def resolve_strategies(config: RunConfig, tables: dict[str, dict]) -> tuple[list
     return strategies, skipped
 
 
-def check_base_pool(strategies: list[Strategy], data: FewShotData, config: RunConfig) -> None:
+def check_base_pool(strategies: list[Strategy], data: FewShotData, protocol: Protocol) -> None:
     """Episodic source phases draw ways classes and some images per class from the base pool: check
     that it has them before anything is trained."""
     sizes = data.base.class_sizes()
     for strategy in strategies:
-        need = max(strategy.source.episode_images(s, config.queries) for s in config.shots)
+        need = max(strategy.source.episode_images(s, protocol.queries) for s in protocol.shots)
         if not need:
             continue
-        if config.ways > len(sizes):
-            raise UsageError(f"{strategy.name}: its episodic source phase draws {config.ways}-way base episodes, but "
+        if protocol.ways > len(sizes):
+            raise UsageError(f"{strategy.name}: its episodic source phase draws {protocol.ways}-way base episodes, but "
                              f"the dataset has {len(sizes)} base classes; pass --ways {len(sizes)} or fewer")
         if need > min(sizes):
             raise UsageError(f"{strategy.name}: its episodic source phase draws {need} images per base class, but the "
@@ -105,7 +102,7 @@ def check_base_pool(strategies: list[Strategy], data: FewShotData, config: RunCo
 
 
 def without_base_pool(strategies: list[Strategy], skipped: list[Skipped], data: FewShotData,
-                      config: RunConfig) -> tuple[list[Strategy], list[Skipped]]:
+                      run_all: bool) -> tuple[list[Strategy], list[Skipped]]:
     """A dataset with no base pool (a novel-only TOML file naming no source) runs only the rows whose source
     phase trains nothing (models pretrained elsewhere, the no-transfer baselines); the others are skipped
     with the reason under ``--all``, an error when named."""
@@ -118,7 +115,7 @@ def without_base_pool(strategies: list[Strategy], skipped: list[Skipped], data: 
             continue
         reason = (f"needs a base pool to train its source phase on, and {data.name} names no source; add "
                   f"source = \"cifar10\" (or another dataset) to its [dataset] table or pass --source-dataset NAME")
-        if not config.all:
+        if not run_all:
             raise UsageError(f"{s.name} {reason}")
         skipped.append(Skipped(s.name, s.family, reason))
     return keep, skipped
@@ -128,7 +125,7 @@ def default_out() -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def check_out(out: Path, protocol: dict[str, Any]) -> None:
+def check_out(out: Path, protocol: Protocol) -> None:
     """The run directory is new, empty (but for a copied ``secret``, README Reliability), or a run of the same
     protocol (resumed); else a clear error."""
     if out.exists() and not out.is_dir():
@@ -138,10 +135,11 @@ def check_out(out: Path, protocol: dict[str, Any]) -> None:
 
         read_secret(out / "secret")
     if (out / "config.json").is_file():
-        old = read_header(out).protocol
-        differ = [k for k in PROTOCOL_KEYS if old.get(k) != protocol[k]]
+        header = read_header(out)
+        differ = protocol.differences(header.protocol, header.run)
         if differ:
-            detail = ", ".join(f"{k} {old.get(k)!r} there, {protocol[k]!r} now" for k in differ)
+            old = {"backbone": header.run.get("backbone"), **header.protocol}
+            detail = ", ".join(f"{k} {old.get(k)!r} there, {getattr(protocol, k)!r} now" for k in differ)
             raise UsageError(f"{out} holds a run with different {', '.join(differ)} ({detail}); pass a new --out to "
                              f"start a fresh run, or the same settings to resume it")
     elif out.is_dir() and any(p.name != "secret" for p in out.iterdir()):  # a copied secret reproduces seeds
@@ -155,15 +153,8 @@ def check_out(out: Path, protocol: dict[str, Any]) -> None:
                          f"pass a writable directory")
 
 
-def protocol_of(config: RunConfig, data: FewShotData, device: torch.device) -> dict[str, Any]:
-    c = config
-    return {"preset": c.preset, "dataset": data.name, "ways": c.ways, "queries": c.queries, "episodes": c.episodes,
-            "seed": c.seed, "replicates": c.replicates, "precision": c.precision, "device_type": device.type,
-            "data_fingerprint": data.fingerprint}
-
-
-def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotData, config: RunConfig,
-               budget: int, device: torch.device, threads: int = 0) -> str:
+def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotData, protocol: Protocol,
+               budget: int, threads: int = 0) -> str:
     """The cache key of a source model (harness/cache.py says what it covers)."""
     backbone = BACKBONES.get(phase.backbone).target if phase.any_backbone else None
     modules = [type(phase).__module__] + ([backbone.split(":")[0] if isinstance(backbone, str)
@@ -172,16 +163,16 @@ def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotDat
         "phase": f"{type(phase).__module__}.{type(phase).__qualname__}", "params": phase.params(),
         "code": code_hash(*modules), "seed": seed, "budget_images": budget,
         "dataset": getattr(data, "source_fingerprint", "") or data.fingerprint,  # the source's (domains.py)
-        "device": device.type, "precision": config.precision, "deterministic": config.deterministic,
+        "device": protocol.device_type, "precision": protocol.precision, "deterministic": protocol.deterministic,
         "denormals": "flushed",  # harness/measure.py configure
         "torch": ".".join(torch.__version__.split(".")[:2]),
     }
-    if device.type == "cpu" and threads:  # a CPU's reductions sum in an order that depends on the thread count
+    if protocol.device_type == "cpu" and threads:  # a CPU's reductions sum in an order that depends on the thread count
         ingredients["threads"] = threads
     if phase.versions():  # other frameworks the phase trains or loads with (TensorFlow, torchvision)
         ingredients["versions"] = phase.versions()
     if type(phase).uses_ways or type(phase).per_shots:
-        ingredients["ways"] = config.ways
+        ingredients["ways"] = protocol.ways
     if type(phase).per_shots:
-        ingredients.update(shots=shots, queries=config.queries)
+        ingredients.update(shots=shots, queries=protocol.queries)
     return cache_key(phase.phase_name, ingredients)

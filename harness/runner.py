@@ -26,16 +26,15 @@ from harness.budgets import Budgets, flop_probe, parse_budgets
 from harness.cache import SourceCache
 from harness.datasets import get_dataset
 from harness.datasets.base import FewShotData, default_cache_dir, hold_out_validation
-from harness.datasets.domains import load_data, settle_queries, wants_auto_queries
-from harness.episodes import validate_protocol
+from harness.datasets.domains import load_data, settle_queries
 from harness.errors import UsageError, unknown
 from harness.executors.base import Executor
-from harness.io import atomic_write_json, read_json
+from harness.io import atomic_write_json
 from harness.measure import PRECISIONS, configure, determinism_settings, device_name, resolve_device
 from harness.overall import Overall
 from harness.phases import Strategy
-from harness.predictions import digest
 from harness.presets import Preset, get_preset
+from harness.protocol import Protocol, check_pools
 from harness.provenance import code_version
 from harness.registry import EXECUTORS
 from harness.resolve import (
@@ -43,19 +42,19 @@ from harness.resolve import (
     check_base_pool,
     check_out,
     default_out,
-    protocol_of,
     resolve_strategies,
     source_key,
     without_base_pool,
 )
-from harness.results import read_header, record_path, write_record
+from harness.results import read_header
+from harness.resume import completed_units
 from harness.runconfig import RunConfig
 from harness.schema import SCHEMA_VERSION, Environment, Record, RunHeader
 from harness.sealed import preload, run_secret
-from harness.session import Session
-from harness.tuning import check_trials, validate_validation
-from harness.units import EvalUnit, Plan, plan, replicate_seeds
-from harness.work import RunSpec, base_record
+from harness.session import RunSession
+from harness.tuning import check_trials
+from harness.units import Plan, plan_units, replicate_seeds
+from harness.work import RunSpec
 
 
 @dataclass
@@ -69,34 +68,29 @@ class Run:
     out: Path
     cache: SourceCache
     plan: Plan
+    protocol: Protocol
     log: Callable[[str], None]
     executor: Executor | None = None
     command: list[str] = field(default_factory=list)
-    session: Session | None = None
+    session: RunSession | None = None
 
     @property
     def spec(self) -> RunSpec:
-        c = self.config
-        return RunSpec(self.data.name, c.ways, c.queries, c.episodes, c.seed, str(self.device), c.precision,
-                       c.deterministic, c.quiet, tune=c.tune or 0, tune_episodes=c.tune_episodes if c.tune else 0)
-
-    @property
-    def protocol(self) -> dict[str, Any]:
-        return protocol_of(self.config, self.data, self.device)
+        return RunSpec(self.protocol, str(self.device))
 
     def header(self) -> RunHeader:
         strategies = {s.name: {**s.params(), "source": {"phase": s.source.phase_name, **s.source.params()}}
                       for s in self.strategies}
         strategies.update({s.name: None for s in self.skipped})
-        shots = list(self.config.shots)
+        shots = list(self.protocol.shots)
         if (self.out / "config.json").is_file():  # resuming: keep what earlier invocations ran
             old = read_header(self.out)
             strategies = {**old.strategies, **strategies}
             shots = sorted(set(old.shots) | set(shots))
-        scales = list(dict.fromkeys(self.config.budget_scale))
+        scales = list(self.protocol.budget_scales)
         matched = next((u.matched_flops / u.scale for u in self.plan.evaluations if u.matched_flops), None) \
             if self.config.match_compute else None
-        return RunHeader(harness_version=__version__, protocol=self.protocol, shots=shots,
+        return RunHeader(harness_version=__version__, protocol=self.protocol.header(), shots=shots,
                          dataset_description=self.data.description, novel_classes=len(self.data.novel.classes),
                          preset_budgets=dict(self.preset.source_images), budget_scales=scales,
                          matched_flops=matched, strategies=strategies,
@@ -120,6 +114,7 @@ class Run:
         return shlex.join(["python", "-m", "harness", "run", "--resume", str(self.out)])
 
     def execute(self, progress: Any) -> list[Record]:
+        """Write the header, then hand the units not finished already to the executor; the records of this run."""
         try:
             (self.out / "records").mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -130,58 +125,17 @@ class Run:
         atomic_write_json(self.out / "config.json", self.header().to_json())
         atomic_write_json(self.out / "environment.json", self.environment().to_json())
         spec = dataclasses.replace(self.spec, secret=run_secret(self.out), trials_dir=str(self.out / "tuning"))
-        session = Session(self.out, spec, self.data, self.cache, self.device, self.log, progress,
-                          self.config.fail_fast)
-        self.session = session
-        records: list[Record] = []
-        done = self.completed_units()
-        for unit in self.plan.evaluations:
-            if unit.id in done:
-                records.append(Record.from_json(read_json(self.path_of(unit))))
+        done = completed_units(self.out, self.plan, self.protocol)
         if done:
             names = sorted({u.strategy.name for u in self.plan.evaluations if u.id in done})
             self.log(f"already complete in {self.out}, skipped: {', '.join(names)}")
+        todo = self.plan.without(set(done))
+        self.session = RunSession(self.out, spec, self.data, self.cache, self.device, self.log, progress,
+                               self.config.fail_fast, Overall(todo, cached=self.cache.has))
         for s in self.skipped:
-            for shots in self.config.shots:
-                for scale in dict.fromkeys(self.config.budget_scale):
-                    record = dataclasses.replace(base_record(s, shots, self.spec, self.device, scale),
-                                                 status="skipped", reason=s.reason)
-                    write_record(self.out, record)
-                    records.append(record)
-        todo = self.plan.without(done)
-        session.overall = Overall(todo, cached=lambda key: self.cache.paths(key)[1].is_file())
-        self.executor.execute(todo, session)
-        return records + session.records
-
-    def path_of(self, unit: EvalUnit) -> Path:
-        return record_path(self.out, unit.strategy.name, unit.shots, unit.scale)
-
-    def completed_units(self) -> set[str]:
-        """Evaluation units with an ok record of the same hyperparameters and source model, and its predictions
-        file as written (a record from before predictions were kept counts without one)."""
-        done = set()
-        for unit in self.plan.evaluations:
-            path = self.path_of(unit)
-            if not path.is_file():
-                continue
-            try:
-                old = Record.from_json(read_json(path))
-            except UsageError:
-                continue
-            s = unit.strategy
-            tuning = old.tuning or {}
-            params = tuning.get("untuned", old.params)  # a tuned record: the hyperparameters it was tuned from
-            same_tuning = (tuning.get("trials"), tuning.get("episodes")) == \
-                ((self.config.tune, self.config.tune_episodes) if self.config.tune else (None, None))
-            if old.status == "ok" and params == s.params() and same_tuning and old.source_params == s.source.params() \
-                    and old.source_keys == list(unit.source_keys) and old.episodes == self.config.episodes \
-                    and (old.predictions is None or self._intact(old.predictions, old.predictions_sha256)):
-                done.add(unit.id)
-        return done
-
-    def _intact(self, relative: str, sha256: str | None) -> bool:
-        path = self.out / relative
-        return path.is_file() and digest(path.read_bytes()) == sha256
+            self.session.skip(s)
+        self.executor.execute(todo, self.session)
+        return list(done.values()) + self.session.records
 
 
 def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], None],
@@ -198,36 +152,31 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     strategies, skipped = resolve_strategies(config, tables)
     check_trials(config.tune, config.tune_episodes)
     get_dataset(config.dataset)  # a bad name or TOML file fails here, before anything is loaded
-    queries = 1 if wants_auto_queries(config) else config.queries  # auto: settled once the pool is known
-    for s in config.shots:  # the counts themselves, before loading anything
-        validate_protocol([10**9] * config.ways, config.ways, s, queries, config.episodes)
     if config.threads:
         torch.set_num_threads(config.threads)
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     data = load_data(config.dataset, config.source_dataset, config.data_dir, cache_dir, config.strict_leaks)
     data = settle_queries(config, data)  # config.queries: a number from here on
-    for s in config.shots:
-        validate_protocol(data.novel.class_sizes(), config.ways, s, config.queries, config.episodes)
     if config.tune:  # the validation pool (held out of the base pool when the dataset has none): before any key
         data = hold_out_validation(data)
-        for s in config.shots:
-            validate_validation(data, config.ways, s, config.queries, config.tune_episodes)
-    strategies, skipped = without_base_pool(strategies, skipped, data, config)
-    check_base_pool(strategies, data, config)
+    protocol = Protocol.of(config, data, device.type)
+    check_pools(protocol, data)
+    strategies, skipped = without_base_pool(strategies, skipped, data, config.all)
+    check_base_pool(strategies, data, protocol)
     preload(strategies)  # one fork server for the whole run's sealed processes
     out = Path(config.out) if config.out else default_out()
-    check_out(out, protocol_of(config, data, device))
+    check_out(out, protocol)
     threads = executor.unit_threads()
-    probe = flop_probe(data, device, config.ways, config.queries, config.seed, cache_dir,
-                       lambda phase, shots: source_key(phase, shots, 0, data, config, 0, device, threads))
-    budgets = Budgets(parse_budgets(config.budget, preset), list(dict.fromkeys(config.budget_scale)),
-                      config.match_compute, probe, config.backbone or "conv4")
-    seeds = replicate_seeds(config.seed, config.replicates)
-    units = plan(strategies, list(config.shots), budgets.scales, seeds, budgets,
-                 lambda s, shots, seed, images: source_key(s.source, shots, seed, data, config, images, device,
-                                                           threads))
-    return Run(config, strategies, skipped, data, preset, device, out, SourceCache(cache_dir, warn=log), units, log,
-               executor, command or ["python", "-m", "harness", *sys.argv[1:]])
+    probe = flop_probe(data, device, protocol.ways, protocol.queries, protocol.seed, cache_dir,
+                       lambda phase, shots: source_key(phase, shots, 0, data, protocol, 0, threads))
+    budgets = Budgets(parse_budgets(config.budget, preset), list(protocol.budget_scales), config.match_compute,
+                      probe, config.backbone or "conv4")
+    seeds = replicate_seeds(protocol.seed, protocol.replicates)
+    units = plan_units(strategies, list(protocol.shots), budgets.scales, seeds, budgets,
+                       lambda s, shots, seed, images: source_key(s.source, shots, seed, data, protocol, images,
+                                                                 threads))
+    return Run(config, strategies, skipped, data, preset, device, out, SourceCache(cache_dir, warn=log), units,
+               protocol, log, executor, command or ["python", "-m", "harness", *sys.argv[1:]])
 
 
 __all__ = ["SCHEMA_VERSION", "Run", "prepare"]

@@ -11,7 +11,7 @@ import dataclasses
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,9 @@ from harness.results import write_record
 from harness.schema import Record
 from harness.units import EvalUnit, SourceResult, SourceUnit
 from harness.work import RunSpec, base_record
+
+if TYPE_CHECKING:
+    from harness.resolve import Skipped
 
 
 class Interrupted(Exception):
@@ -37,9 +40,12 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:300]
 
 
-class Session:
+class RunSession:
+    """The driver's session of one run invocation; executors see it through
+    :class:`harness.executors.base.Session`."""
+
     def __init__(self, out: Path, spec: RunSpec, data: FewShotData, cache: SourceCache, device: torch.device,
-                 log: Callable[[str], None], progress: Any, fail_fast: bool = False):
+                 log: Callable[[str], None], progress: Any, fail_fast: bool = False, overall: Overall | None = None):
         self.out, self.spec, self.data, self.cache, self.device = out, spec, data, cache, device
         self.log, self.progress, self.fail_fast = log, progress, fail_fast
         self.stop_requested = False  # set by the first Ctrl-C; checked between units of work
@@ -47,13 +53,17 @@ class Session:
         self.completed: list[str] = []  # their labels, for the interruption message
         self.records: list[Record] = []
         self.trained: list[str] = []  # source keys trained (not loaded) in this invocation
-        self.overall: Overall | None = None  # the overall progress line (set by Run.execute)
+        self.overall = overall  # the overall progress line
 
     def check_stop(self) -> None:
         if self.stop_requested:
             raise Interrupted()
 
     # -- sources ------------------------------------------------------------------------------------
+    def claim(self, key: str) -> IO | None:
+        """The key's cache lock if no other run holds it now (``close()`` frees it), else None."""
+        return self.cache.try_lock(key)
+
     def lookup(self, key: str) -> SourceResult | None:
         return self.cache.load(key)
 
@@ -72,6 +82,16 @@ class Session:
             return result
 
     # -- records ------------------------------------------------------------------------------------
+    def skip(self, row: Skipped) -> None:
+        """The skipped rows of a strategy that cannot run here, with the reason, at every shots and scale."""
+        p = self.spec.protocol
+        for shots in p.shots:
+            for scale in p.budget_scales:
+                record = dataclasses.replace(base_record(row, shots, self.spec, self.device, scale), status="skipped",
+                                             reason=row.reason)
+                write_record(self.out, record)
+                self.records.append(record)
+
     def write(self, unit: EvalUnit, record: Record) -> None:
         write_record(self.out, record)
         self.records.append(record)

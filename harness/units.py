@@ -1,4 +1,4 @@
-"""Units of work are values: ``plan(...) -> [Unit]``.
+"""Units of work are values: ``plan_units(...) -> Plan`` (source and evaluation units).
 
 A :class:`SourceUnit` trains one source phase (one per distinct cache key: equal source phases of
 several rows are trained once; per shot setting where the phase is per-shots). An :class:`EvalUnit`
@@ -75,9 +75,6 @@ class Plan:
     sources: dict[str, SourceUnit] = field(default_factory=dict)
     evaluations: list[EvalUnit] = field(default_factory=list)
 
-    def units(self) -> list[Unit]:
-        return [*self.sources.values(), *self.evaluations]
-
     def dependents(self, key: str) -> list[EvalUnit]:
         return [e for e in self.evaluations if key in e.source_keys]
 
@@ -104,7 +101,7 @@ class Budget:
     matched_flops: float | None = None
 
 
-def plan(strategies: list[Strategy], shots: list[int], scales: list[float], seeds: list[int],
+def plan_units(strategies: list[Strategy], shots: list[int], scales: list[float], seeds: list[int],
          budget_of: Any, key_of: Any) -> Plan:
     """One evaluation unit per (strategy, shots, budget scale), needing one source model per training seed;
     one source unit per distinct cache key. ``budget_of(strategy, shots, scale)`` gives a :class:`Budget`,

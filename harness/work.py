@@ -42,6 +42,7 @@ from harness.flops import flops_per_image
 from harness.measure import Stopwatch, autocast, configure, device_name, synchronize
 from harness.phases import SourceData
 from harness.predictions import QueryPredictions, digest, summarise
+from harness.protocol import Protocol
 from harness.provenance import relative_file
 from harness.results import predictions_path, record_path
 from harness.schema import Record
@@ -55,21 +56,12 @@ ProgressFactory = Callable[[str, int, str], Any]
 
 @dataclass(frozen=True)
 class RunSpec:
-    """The run settings every unit needs (picklable)."""
+    """What every unit of a run needs (picklable): the protocol and where and how the units run."""
 
-    dataset: str
-    ways: int
-    queries: int
-    episodes: int
-    seed: int
+    protocol: Protocol
     device: str  # "cpu", "cuda", "cuda:1"
-    precision: str = "fp32"
-    deterministic: bool = True
-    quiet: bool = True
     secret: str = dataclasses.field(default="", repr=False)  # RUN_DIR/secret: episode seeds, never to a strategy
     threads: int = 0  # torch threads of the sealed processes (0: this process's count)
-    tune: int = 0  # --tune N (0: off): configurations per row (harness/tuning.py)
-    tune_episodes: int = 0  # --tune-episodes V
     trials_dir: str = ""  # where finished tuning trials are kept for a resume (RUN_DIR/tuning); "": not kept
 
 
@@ -88,13 +80,13 @@ def _no_bar(description: str, total: int, unit: str) -> _NoBar:
 class UnitContext:
     def __init__(self, spec: RunSpec, data: FewShotData, progress: ProgressFactory = _no_bar):
         self.spec, self.data, self.progress = spec, data, progress
-        configure(spec.deterministic)
+        configure(spec.protocol.deterministic)
         self.device = torch.device(spec.device)
         self.images = data.novel.nchw()  # uint8: sealed batches are cut from it
         self.base = BasePool(data.base.nchw(), data.base.labels, len(data.base.classes), data.mean, data.std)
         self._episodes: dict[int, EpisodeSet] = {}
         self._content: np.ndarray | None = None
-        validation = data.validation if spec.tune else None
+        validation = data.validation if spec.protocol.tune else None
         self.validation_images = None if validation is None else validation.nchw()
         self._validation: dict[int, EpisodeSet] = {}
 
@@ -102,22 +94,22 @@ class UnitContext:
         """``--tune``'s validation episodes: drawn like the scored ones from the validation pool, seeds from a secret
         of their own."""
         if shots not in self._validation:
-            s, pool = self.spec, self.data.validation
+            s, p, pool = self.spec, self.spec.protocol, self.data.validation
             if pool is None:
                 raise ValueError("--tune needs a validation pool (harness/datasets/base.py hold_out_validation)")
             secret = hashlib.sha256(f"{s.secret}|validation".encode()).hexdigest()[:32] if s.secret else ""
-            self._validation[shots] = EpisodeSet.draw(pool.labels, range(len(pool.classes)), s.ways, shots, s.queries,
-                                                      s.tune_episodes, s.seed, f"{self.data.fingerprint}|validation",
+            self._validation[shots] = EpisodeSet.draw(pool.labels, range(len(pool.classes)), p.ways, shots, p.queries,
+                                                      p.tune_episodes, p.seed, f"{self.data.fingerprint}|validation",
                                                       content_keys(pool.images), secret)
         return self._validation[shots]
 
     def episode_set(self, shots: int) -> EpisodeSet:
         if shots not in self._episodes:
-            s = self.spec
+            s, p = self.spec, self.spec.protocol
             if self._content is None:  # the order images are presented in (harness/episodes.py says why)
                 self._content = content_keys(self.data.novel.images)
             self._episodes[shots] = EpisodeSet.draw(self.data.novel.labels, range(len(self.data.novel.classes)),
-                                                    s.ways, shots, s.queries, s.episodes, s.seed,
+                                                    p.ways, shots, p.queries, p.episodes, p.seed,
                                                     self.data.fingerprint, self._content, s.secret)
         return self._episodes[shots]
 
@@ -126,12 +118,12 @@ class UnitContext:
         """A progress callback for a phase (with its fault-injection point), closed at the end."""
         bar = self.progress(description, total, unit)
 
-        def report(n: int) -> None:
+        def advance(n: int) -> None:
             bar(n)
             checkpoint(fault_point)
 
         try:
-            yield report
+            yield advance
         finally:
             bar.close()
 
@@ -157,8 +149,8 @@ class BasePool:
 class _Counter:
     """Counts the images a phase reports and notes when its first step ended (the warm-up)."""
 
-    def __init__(self, device: torch.device, report: Callable[[int], None]):
-        self.device, self.report = device, report
+    def __init__(self, device: torch.device, progress: Callable[[int], None]):
+        self.device, self.progress = device, progress
         self.processed, self.first_count, self.first_time = 0, 0, 0.0
 
     def __call__(self, n: int) -> None:
@@ -166,7 +158,7 @@ class _Counter:
             synchronize(self.device)
             self.first_time, self.first_count = time.perf_counter(), n
         self.processed += n
-        self.report(n)
+        self.progress(n)
 
 
 def _threads(spec: RunSpec) -> int:
@@ -180,7 +172,7 @@ def _unsecret(spec: RunSpec) -> RunSpec:
 
 def _enter(spec: RunSpec, threads: int) -> torch.device:
     """A sealed process's set-up: the run's determinism flags and thread count."""
-    configure(spec.deterministic)
+    configure(spec.protocol.deterministic)
     torch.set_num_threads(threads)
     return torch.device(spec.device)
 
@@ -192,18 +184,18 @@ def train_source(unit: SourceUnit, ctx: UnitContext) -> SourceResult:
                           [unit.strategy])
 
 
-def train_job(job: tuple[SourceUnit, RunSpec, int, BasePool], report: Callable[[int], None]) -> SourceResult:
+def train_job(job: tuple[SourceUnit, RunSpec, int, BasePool], progress: Callable[[int], None]) -> SourceResult:
     unit, spec, threads, base = job
     device = _enter(spec, threads)
     phase = unit.strategy.source
     labels = torch.from_numpy(base.labels).to(device) if phase.uses_labels else None
-    counter = _Counter(device, report)
+    counter = _Counter(device, progress)
     data = SourceData(torch.from_numpy(base.images).to(device), labels, base.classes, device,
-                      unit.seed, counter, ways=spec.ways, shots=unit.shots, queries=spec.queries,
+                      unit.seed, counter, ways=spec.protocol.ways, shots=unit.shots, queries=spec.protocol.queries,
                       mean=base.mean, std=base.std, metrics={})
-    with autocast(device, spec.precision):
+    with autocast(device, spec.protocol.precision):
         per_image, method = unit.flops_per_image or flops_per_image(phase, data)
-    with Stopwatch(device) as watch, autocast(device, spec.precision):
+    with Stopwatch(device) as watch, autocast(device, spec.protocol.precision):
         model = phase.train(data, unit.budget_images)
         synchronize(device)  # the queued device work belongs to the steady-state time
         end = time.perf_counter()
@@ -214,7 +206,7 @@ def train_job(job: tuple[SourceUnit, RunSpec, int, BasePool], report: Callable[[
     measurements = {"phase": phase.phase_name, "params": phase.params(), "budget_images": unit.budget_images,
                     "images_processed": counter.processed, "seconds": watch.seconds,
                     "images_per_second": per_second, "peak_memory_mb": watch.peak_memory_mb,
-                    "device": phase.runs_on(device), "precision": spec.precision, "seed": unit.seed,
+                    "device": phase.runs_on(device), "precision": spec.protocol.precision, "seed": unit.seed,
                     "flops": per_image * counter.processed, "flops_method": method, "metrics": data.metrics}
     return SourceResult(unit.key, phase.spec(model), state, measurements)
 
@@ -228,8 +220,9 @@ def load_model(strategy: Any, result: SourceResult, device: torch.device) -> tor
 def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device, scale: float = 1.0,
                 matched_flops: float | None = None) -> Record:
     """The fields of a record that do not depend on running it (also those of failed and skipped rows)."""
-    record = Record(strategy=strategy.name, family=strategy.family, shots=shots, ways=spec.ways,
-                    queries=spec.queries, episodes=spec.episodes, dataset=spec.dataset, seed=spec.seed,
+    p = spec.protocol
+    record = Record(strategy=strategy.name, family=strategy.family, shots=shots, ways=p.ways,
+                    queries=p.queries, episodes=p.episodes, dataset=p.dataset, seed=p.seed,
                     budget_scale=scale, matched_flops=matched_flops, device=device_name(device),
                     torch_version=torch.__version__)
     if hasattr(strategy, "source"):  # a Strategy (a skipped row may only have its name and family)
@@ -278,7 +271,7 @@ def first_episode(batch: SealedBatch) -> SealedBatch:
                        position[batch.query[:1]], batch.seeds[:1], batch.ways, features)
 
 
-def adapt_job(job: AdaptJob, report: Callable[[int], None]) -> tuple[list, float, float, float | None]:
+def adapt_job(job: AdaptJob, progress: Callable[[int], None]) -> tuple[list, float, float, float | None]:
     """In a sealed process: (outputs, seconds, peak memory MB, FLOPs or None). A check episode (``timed`` off)
     is adapted once, untimed; a batch first adapts its first episode alone, untimed (the process's start-up
     costs: lazy initialisation, first kernels), then the whole batch, timed. A batch of one episode (each
@@ -295,7 +288,7 @@ def adapt_job(job: AdaptJob, report: Callable[[int], None]) -> tuple[list, float
     if len(job.batch.seeds) > 1:  # a batch of one episode (a small pool's round) is timed without the warm-up
         job.strategy.run_episodes(model, first_episode(job.batch).tasks(device, job.mean, job.std))
     with Stopwatch(device) as watch:
-        outputs = job.strategy.run_episodes(model, tasks, report)
+        outputs = job.strategy.run_episodes(model, tasks, progress)
     return [_cpu(o) for o in outputs], watch.seconds, watch.peak_memory_mb, None
 
 
@@ -317,7 +310,7 @@ class FeaturesJob:
 FEATURES_WARM_UP = 64
 
 
-def features_job(job: FeaturesJob, report: Callable[[int], None]) -> tuple[torch.Tensor | None, float, float]:
+def features_job(job: FeaturesJob, progress: Callable[[int], None]) -> tuple[torch.Tensor | None, float, float]:
     """In a sealed process: (the frozen features of every image, or None; seconds; peak memory MB)."""
     from harness.augment import to_float
 
@@ -462,7 +455,7 @@ def tune(unit: EvalUnit, ctx: UnitContext, source: SourceResult) -> tuple[Any, d
     fingerprint = validation.episode_set.fingerprint()
     draw = secret_random(spec.secret, "tuning", strategy.name, unit.shots, unit.scale, unit.matched_flops)
     tried: list[dict[str, Any]] = []
-    configs = configurations(strategy.adapter, spec.tune, spec.seed)
+    configs = configurations(strategy.adapter, spec.protocol.tune, spec.protocol.seed)
     with ctx.bar(f"{unit.label} tuning", n * len(configs), "ep", "tuning-episode") as progress:
         for i, params in enumerate(configs):
             candidate = with_params(strategy, params)
@@ -486,7 +479,7 @@ def tune(unit: EvalUnit, ctx: UnitContext, source: SourceResult) -> tuple[Any, d
     chosen = best(tried)
     flops = [t["flops"] for t in tried]
     pool = ctx.data.validation
-    tuning = {"trials": spec.tune, "episodes": n, "pool": ctx.data.validation_note or (
+    tuning = {"trials": spec.protocol.tune, "episodes": n, "pool": ctx.data.validation_note or (
                   f"{len(pool.classes)} validation classes: {', '.join(pool.classes)}" if pool else ""),
               "validation_fingerprint": fingerprint, "replicate_seed": source.measurements.get("seed"),
               "space": {k: s.describe() for k, s in search_space(strategy.adapter).items()},
@@ -528,7 +521,7 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
     a fresh process (its episodes in a secret order); one record with per-replicate and averaged results. With
     ``--tune``, first the configuration to score (:func:`tune`)."""
     strategy, tuning, tuning_seconds, tuning_flops = unit.strategy, None, None, None
-    if ctx.spec.tune:
+    if ctx.spec.protocol.tune:
         strategy, tuning, tuning_seconds, tuning_flops = tune(unit, ctx, sources[0])
     episode_set = ctx.episode_set(unit.shots)
     n_episodes = len(episode_set.episodes)
@@ -591,7 +584,8 @@ def evaluate(unit: EvalUnit, ctx: UnitContext, sources: list[SourceResult]) -> R
         source_peak_memory_mb=max(m["peak_memory_mb"] for m in ms), source_device=ms[0]["device"],
         source_cached=all(s.cached for s in sources), source_metrics=ms[0].get("metrics", {}),
         episode_seconds=seconds, ms_per_episode=1000 * seconds / n, episode_flops=episode_flops,
-        query_images_per_second=n * spec.ways * spec.queries / max(seconds, 1e-9), episode_peak_memory_mb=peak,
+        query_images_per_second=n * spec.protocol.ways * spec.protocol.queries / max(seconds, 1e-9),
+        episode_peak_memory_mb=peak,
         sealed_batches=len(rounds), independence_check=check, seal_seconds=max(wall - seconds, 0.0),
         tuning=tuning, tuning_seconds=tuning_seconds, tuning_flops=tuning_flops,
         device=strategy.adapter.runs_on(ctx.device), scores_as=getattr(strategy.adapter, "scores_as", "logits"),

@@ -31,7 +31,6 @@ from strategies.pretraining import SgdPretraining, channels_last
 class AdversarialPretraining(SgdPretraining):
     """Adversarial pretraining: supervised training on L-infinity PGD examples (pixel units)."""
 
-    family = "adversarial"
     budget_group = "adversarial"
 
     epsilon: float = PGD.epsilon

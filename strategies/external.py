@@ -99,7 +99,6 @@ def index_of(name: str, names: list[str], what: str, path: Path) -> int:
 class ExternalModel(Pretrainer):
     """A model pretrained elsewhere, loaded from a file (nothing is trained here)."""
 
-    family = "external"
     any_backbone = False  # the file brings its own network
     precisions = ("fp32",)
     trains = False  # loads the file: 0 images processed, no FLOPs

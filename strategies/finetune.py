@@ -29,7 +29,7 @@ from harness.phases import Adapter, Pretrainer, Progress, no_progress
 from harness.tuning import tunable
 from strategies.features import embed
 from strategies.pgd import RobustEval, episode_uniform, pgd_attack
-from strategies.probe import fit_probe
+from strategies.probe import ProbeSettings, fit_probe
 
 
 def adam_step(params: dict, grads: dict, state: dict, step: int, lrs: dict[str, float], weight_decay: float,
@@ -59,7 +59,7 @@ class FinetuneSettings:
     head_lr: float = tunable(1e-3, 1e-4, 1e-1, log=True)
     weight_decay: float = 1e-4
     head_init: Literal["probe", "random"] = "probe"  # probe: LP-FT (Kumar et al. 2022)
-    probe_C: float = 10.0  # the probe's inverse L2 strength when head_init = "probe"
+    probe_C: float = ProbeSettings.C  # the probe's inverse L2 strength when head_init = "probe" (the probe's default)
     episode_batch: int = 50  # episodes trained at once: memory vs speed (results equal up to rounding)
 
     framework = ""  # shown before the description ("Keras ")
@@ -106,7 +106,7 @@ class PartialFinetune(FinetuneSettings, Adapter, RobustEval):
                     feats = tail(support.flatten(0, 1)).view(batch, support.shape[1], -1)
                 # each episode's probe is solved on its own (strategies/logistic.py): Adam's first steps from the
                 # optimum follow the sign of the leftover gradient, which so depends on the episode alone
-                w, b = fit_probe(feats, labels, ways, self.probe_C, 100, 1e-6)
+                w, b = fit_probe(feats, labels, ways, self.probe_C, ProbeSettings.max_iter, ProbeSettings.tolerance)
             else:  # the head's initialisation depends on the episode's seed only
                 heads = []
                 for seed in seeds:

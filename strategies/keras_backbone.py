@@ -67,10 +67,8 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from harness.augment import check_augment  # noqa: E402
-from harness.errors import UsageError  # noqa: E402
 from harness.phases import Pretrainer, SourceData  # noqa: E402
-from strategies.pretraining import lr_at, minibatches  # noqa: E402
+from strategies.pretraining import SgdSettings, lr_at, minibatches  # noqa: E402
 
 
 def configure_gpus() -> None:
@@ -203,19 +201,15 @@ def nhwc(images: torch.Tensor) -> np.ndarray:
 
 
 @dataclass
-class KerasSupervisedPretraining(Pretrainer):
-    """Supervised pretraining in TensorFlow/Keras: cross-entropy on the base classes, crop+flip."""
+class KerasSupervisedPretraining(SgdSettings, Pretrainer):
+    """Supervised pretraining in TensorFlow/Keras: cross-entropy on the base classes, crop+flip; the PyTorch phases'
+    SGD settings (strategies/pretraining.py SgdSettings)."""
 
     any_backbone = False  # the Keras Conv-4 only
     precisions = ("fp32",)
 
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
     label_smoothing: float = 0.0
     jit_compile: bool = False  # XLA for the training step
-    augment: str = "crop+flip"  # base-image augmentation: "crop+flip" or "none" (as the PyTorch phases)
 
     def versions(self) -> dict[str, str]:
         return {"tensorflow": tf.__version__, "keras": keras.__version__}
@@ -227,11 +221,7 @@ class KerasSupervisedPretraining(Pretrainer):
         return {"framework": f"TensorFlow {tf.__version__}", "source XLA": self.jit_compile}
 
     def check(self) -> None:  # the Keras Conv-4 is not a registered backbone: Strategy.check names the limit
-        check_augment(self.phase_name, self.augment)
-        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise UsageError(f"{self.phase_name}: need source.batch_size >= 1, source.lr > 0, 0 <= source.momentum < 1 "
-                             f"and source.weight_decay >= 0 (got {self.batch_size}, {self.lr:g}, {self.momentum:g}, "
-                             f"{self.weight_decay:g})")
+        self.check_sgd(self.phase_name)
 
     def runs_on(self, device: torch.device) -> str:
         return tensorflow_device()

@@ -227,7 +227,7 @@ def initial_heads(init: str, feats: np.ndarray | None, support: np.ndarray, labe
     probe on the features (LP-FT; the PyTorch twin's tolerance); "random": nn.Linear's initialisation drawn
     from the episode's seed (as the twin draws it)."""
     if init == "probe":
-        w, b = fit_probe(feats[support], labels, ways, C, 100, 1e-6)
+        w, b = fit_probe(feats[support], labels, ways, C, ProbeSettings.max_iter, ProbeSettings.tolerance)
         return list(zip(w.numpy().astype(np.float32), b.numpy().astype(np.float32), strict=True))
     heads = []
     for seed in seeds:

@@ -50,10 +50,9 @@ def check_bn_mode(mode: str) -> None:
 
 @dataclass
 class MetaTraining(Pretrainer):
-    """Shared by the meta-learning source phases: family, budget group, the base-task augmentation and the checks
+    """Shared by the meta-learning source phases: the budget group, the base-task augmentation and the checks
     of their fields."""
 
-    family = "meta-learning"
     budget_group = "meta"
 
     augment: str = "crop+flip"  # of the base tasks' support and query images: "crop+flip" or "none"

@@ -37,7 +37,6 @@ class Pixels(Backbone):
 class RawPixels(Pretrainer):
     """No source phase: the raw normalised pixels are the features (a no-transfer baseline)."""
 
-    family = "no-transfer"
     any_backbone = False  # no network at all
     trains = False  # nothing is trained: 0 images processed, no FLOPs
     precisions = ("fp32", "bf16")

@@ -46,8 +46,9 @@ def minibatches(n: int, batch_size: int, steps: int, generator: torch.Generator,
 
 
 @dataclass
-class SgdPretraining(Pretrainer):
-    """A source phase trained with SGD on minibatches of base images; subclasses define the loss."""
+class SgdSettings:
+    """SGD with Nesterov momentum on minibatches of base images, crop+flip augmented: the settings (and their check)
+    of every SGD source phase, the PyTorch ones below and the Keras one (strategies/keras_backbone.py)."""
 
     lr: float = 0.05
     momentum: float = 0.9
@@ -55,13 +56,21 @@ class SgdPretraining(Pretrainer):
     batch_size: int = 128
     augment: str = "crop+flip"  # base-image augmentation: "crop+flip" or "none" (harness/augment.py crop_flip)
 
-    def check(self) -> None:
-        super().check()
-        check_augment(self.phase_name, self.augment)
+    def check_sgd(self, phase_name: str) -> None:
+        check_augment(phase_name, self.augment)
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise UsageError(f"{self.phase_name}: need source.batch_size >= 1, source.lr > 0, 0 <= source.momentum < 1 "
+            raise UsageError(f"{phase_name}: need source.batch_size >= 1, source.lr > 0, 0 <= source.momentum < 1 "
                              f"and source.weight_decay >= 0 (got {self.batch_size}, {self.lr:g}, {self.momentum:g}, "
                              f"{self.weight_decay:g})")
+
+
+@dataclass
+class SgdPretraining(SgdSettings, Pretrainer):
+    """A source phase trained with SGD on minibatches of base images; subclasses define the loss."""
+
+    def check(self) -> None:
+        super().check()
+        self.check_sgd(self.phase_name)
 
     def passes_per_image(self) -> int:
         """Forward+backward passes of the backbone per base image drawn (views, rotations, attack steps)."""

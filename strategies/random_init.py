@@ -21,7 +21,6 @@ from harness.phases import Pretrainer, SourceData
 class RandomInit(Pretrainer):
     """No source phase: a randomly initialised backbone, frozen (a no-transfer baseline)."""
 
-    family = "no-transfer"
     trains = False  # nothing is trained: 0 images processed, no FLOPs
 
     def describe(self) -> str:

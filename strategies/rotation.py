@@ -34,7 +34,6 @@ def rotate_batch(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class RotationPretraining(SgdPretraining):
     """Self-supervised rotation prediction: which of four rotations was applied (no base labels)."""
 
-    family = "self-supervised"
     budget_group = "ssl"
     uses_labels = False
 

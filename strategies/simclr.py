@@ -51,7 +51,6 @@ class ContrastiveModel(nn.Module):
 class SimclrPretraining(SgdPretraining):
     """SimCLR contrastive pretraining: NT-Xent between two augmented views (no base labels)."""
 
-    family = "self-supervised"
     budget_group = "ssl"
     uses_labels = False
 

@@ -1,6 +1,6 @@
-"""Executors run a plan's units of work (harness/units.py) and hand each result to the driver's
-:class:`harness.session.Session`, which writes records and caches. Registered lazily; a third-party
-executor registers through the ``harness.executors`` entry-point group.
+"""Executors run a plan's units of work (harness/units.py) and hand each result to the driver's session
+(:class:`harness.executors.base.Session`, harness/session.py), which writes records and caches. Registered
+lazily; a third-party executor registers through the ``harness.executors`` entry-point group.
 
 - ``local``: this process, one unit at a time, each source phase just before its first evaluation.
 - ``ray``: Ray tasks across the GPUs and machines of a Ray cluster (``pip install -e ".[ray]"``).

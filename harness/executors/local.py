@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 from harness.errors import UsageError
-from harness.executors.base import Executor
+from harness.executors.base import Executor, Session
 from harness.units import EvalUnit, Plan, SourceResult
 from harness.work import UnitContext, run_unit
 
@@ -25,7 +24,7 @@ class LocalExecutor(Executor):
         """The order evaluation units run in. Override (e.g. reversed, for the order-independence test)."""
         return list(evaluations)
 
-    def execute(self, plan: Plan, session: Any) -> None:
+    def execute(self, plan: Plan, session: Session) -> None:
         ctx = UnitContext(session.spec, session.data, session.progress)
         results: dict[str, SourceResult] = {}
         failed: set[str] = set()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import math
 import os
@@ -35,7 +34,7 @@ import numpy as np
 import ray
 
 from harness.errors import UsageError
-from harness.executors.base import Executor
+from harness.executors.base import Executor, Session
 from harness.executors.local import CONTROL
 from harness.session import one_line
 from harness.units import EvalUnit, Plan, SourceUnit
@@ -102,7 +101,7 @@ def _task(unit: SourceUnit | EvalUnit, spec: Any, data_box: list, threads: int, 
         return _failure(e)
 
 
-def probe(address: str, timeout: float = 5.0) -> None:
+def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast on an unreachable address (Ray itself retries one for minutes)."""
     host, sep, port = address.split("://", 1)[-1].rpartition(":")
     if not (sep and host and port.isdigit()):
@@ -123,25 +122,12 @@ def connect(address: str | None) -> bool:
     if address == "local":
         options["include_dashboard"] = False
     elif address != "auto":
-        probe(address)
+        check_reachable(address)
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UsageError(f"cannot connect to the Ray cluster at {address} ({one_line(e)}); {HINT}") from None
     return True
-
-
-def try_lock(cache: Any, key: str) -> IO | None:
-    """The key's cache lock (the file :meth:`SourceCache.lock` locks) if free now, else None; close() frees it."""
-    path = cache.root / f"{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a")  # held across tasks: closing it frees the lock
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
 
 
 class RayExecutor(Executor):
@@ -185,7 +171,7 @@ class RayExecutor(Executor):
             ray.shutdown()
             self.started = False
 
-    def execute(self, plan: Plan, session: Any) -> None:
+    def execute(self, plan: Plan, session: Session) -> None:
         if self.gpus is None:
             self.check()
         try:
@@ -197,7 +183,7 @@ class RayExecutor(Executor):
 class _Driver:
     """One execution: the tasks in flight, the source models by key, the locks held."""
 
-    def __init__(self, executor: RayExecutor, plan: Plan, session: Any):
+    def __init__(self, executor: RayExecutor, plan: Plan, session: Session):
         c = executor.config
         self.plan, self.session = plan, session
         self.evals = [e for e in plan.evaluations if e.id not in session.finished]
@@ -244,7 +230,7 @@ class _Driver:
 
     def claim(self, key: str) -> None:
         """Load ``key`` from the cache, or start training it under its lock; wait while another run holds it."""
-        lock = try_lock(self.session.cache, key)
+        lock = self.session.claim(key)
         if lock is None:
             if key not in self.waiting:
                 self.waiting.append(key)

@@ -211,14 +211,15 @@ def test_a_changed_budget_or_augment_changes_the_source_cache_key():
     import dataclasses
     from types import SimpleNamespace
 
+    from protocols import protocol
+
     from harness.resolve import source_key
-    from harness.runconfig import RunConfig
     from strategies.maml import MamlMetaTraining
 
-    phase, data, config, cpu = MamlMetaTraining(), SimpleNamespace(fingerprint="fp"), RunConfig(), torch.device("cpu")
+    phase, data = MamlMetaTraining(), SimpleNamespace(fingerprint="fp")
 
     def key(p, images):
-        return source_key(p, 1, 0, data, config, images, cpu)
+        return source_key(p, 1, 0, data, protocol(), images)
 
     key(phase, 20_000)  # the first call imports what the code hash covers
     assert key(phase, 20_000) == key(MamlMetaTraining(), 20_000)

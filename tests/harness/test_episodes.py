@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from protocols import protocol
 
 from harness.episodes import EpisodeSet, Task, TaskBatch, validate_protocol
 from harness.errors import UsageError
@@ -191,7 +192,7 @@ def test_a_sealed_process_warms_up_only_where_it_has_another_episode(episodes, t
     pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
     batch = EpisodeSet.draw(LABELS, CLASSES, 5, 1, 3, episodes, 0).sealed(pixels)
     strategy = Strategy("counting", RawPixels(), CountingAdapter())
-    spec = RunSpec("test", 5, 3, episodes, 0, "cpu")
+    spec = RunSpec(protocol(queries=3, episodes=episodes), "cpu")
     CountingAdapter.calls.clear()
     threads = torch.get_num_threads()  # adapt_job sets them in its (here: this) process: keep this session's
     outputs, seconds, _, _ = adapt_job(AdaptJob(strategy, SourceResult("k", {"image_size": 2}, {}, {}), batch, spec,

@@ -113,12 +113,11 @@ def test_unreachable_cluster_exits_2_fast_with_a_hint(imagefolder_dir, tmp_path)
 
 def test_the_driver_takes_the_same_cache_lock_as_a_local_run(tmp_path):
     from harness.cache import SourceCache
-    from harness.executors.ray_executor import try_lock
 
-    cache = SourceCache(tmp_path)
+    cache = SourceCache(tmp_path)  # the Ray driver claims a key through the session: SourceCache.try_lock
     with cache.lock("key"):
-        assert try_lock(cache, "key") is None  # another run trains it: the Ray driver waits, then loads
-    lock = try_lock(cache, "key")
+        assert cache.try_lock("key") is None  # another run trains it: the Ray driver waits, then loads
+    lock = cache.try_lock("key")
     assert lock is not None
     lock.close()
 

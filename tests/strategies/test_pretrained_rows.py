@@ -14,6 +14,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from protocols import protocol
 from synthetic import make_images
 
 from harness import registry
@@ -145,8 +146,7 @@ def test_the_cache_key_covers_the_file_content_and_a_given_hash_pins_it(files, t
         phase = get_row("torch-pretrained").build().source
         phase = dataclasses.replace(phase, model=str(path))
         phase.check()
-        keys.append(source_key(phase, None, 0, types.SimpleNamespace(fingerprint="data"), RunConfig(), 1,
-                               torch.device("cpu")))
+        keys.append(source_key(phase, None, 0, types.SimpleNamespace(fingerprint="data"), protocol(), 1))
     assert keys[0] != keys[1] and keys[0] == keys[2]
     argv = run_args(["torch-pretrained"], imagefolder_dir, tmp_path) + [
         "--set", f"torch-pretrained.source.model={copy_a}", "--set", "torch-pretrained.source.sha256=0123abcd"]
