@@ -83,7 +83,8 @@ class Pretrainer(ABC):
     #: False for self-supervised phases: the harness then passes labels=None
     uses_labels: ClassVar[bool] = True
     #: True for phases trained per shot setting (episodic meta-training with the evaluation's ways and
-    #: shots): the harness then trains and caches one model per shots value and sets SourceData.shots
+    #: shots): they have a field ``shots`` (None: each evaluation's; strategies/meta_common.py PerShots), which the
+    #: planner sets to each evaluation's shots, so one model per shots value is trained and cached
     per_shots: ClassVar[bool] = False
     #: True when the model depends on the evaluation's ways (an episodic ways-way head)
     uses_ways: ClassVar[bool] = False

@@ -35,7 +35,6 @@ class SourceUnit:
     strategy: Strategy  # the first row that uses it (its source phase is what is trained)
     budget_images: int
     seed: int  # training seed
-    shots: int | None  # the evaluation's shots, for per-shots phases
     users: tuple[str, ...] = ()  # every row that uses it (for progress lines)
     flops_per_image: tuple[float, str] | None = None  # measured already (for its FLOP budget), with how
 
@@ -45,7 +44,8 @@ class SourceUnit:
 
     @property
     def label(self) -> str:
-        return f"{self.strategy.source.phase_name}" + (f" ({self.shots}-shot)" if self.shots else "")
+        source = self.strategy.source
+        return source.phase_name + (f" ({source.shots}-shot)" if type(source).per_shots and source.shots else "")
 
 
 @dataclass(frozen=True)
@@ -101,15 +101,26 @@ class Budget:
     matched_flops: float | None = None
 
 
+def for_shots(strategy: Strategy, shots: int) -> tuple[Strategy, int | None]:
+    """The row as it runs at ``shots``: a per-shots source phase (``Pretrainer.per_shots``) gets its ``shots`` field
+    set to the evaluation's unless given; (the row, the shots its source phase trains for, or None)."""
+    source = strategy.source
+    if not type(source).per_shots:
+        return strategy, None
+    trained = source.shots if source.shots is not None else shots
+    return dataclasses.replace(strategy, source=dataclasses.replace(source, shots=trained)), trained
+
+
 def plan_units(strategies: list[Strategy], shots: list[int], scales: list[float], seeds: list[int],
-         budget_of: Any, key_of: Any) -> Plan:
+               budget_of: Any, key_of: Any) -> Plan:
     """One evaluation unit per (strategy, shots, budget scale), needing one source model per training seed;
-    one source unit per distinct cache key. ``budget_of(strategy, shots, scale)`` gives a :class:`Budget`,
+    one source unit per distinct cache key. A per-shots source phase runs with its ``shots`` set (:func:`for_shots`),
+    in both units. ``budget_of(strategy, shots, scale)`` gives a :class:`Budget`,
     ``key_of(strategy, shots, seed, budget_images)`` the cache key."""
     result = Plan()
-    for strategy in strategies:
+    for row in strategies:
         for s in shots:
-            phase_shots = s if type(strategy.source).per_shots else None
+            strategy, phase_shots = for_shots(row, s)
             for scale in scales:
                 budget = budget_of(strategy, phase_shots, scale)
                 keys = []
@@ -117,8 +128,8 @@ def plan_units(strategies: list[Strategy], shots: list[int], scales: list[float]
                     key = key_of(strategy, phase_shots, seed, budget.images)
                     unit = result.sources.get(key)
                     if unit is None:
-                        result.sources[key] = SourceUnit(key, strategy, budget.images, seed, phase_shots,
-                                                         (strategy.name,), budget.flops_per_image)
+                        result.sources[key] = SourceUnit(key, strategy, budget.images, seed, (strategy.name,),
+                                                         budget.flops_per_image)
                     elif strategy.name not in unit.users:
                         result.sources[key] = dataclasses.replace(unit, users=(*unit.users, strategy.name))
                     keys.append(key)

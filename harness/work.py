@@ -191,7 +191,7 @@ def train_job(job: tuple[SourceUnit, RunSpec, int, BasePool], progress: Callable
     labels = torch.from_numpy(base.labels).to(device) if phase.uses_labels else None
     counter = _Counter(device, progress)
     data = SourceData(torch.from_numpy(base.images).to(device), labels, base.classes, device,
-                      unit.seed, counter, ways=spec.protocol.ways, shots=unit.shots, queries=spec.protocol.queries,
+                      unit.seed, counter, ways=spec.protocol.ways, queries=spec.protocol.queries,
                       mean=base.mean, std=base.std, metrics={})
     with autocast(device, spec.protocol.precision):
         per_image, method = unit.flops_per_image or flops_per_image(phase, data)

@@ -36,12 +36,12 @@ from strategies.meta_common import (
     InnerLoop,
     MetaTraining,
     Params,
+    PerShots,
     episode_stream,
     make_forward,
     predict,
     sgd_adapt,
     sgd_adapt_batched,
-    train_shots,
     use_batched,
 )
 
@@ -75,10 +75,9 @@ def batched_meta_gradients(params: Params, tasks: Sequence[tuple[torch.Tensor, .
 
 
 @dataclass
-class MamlMetaTraining(MetaTraining):
+class MamlMetaTraining(PerShots, MetaTraining):
     """MAML meta-training: episodic, SGD inner loop, a ways-way head."""
 
-    per_shots = True
     uses_ways = True
 
     first_order: bool = False
@@ -99,16 +98,13 @@ class MamlMetaTraining(MetaTraining):
         return {"bn_mode": self.bn_mode, "order": "first" if self.first_order else "second",
                 "inner_steps_train": self.inner_steps, "inner_lr": self.inner_lr}
 
-    def episode_images(self, shots: int, queries: int) -> int:
-        return shots + queries
-
     def task_cost(self, ways: int, shots: int, queries: int) -> int:
         """Images through a forward+backward pass per meta-training task (see the module docstring)."""
         return ways * shots * self.inner_steps * (1 if self.first_order else 2) + ways * queries
 
     def train(self, data: SourceData, budget_images: int) -> nn.Module:
         torch.manual_seed(data.seed)
-        shots = train_shots(data)
+        shots = self.train_shots()
         model = self.build_backbone(data.ways, data, width=self.width).to(data.device)
         params = dict(model.named_parameters())
         batched = use_batched(self.batched, data.device)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -325,6 +325,24 @@ def episode_stream(data: SourceData, shots: int, queries: int, prefetch: int = 3
             yield xe[:n], ye[:n], xe[n:], ye[n:]
 
 
-def train_shots(data: SourceData, default: int = 1) -> int:
-    """The shots of the evaluation (per_shots phases); ``default`` when called outside the harness."""
-    return data.shots if data.shots is not None else default
+@dataclass
+class PerShots:
+    """A source phase trained for one shot setting (episodic meta-training on base tasks with the evaluation's ways
+    and shots): ``shots`` None means each evaluation's, and the harness then trains and caches one model per shot
+    setting with ``shots`` set (harness/units.py); a number trains one model for every evaluation."""
+
+    per_shots: ClassVar[bool] = True
+
+    shots: int | None = None
+
+    def check(self) -> None:
+        super().check()  # the pretrainer's (MRO: PerShots comes before it)
+        if self.shots is not None and self.shots < 1:
+            raise UsageError(f"source.shots must be 1 or more, or None for each evaluation's shots; got {self.shots}")
+
+    def train_shots(self) -> int:
+        """The shots of the base tasks (1 when called outside the harness without ``shots``)."""
+        return self.shots if self.shots is not None else 1
+
+    def episode_images(self, shots: int, queries: int) -> int:
+        return (self.shots or shots) + queries

@@ -26,10 +26,10 @@ from strategies.features import embed
 from strategies.meta_common import (
     BnMode,
     MetaTraining,
+    PerShots,
     episode_stream,
     make_forward,
     params_of,
-    train_shots,
 )
 
 
@@ -42,10 +42,8 @@ def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.T
 
 
 @dataclass
-class ProtonetTraining(MetaTraining):
+class ProtonetTraining(PerShots, MetaTraining):
     """Prototypical-network training: episodic, nearest class mean, no head."""
-
-    per_shots = True
 
     lr: float = 1e-3
     bn_mode: BnMode = "inductive"
@@ -56,12 +54,9 @@ class ProtonetTraining(MetaTraining):
     def settings(self) -> dict:
         return {"bn_mode": self.bn_mode}
 
-    def episode_images(self, shots: int, queries: int) -> int:
-        return shots + queries
-
     def train(self, data: SourceData, budget_images: int) -> nn.Module:
         torch.manual_seed(data.seed)
-        shots = train_shots(data)
+        shots = self.train_shots()
         model = self.build_backbone(0, data).to(data.device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         per_episode = data.ways * (shots + data.queries)

@@ -31,7 +31,7 @@ def test_clock_format():
 
 
 def test_time_left_from_measured_rates_and_wall_time_per_strategy():
-    sources = {k: SourceUnit(key=k, strategy=None, budget_images=n, seed=0, shots=None)
+    sources = {k: SourceUnit(key=k, strategy=None, budget_images=n, seed=0)
                for k, n in [("a", 1000), ("b", 3000), ("c", 500)]}
     units = [unit("one", ("a",)), unit("two", ("a",)), unit("three", ("b",)), unit("four", ("c",))]
     now = Clock()

@@ -52,7 +52,8 @@ def test_what_a_resume_may_add_is_not_part_of_the_check(tmp_path):
 
 
 def test_a_header_from_before_the_backbone_was_in_the_protocol_reads_it_from_the_run_settings(tmp_path):
-    old = write_header(tmp_path / "old", protocol(backbone="resnet12"), run={"backbone": "resnet12"}, drop=("backbone",))
+    old = write_header(tmp_path / "old", protocol(backbone="resnet12"), run={"backbone": "resnet12"},
+                       drop=("backbone",))
     check_out(old, protocol(backbone="resnet12"))
     with pytest.raises(UsageError, match="different backbone"):
         check_out(old, protocol())

@@ -134,13 +134,13 @@ def test_every_phase_counts_images_through_forward_and_backward_passes():
     # (phase, images through forward+backward passes per step) -> ceil(100 / per step) steps are run
     cases = [(SupervisedPretraining(batch_size=16), 16), (RotationPretraining(batch_size=16), 64),
              (SimclrPretraining(batch_size=16), 32), (AdversarialPretraining(batch_size=16, steps=2), 48),
-             (MamlMetaTraining(width=4, inner_steps=2, meta_batch=2), 2 * (5 * 1 * 2 * 2 + 5 * 3)),
+             (MamlMetaTraining(width=4, inner_steps=2, meta_batch=2, shots=2), 2 * (5 * 2 * 2 * 2 + 5 * 3)),
              (MamlMetaTraining(width=4, inner_steps=2, meta_batch=2, first_order=True), 2 * (5 * 1 * 2 + 5 * 3)),
-             (ProtonetTraining(), 5 * (1 + 3)), (ReptileMetaTraining(inner_steps=2, inner_batch=5, meta_batch=2,
+             (ProtonetTraining(shots=1), 5 * (1 + 3)), (ReptileMetaTraining(inner_steps=2, inner_batch=5, meta_batch=2,
                                                                      train_shots=3), 2 * 2 * 5)]
     for phase, per_step in cases:
         steps = -(-100 // per_step)
-        assert counted(phase, 100, shots=1, queries=3) == steps * per_step, type(phase).__name__
+        assert counted(phase, 100, queries=3) == steps * per_step, type(phase).__name__
 
 
 @dataclass

@@ -18,6 +18,7 @@ from harness.episodes import EpisodeSet
 from harness.phases import SourceData, Strategy, Unsupported
 from harness.registry import BACKBONES, STRATEGIES
 from harness.suite import get_row
+from harness.units import for_shots
 from harness.work import has_frozen_features
 from strategies.backbones.resnet12 import ResNet12
 
@@ -73,12 +74,11 @@ def make_strategy(name: str) -> Strategy:
 def source_model(strategy: Strategy, synthetic, shots: int) -> torch.nn.Module:
     """The source model as the harness hands it to the adapter: trained (SourceData as the harness builds
     it), stored as spec + state dict, rebuilt, loaded and put in eval mode. Cached per distinct source."""
-    phase = strategy.source
-    per_shots = shots if type(phase).per_shots else None
-    key = (type(phase), repr(phase), per_shots)
+    phase = for_shots(strategy, shots)[0].source  # a per-shots phase trains for the evaluation's shots
+    key = (type(phase), repr(phase))
     if key not in _SOURCE_MODELS:
         labels = synthetic["base_labels"] if phase.uses_labels else None
-        data = SourceData(synthetic["base_images"], labels, 5, torch.device("cpu"), 0, ways=WAYS, shots=per_shots)
+        data = SourceData(synthetic["base_images"], labels, 5, torch.device("cpu"), 0, ways=WAYS)
         trained = phase.train(data, BUDGET)
         model = phase.rebuild(phase.spec(trained))
         model.load_state_dict({k: v.detach().cpu().clone() for k, v in trained.state_dict().items()})

@@ -204,9 +204,8 @@ def noisy_images(per_class: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 def test_meta_training_beats_random_init_on_held_out_tasks():
     images, labels = noisy_images(40, seed=5)
     base = labels < 5
-    data = SourceData(images[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0, lambda n: None,
-                      shots=1)
-    phase = MamlMetaTraining(width=8, inner_lr=0.1, outer_lr=3e-3, inner_steps=2)
+    data = SourceData(images[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0, lambda n: None)
+    phase = MamlMetaTraining(width=8, inner_lr=0.1, outer_lr=3e-3, inner_steps=2, shots=1)
     trained = phase.train(data, 5 * 16 * 4 * 15)  # 15 meta-steps of 4 tasks
     assert trained.spec == {"name": "conv4", "num_classes": 5, "width": 8, "image_size": 32}
     pool = to_float(images[~base])
