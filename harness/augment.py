@@ -12,10 +12,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.datasets.cifar10 import CIFAR10_MEAN as CIFAR_MEAN
-from harness.datasets.cifar10 import CIFAR10_STD as CIFAR_STD
 from harness.errors import UsageError
 
+#: a dataset's per-channel mean or standard deviation in [0, 1] pixel units (``FewShotData.mean``/``std``)
 Stats = Sequence[float]
 
 #: values of every training pretrainer's ``augment`` field: what its training loop does to base images
@@ -38,8 +37,8 @@ def crop_flip(images: torch.Tensor, augment: str, generator: torch.Generator | N
     return random_flip(random_crop(images, padding, generator), generator)
 
 
-def to_float(images: torch.Tensor, mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 normalised with the dataset's channel statistics (default CIFAR-10's)."""
+def to_float(images: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 normalised with the dataset's channel statistics (``FewShotData.mean``/``std``)."""
     m = torch.tensor(tuple(mean), device=images.device).view(1, 3, 1, 1)
     s = torch.tensor(tuple(std), device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255.0 - m) / s
@@ -67,14 +66,14 @@ def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) 
 # --- SimCLR views (Chen et al. 2020): pixel-space ops on [0, 1] float batches -----------------------
 
 
-def normalize(pixels: torch.Tensor, mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD) -> torch.Tensor:
+def normalize(pixels: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
     """[0, 1] float pixels -> normalised with the channel statistics (as :func:`to_float`)."""
     m = torch.tensor(tuple(mean), device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
     s = torch.tensor(tuple(std), device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
     return (pixels - m) / s
 
 
-def denormalize(images: torch.Tensor, mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD) -> torch.Tensor:
+def denormalize(images: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
     """Normalised images -> [0, 1] float pixels (the inverse of :func:`normalize`)."""
     m = torch.tensor(tuple(mean), device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     s = torch.tensor(tuple(std), device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
@@ -139,8 +138,8 @@ def random_grayscale(pixels: torch.Tensor, p: float = 0.2, generator: torch.Gene
     return torch.where(apply[:, None, None, None], _gray(pixels).expand_as(pixels), pixels)
 
 
-def simclr_view(images: torch.Tensor, generator: torch.Generator | None = None, mean: Stats = CIFAR_MEAN,
-                std: Stats = CIFAR_STD, geometric: bool = True) -> torch.Tensor:
+def simclr_view(images: torch.Tensor, generator: torch.Generator | None, mean: Stats, std: Stats,
+                geometric: bool = True) -> torch.Tensor:
     """One SimCLR view of a uint8 batch: resized crop, flip, colour jitter, grayscale; normalised. With
     ``geometric=False`` no crop and no flip (the photometric part of the view only)."""
     x = images.float() / 255.0

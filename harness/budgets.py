@@ -28,6 +28,7 @@ from harness.flops import flops_per_step
 from harness.io import atomic_write_json, read_json
 from harness.phases import Pretrainer, SourceData, Strategy
 from harness.presets import Preset
+from harness.registry import PRETRAINERS
 from harness.units import Budget
 
 
@@ -64,9 +65,8 @@ class Budgets:
         """The FLOPs of one supervised-image equivalent: the supervised phase's FLOPs per image (default
         hyperparameters) on the run's backbone (whatever the order of the strategies or a row's own backbone)."""
         if self.image_flops is None:
-            from strategies.supervised import SupervisedPretraining
-
-            per_image, _, _ = self.measure(SupervisedPretraining(backbone=self.backbone), None, "the FLOP budgets")
+            supervised = PRETRAINERS.load("supervised")(backbone=self.backbone)
+            per_image, _, _ = self.measure(supervised, None, "the FLOP budgets")
             self.image_flops = per_image
         return self.image_flops
 

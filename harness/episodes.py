@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from harness.datasets.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from harness.errors import UsageError
 
 
@@ -68,11 +67,11 @@ def _episode(picked: Sequence[np.ndarray], chosen: np.ndarray, class_ids: Sequen
 
 
 def sample_round(by_class: Sequence[np.ndarray], class_ids: Sequence[int], ways: int, shots: int, queries: int,
-                 limit: int, rng: np.random.Generator, content: np.ndarray | None = None) -> list[Episode]:
+                 limit: int, rng: np.random.Generator, content: np.ndarray) -> list[Episode]:
     """Episodes that share no image (one sealed batch): each class's images are shuffled and dealt out, shots +
     queries per chosen class per episode, until fewer than ``ways`` classes have that many left or ``limit``
-    episodes are drawn. With ``content`` (:func:`content_keys` of the pool), an image whose pixels equal one
-    already dealt in the round is passed over, so no two images of a batch are the same picture."""
+    episodes are drawn. An image whose pixels equal one already dealt in the round (the same ``content``:
+    :func:`content_keys` of the pool) is passed over, so no two images of a batch are the same picture."""
     decks = [list(rng.permutation(ix)) for ix in by_class]
     seen: set[int] = set()
     need, episodes = shots + queries, []
@@ -86,7 +85,7 @@ def sample_round(by_class: Sequence[np.ndarray], class_ids: Sequence[int], ways:
             taken: list[int] = []
             while len(taken) < need and decks[c]:
                 image = int(decks[c].pop())
-                key = image if content is None else int(content[image])
+                key = int(content[image])
                 if key not in seen:
                     seen.add(key)
                     taken.append(image)
@@ -134,22 +133,20 @@ class EpisodeSet:
     shots: int
     queries: int
     seed: int
-    data_fingerprint: str = ""
-    #: content_keys of the pool: the order queries are presented and images stored in (None: the seed-derived
-    #: order of earlier versions, replayable; for tests of the sampler only)
-    content: np.ndarray | None = field(default=None, repr=False, compare=False)
+    data_fingerprint: str
+    #: content_keys of the pool: the order queries are presented and images stored in
+    content: np.ndarray = field(repr=False, compare=False)
     #: the round each episode was dealt in: the episodes of a round share no image and form one sealed batch
     rounds: tuple[int, ...] = ()
 
     @classmethod
     def draw(cls, labels: np.ndarray, classes: Sequence[int], ways: int, shots: int, queries: int,
-             episodes: int, seed: int, data_fingerprint: str = "", content: np.ndarray | None = None,
-             secret: str = "") -> EpisodeSet:
+             episodes: int, seed: int, data_fingerprint: str, content: np.ndarray, secret: str = "") -> EpisodeSet:
         """The episodes, dealt in image-disjoint rounds (:func:`sample_round`, round ``r`` from the generator
         seeded with ``(seed, shots, r)``: the same episodes for every run with this seed); episode seeds from
-        ``secret`` (:func:`episode_seeds`; empty: from the run seed, replayable, for tests only). With ``content``
-        (:func:`content_keys` of the pool) each episode's queries are put in the order of their content hashes
-        and no round holds two images with the same pixels."""
+        ``secret`` (:func:`episode_seeds`; empty: from the run seed, replayable, for tests only). ``content``
+        (:func:`content_keys` of the pool) puts each episode's queries in the order of their content hashes, and
+        no round holds two images with the same pixels."""
         by_class = index_by_class(labels, classes)
         validate_protocol([len(ix) for ix in by_class], ways, shots, queries, episodes)
         drawn: list[Episode] = []
@@ -164,10 +161,8 @@ class EpisodeSet:
             drawn += dealt
             rounds += [r] * len(dealt)
         seeds = episode_seeds(secret or f"public|{seed}", shots, episodes)
-        drawn = [dataclasses.replace(e, seed=s) for e, s in zip(drawn, seeds, strict=True)]
-        if content is not None:
-            drawn = [dataclasses.replace(e, query=e.query[order], query_labels=e.query_labels[order])
-                     for e in drawn for order in [np.argsort(content[e.query], kind="stable")]]
+        drawn = [dataclasses.replace(e, seed=s, query=e.query[order], query_labels=e.query_labels[order])
+                 for e, s in zip(drawn, seeds, strict=True) for order in [np.argsort(content[e.query], kind="stable")]]
         return cls(drawn, ways, shots, queries, seed, data_fingerprint, content, tuple(rounds))
 
     def round_indices(self) -> list[np.ndarray]:
@@ -185,11 +180,6 @@ class EpisodeSet:
                 h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
 
-    def _permutation_seed(self) -> list[int]:
-        """Seeds of the de-duplication order without ``content`` (replayable from the run seed: tests only)."""
-        digest = hashlib.sha256(f"sealed-order|{self.seed}|{self.shots}|{self.data_fingerprint}".encode())
-        return [int.from_bytes(digest.digest()[i:i + 4], "little") for i in range(0, 16, 4)]
-
     def layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(order, support, query)``: the pool indices of the images the episodes use, each once, in
         content-hash order (the module docstring says why), and each episode's support and query images as
@@ -197,10 +187,7 @@ class EpisodeSet:
         support = np.stack([e.support for e in self.episodes])
         query = np.stack([e.query for e in self.episodes])
         used = np.unique(np.concatenate([support.ravel(), query.ravel()]))
-        if self.content is not None:
-            order = used[np.argsort(self.content[used], kind="stable")]
-        else:
-            order = used[np.random.default_rng(self._permutation_seed()).permutation(len(used))]
+        order = used[np.argsort(self.content[used], kind="stable")]
         position = np.full(int(used.max()) + 1, -1, dtype=np.int64)
         position[order] = np.arange(len(order))
         return order, position[support], position[query]
@@ -210,9 +197,11 @@ class EpisodeSet:
         return dataclasses.replace(self, episodes=[self.episodes[i] for i in indices],
                                    rounds=tuple(self.rounds[i] for i in indices) if self.rounds else ())
 
-    def batch(self, pool: Any, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> TaskBatch:
+    def batch(self, pool: Any, mean: Sequence[float], std: Sequence[float]) -> TaskBatch:
         """What strategies see: every episode's support images and labels and its query images, the
-        images stored once in content-hash order, never query labels or other pool images."""
+        images stored once in content-hash order, never query labels or other pool images. ``pool``: the novel
+        pool's images, already normalised with ``mean``/``std`` (the run's data statistics, handed on to the
+        strategies)."""
         import torch
 
         order, support, query = self.layout()
@@ -330,8 +319,8 @@ class TaskBatch(Sequence[Task]):
     query: Any
     seeds: tuple[int, ...]
     ways: int
-    mean: tuple[float, ...] = CIFAR10_MEAN
-    std: tuple[float, ...] = CIFAR10_STD
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     features: Any = None  # the adapter's frozen features of ``images``, one row each, when the harness computed them
 
     def __len__(self) -> int:
@@ -346,10 +335,6 @@ class TaskBatch(Sequence[Task]):
 
     def __iter__(self) -> Iterator[Task]:
         return (self[i] for i in range(len(self)))
-
-    @property
-    def shots(self) -> int:
-        return self.support.shape[1] // self.ways
 
     @property
     def queries_per_episode(self) -> int:

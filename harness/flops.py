@@ -15,19 +15,9 @@ PyTorch; element-wise work and other frameworks' operations are not counted.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
-from torch.utils.flop_counter import FlopCounterMode
-
-from harness.phases import Pretrainer, SourceData
-
-
-def counted(fn: Callable[[], Any]) -> tuple[Any, int]:
-    """(fn(), its FLOPs)."""
-    with FlopCounterMode(display=False) as counter:
-        result = fn()
-    return result, int(counter.get_total_flops())
+from harness.phases import Pretrainer, SourceData, counted  # the counter lives with the phases it counts
 
 
 def flops_per_image(phase: Pretrainer, data: SourceData) -> tuple[float, str]:

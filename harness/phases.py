@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from harness.episodes import Task, TaskBatch
 from harness.errors import UsageError
@@ -36,6 +37,14 @@ Progress = Callable[[int], None]
 
 def no_progress(n: int) -> None:
     pass
+
+
+def counted(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn(), its FLOPs as ``torch.utils.flop_counter.FlopCounterMode`` counts them): the one FLOP counter of the
+    harness (harness/flops.py measures phases with it, :meth:`Strategy.warm_up` episode phases)."""
+    with FlopCounterMode(display=False) as counter:
+        result = fn()
+    return result, int(counter.get_total_flops())
 
 
 def fields_of(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -297,9 +306,7 @@ class Strategy:
     def warm_up(self, model: nn.Module, tasks: TaskBatch) -> tuple[list, int | None]:
         """Run ``tasks`` untimed (start-up costs, lazy initialisation); return their outputs and episode-phase
         FLOPs: the adapter's :meth:`Adapter.episode_flops` when it gives them, else counted with FlopCounterMode
-        (harness/flops.py) while it runs; None for adapters whose work the counter cannot see."""
-        from harness.flops import counted
-
+        (:func:`counted`) while it runs; None for adapters whose work the counter cannot see."""
         flops = self.adapter.episode_flops(model, tasks, self.source)
         if flops is None and type(self.adapter).counts_flops:
             return counted(lambda: self.run_episodes(model, tasks))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.augment import CIFAR_MEAN, CIFAR_STD, Stats, denormalize, normalize
+from harness.augment import Stats, denormalize, normalize
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class PGD:
 
 
 def pgd_attack(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor,
-               attack: PGD, random_start: bool = True, generator: torch.Generator | None = None,
-               mean: Stats = CIFAR_MEAN, std: Stats = CIFAR_STD, start: torch.Tensor | None = None) -> torch.Tensor:
+               attack: PGD, random_start: bool = True, generator: torch.Generator | None = None, *,
+               mean: Stats, std: Stats, start: torch.Tensor | None = None) -> torch.Tensor:
     """Maximise the cross-entropy of ``logits_fn`` at ``labels`` within the epsilon-ball of ``x``.
 
     ``x`` is normalised with ``mean``/``std`` (N, 3, H, W); the result is normalised too, detached, and its

@@ -12,12 +12,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.datasets.cifar10 import CLASSES
+from harness.datasets.cifar10 import CIFAR10_MEAN, CIFAR10_STD, CLASSES
+from harness.episodes import content_keys
 
 #: test images per class of the session fixtures (conftest.py): the novel pool of their cifar10-5-5 split. Large
 #: enough that a smoke unit's 8 episodes are one round of image-disjoint episodes, one sealed batch (1-shot with 15
 #: queries takes 16 images of a class per episode, 5-shot 20), as on real CIFAR-10 (1,000 per class)
 NOVEL_PER_CLASS = 160
+#: channel statistics for tests that normalise images themselves (the harness takes them from the data, never
+#: defaults them): CIFAR-10's, the data these helpers imitate
+MEAN, STD = CIFAR10_MEAN, CIFAR10_STD
+
+
+def index_keys(n: int) -> np.ndarray:
+    """Content keys for a pool of ``n`` images that a strategy can compute without their pixels: a hash of each
+    image's pool index (all distinct, so the sampler deals the same images as with the pixels' own keys; only the
+    order they are presented in differs). For pools whose pixels do not matter, and for replay attacks."""
+    return content_keys(np.arange(n)[:, None])
 
 
 def make_images(per_class: int, seed: int = 0, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:

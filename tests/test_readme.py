@@ -10,7 +10,7 @@ import types
 from pathlib import Path
 
 import torch
-from synthetic import make_images
+from synthetic import MEAN, STD, index_keys, make_images
 
 from harness.episodes import EpisodeSet
 from harness.phases import SourceData
@@ -30,8 +30,9 @@ def _score(name: str) -> float:
     base = labels < 5
     data = SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0)
     model = strategy.source.train(data, 256).eval()
-    es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 5, 4, seed=0)
-    logits = strategy.run_episodes(model, es.batch(to_float(nchw[~base])))
+    es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 5, 4, seed=0, data_fingerprint="",
+                         content=index_keys(int((~base).sum())))
+    logits = strategy.run_episodes(model, es.batch(to_float(nchw[~base], MEAN, STD), MEAN, STD))
     return float(es.accuracies([lg.argmax(1) for lg in logits]).mean())
 
 

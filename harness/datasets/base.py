@@ -204,3 +204,14 @@ def load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
     except Exception:  # noqa: BLE001 - rebuilt, never used
         path.unlink(missing_ok=True)
         return None
+
+
+def cached_arrays(path: Path, keys: Sequence[str],
+                  decode: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A loader's decoded arrays ``keys``: read from the ``.npz`` cache ``path`` when it is there and intact, else
+    ``decode()``'s, written to ``path`` atomically (so a second run never decodes an image again)."""
+    hit = load_npz(path, keys)
+    if hit is None:
+        hit = decode()
+        save_npz(path, hit)
+    return hit

@@ -13,30 +13,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from harness.datasets.base import (
     Dataset,
     FewShotData,
+    cached_arrays,
     data_fingerprint,
     find_data,
     fingerprint_arrays,
-    load_npz,
     pool_of,
-    save_npz,
 )
+from harness.datasets.files import IMAGE_SUFFIXES, decode_images, read_batch, source_signature
 from harness.errors import UsageError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 BATCHES = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCHES = ["test_batch"]
@@ -60,45 +56,6 @@ class Cifar10:
     layout: str  # "cifar-10-batches-py" or "imagefolder-jpg" / "imagefolder-png"
     fingerprint: str  # sha256 of the arrays
     label: str  # "CIFAR-10 (official batches)", "CIFAR-10 (JPEG q75 copy)" or "CIFAR-10 (unknown copy)"
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR batch files, refusing any object but numpy arrays and builtins."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def read_pickle(path: Path, what: str) -> dict:
-    """A CIFAR pickle (batch or meta file) through the restricted unpickler; UsageError when damaged."""
-    try:
-        with open(path, "rb") as f:
-            return _BatchUnpickler(f, encoding="latin1").load()
-    except Exception as e:  # noqa: BLE001 - any decoding failure is a bad input file
-        raise UsageError(f"cannot read {what} {path}: {e}; replace it with an intact copy") from None
-
-
-def read_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-10 batch") -> tuple[np.ndarray, dict]:
-    """Images (N, 32, 32, 3) of a CIFAR batch file and the whole entry (labels are read by the caller)."""
-    entry = read_pickle(path, what)
-    try:
-        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        if len(entry[label_key]) != len(data):
-            raise ValueError("labels and images differ in length")
-    except Exception as e:  # noqa: BLE001
-        raise UsageError(f"cannot read {what} {path}: {e}; replace it with an intact copy") from None
-    return np.ascontiguousarray(data), entry
 
 
 def _load_batches(folder: Path) -> tuple[np.ndarray, ...]:
@@ -131,41 +88,9 @@ def image_files(split_dir: Path) -> list[tuple[Path, int]]:
     return files
 
 
-def decode_images(files: list[Path], size: int | None = 32, resize: bool = False,
-                  loader: Callable[[str], Any] | None = None) -> np.ndarray:
-    """Decode with torchvision's ImageFolder loader (or ``loader``: path -> RGB PIL image); ``size`` checks (or,
-    with ``resize``, sets) the size."""
-    from torchvision.datasets.folder import pil_loader  # the loader ImageFolder itself uses
-
-    loader = loader or pil_loader
-    images = np.empty((len(files), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(files):
-        try:
-            img = loader(str(path))
-        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for broken files
-            raise UsageError(f"cannot decode image {path}: {e}; delete or replace the file") from None
-        if img.size != (size, size):
-            if not resize:
-                raise UsageError(f"image {path} is {img.size[0]}x{img.size[1]}, CIFAR-10 images are {size}x{size}")
-            from PIL import Image
-
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
-        images[i] = np.asarray(img, dtype=np.uint8)
-    return images
-
-
 def _decode_imagefolder(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     files = image_files(split_dir)
     return decode_images([p for p, _ in files]), np.array([label for _, label in files], dtype=np.int64)
-
-
-def source_signature(root: Path, layout: str, paths: list[Path]) -> str:
-    """A cheap key for the raw files: names, sizes and modification times."""
-    h = hashlib.sha256(f"{root.resolve()}|{layout}".encode())
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
 
 
 def detect_layout(root: Path) -> str | None:
@@ -210,10 +135,9 @@ def _load_from(root: Path, cache_dir: Path) -> Cifar10:
     else:
         paths = [root / BATCHES / n for n in TRAIN_BATCHES + TEST_BATCHES]
     key = source_signature(root, layout, paths)
-    cached = cache_dir / "data" / f"cifar10-{key}.npz"
     keys = ("train_x", "train_y", "test_x", "test_y", "fingerprint", "label")
-    hit = load_npz(cached, keys)
-    if hit is None:
+
+    def decode() -> dict[str, np.ndarray]:
         if layout == BATCHES:
             arrays = _load_batches(root / BATCHES)
         else:
@@ -221,8 +145,9 @@ def _load_from(root: Path, cache_dir: Path) -> Cifar10:
         fingerprint = fingerprint_arrays(*arrays)
         official = layout == BATCHES and _official(root / BATCHES)
         label = "CIFAR-10 (official batches)" if official else KNOWN_COPIES.get(fingerprint, "CIFAR-10 (unknown copy)")
-        hit = dict(zip(keys, (*arrays, np.array(fingerprint), np.array(label)), strict=True))
-        save_npz(cached, hit)
+        return dict(zip(keys, (*arrays, np.array(fingerprint), np.array(label)), strict=True))
+
+    hit = cached_arrays(cache_dir / "data" / f"cifar10-{key}.npz", keys, decode)
     return Cifar10(hit["train_x"], hit["train_y"], hit["test_x"], hit["test_y"], source=str(root), layout=layout,
                    fingerprint=str(hit["fingerprint"]), label=str(hit["label"]))
 

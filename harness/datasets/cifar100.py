@@ -31,14 +31,13 @@ from harness.datasets.base import (
     Dataset,
     FewShotData,
     Pool,
+    cached_arrays,
     data_fingerprint,
     find_data,
     fingerprint_arrays,
-    load_npz,
     pool_of,
-    save_npz,
 )
-from harness.datasets.cifar10 import read_batch, read_pickle, source_signature
+from harness.datasets.files import read_batch, read_pickle, source_signature
 from harness.errors import UsageError
 
 BATCHES = "cifar-100-python"
@@ -150,18 +149,18 @@ def _load_from(root: Path, cache_dir: Path) -> Cifar100:
     if missing:
         raise UsageError(f"{folder} lacks {', '.join(missing)}; give a complete {BATCHES} folder (train, test, meta)")
     key = source_signature(folder, BATCHES, [folder / n for n in FILES])
-    cached = cache_dir / "data" / f"cifar100-{key}.npz"
     keys = ("images", "fine", "coarse", "fine_names", "coarse_names", "fingerprint", "label")
-    hit = load_npz(cached, keys)
-    if hit is None:
+
+    def decode() -> dict[str, np.ndarray]:
         images, fine, coarse, fine_names, coarse_names = _decode(folder)
         fingerprint = fingerprint_arrays(images, fine, coarse,
                                          extra="|".join(fine_names) + "#" + "|".join(coarse_names))
         label = "CIFAR-100 (official batches)" if _official(folder) else "CIFAR-100 (unknown copy)"
-        hit = {"images": images, "fine": fine, "coarse": coarse, "fine_names": np.array(fine_names, dtype=str),
-               "coarse_names": np.array(coarse_names, dtype=str), "fingerprint": np.array(fingerprint),
-               "label": np.array(label)}
-        save_npz(cached, hit)
+        return {"images": images, "fine": fine, "coarse": coarse, "fine_names": np.array(fine_names, dtype=str),
+                "coarse_names": np.array(coarse_names, dtype=str), "fingerprint": np.array(fingerprint),
+                "label": np.array(label)}
+
+    hit = cached_arrays(cache_dir / "data" / f"cifar100-{key}.npz", keys, decode)
     return Cifar100(hit["images"], hit["fine"], hit["coarse"], tuple(str(n) for n in hit["fine_names"]),
                     tuple(str(n) for n in hit["coarse_names"]), source=str(folder),
                     fingerprint=str(hit["fingerprint"]), label=str(hit["label"]))

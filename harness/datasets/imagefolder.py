@@ -39,13 +39,12 @@ from harness.datasets.base import (
     Dataset,
     FewShotData,
     Pool,
+    cached_arrays,
     data_fingerprint,
     fingerprint_arrays,
-    load_npz,
     pool_of,
-    save_npz,
 )
-from harness.datasets.cifar10 import IMAGE_SUFFIXES, decode_images, source_signature
+from harness.datasets.files import IMAGE_SUFFIXES, decode_images, source_signature
 from harness.errors import UsageError, did_you_mean
 
 if sys.version_info >= (3, 11):
@@ -248,19 +247,18 @@ class TomlImageFolder(Dataset):
         flat = [p for group in files for p in group]
         resized = "" if size == spec.image_size else f"|size {size}"  # the file's own size: the key it always had
         key = hashlib.sha256(f"{spec.text}|{source_signature(spec.root, LAYOUT, flat)}{resized}".encode())
-        cached = cache_dir / "data" / f"imagefolder-{key.hexdigest()[:20]}.npz"
-        keys = ("images", "labels", "fingerprint")
-        hit = load_npz(cached, keys)
-        if hit is None:
+
+        def decode() -> dict[str, np.ndarray]:
             try:
                 images = decode_images(flat, size=size, resize=True, loader=read_rgb)
             except UsageError as e:
                 raise UsageError(_one_line(str(e))) from None
             labels = np.repeat(np.arange(len(files), dtype=np.int64), [len(g) for g in files])
             fingerprint = fingerprint_arrays(images, labels, extra=f"{size}|{'|'.join(spec.classes)}")
-            hit = {"images": images, "labels": labels, "fingerprint": np.array(fingerprint)}
-            save_npz(cached, hit)
-        return hit
+            return {"images": images, "labels": labels, "fingerprint": np.array(fingerprint)}
+
+        return cached_arrays(cache_dir / "data" / f"imagefolder-{key.hexdigest()[:20]}.npz",
+                             ("images", "labels", "fingerprint"), decode)
 
     def load(self, data_dir: str | os.PathLike | None, cache_dir: Path, download: bool = True,
              image_size: int | None = None) -> FewShotData:

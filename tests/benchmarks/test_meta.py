@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import MEAN, STD, index_keys
 
 from harness.augment import to_float
 from harness.backbone import build_backbone
@@ -132,8 +133,9 @@ def test_evaluation_episodes(benchmark, name, shots, device, episodes, synchroni
     torch.manual_seed(0)
     model = conv4(WAYS if type(strategy.source).uses_ways else 0).to(device).eval()
     labels = torch.arange(WAYS).repeat(200).numpy()
-    pool = to_float(torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8, device=device))
-    tasks = EpisodeSet.draw(labels, range(WAYS), WAYS, shots, QUERIES, episodes, seed=0).batch(pool)
+    pool = to_float(torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8, device=device), MEAN, STD)
+    tasks = EpisodeSet.draw(labels, range(WAYS), WAYS, shots, QUERIES, episodes, seed=0, data_fingerprint="",
+                            content=index_keys(len(labels))).batch(pool, MEAN, STD)
     strategy.run_episodes(model, tasks[0:1])  # warm-up
     benchmark.extra_info["tasks_per_call"] = episodes
     logits = benchmark.pedantic(synchronized(lambda: strategy.run_episodes(model, tasks)), rounds=1, iterations=1)

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from synthetic import NOVEL_PER_CLASS
+from synthetic import MEAN, NOVEL_PER_CLASS, STD, index_keys
 
 from harness.cli import main
 from harness.episodes import EpisodeSet, TaskBatch, content_keys
@@ -56,8 +56,10 @@ class ReplayLinker(Adapter):
         classes = WAYS
         labels = np.repeat(np.arange(classes), self.class_size)
         queries = tasks.queries_per_episode // tasks.ways
-        every = EpisodeSet.draw(labels, range(classes), tasks.ways, tasks.shots, queries, 400, self.seed,
-                                secret="")  # the replayable seeds the harness handed out before the seal
+        shots = tasks.support.shape[1] // tasks.ways
+        # the replayable seeds the harness handed out before the seal; keys without pixels (the same images dealt)
+        every = EpisodeSet.draw(labels, range(classes), tasks.ways, shots, queries, 400, self.seed, "",
+                                index_keys(len(labels)), secret="")
         by_seed = {e.seed: e for e in every.episodes}
         by_support: dict[tuple, list] = {}
         for e in every.episodes:
@@ -203,9 +205,9 @@ def unsealed(labels: np.ndarray, shots: int, episodes: int = EPISODES, seed: int
     content order, seeds the public sampler replays."""
     rng = np.random.default_rng(seed)
     pool = torch.from_numpy(rng.integers(0, 256, (len(labels), 3, 4, 4), dtype=np.uint8))
-    es = EpisodeSet.draw(labels, range(WAYS), WAYS, shots, QUERIES, episodes, seed=0,
+    es = EpisodeSet.draw(labels, range(WAYS), WAYS, shots, QUERIES, episodes, seed=0, data_fingerprint="",
                          content=content_keys(pool.numpy()))
-    return es, es.batch(pool.double())
+    return es, es.batch(pool.double(), MEAN, STD)
 
 
 def accuracy(es: EpisodeSet, outputs: list) -> float:

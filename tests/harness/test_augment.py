@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from synthetic import MEAN, STD
 
 from harness.augment import (
     color_jitter,
@@ -21,8 +22,8 @@ def _pixels(n: int = 6) -> torch.Tensor:
 
 def test_normalize_round_trip_matches_to_float():
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    assert torch.allclose(normalize(images.float() / 255), to_float(images))
-    assert torch.allclose(denormalize(to_float(images)), images.float() / 255, atol=1e-6)
+    assert torch.allclose(normalize(images.float() / 255, MEAN, STD), to_float(images, MEAN, STD))
+    assert torch.allclose(denormalize(to_float(images, MEAN, STD), MEAN, STD), images.float() / 255, atol=1e-6)
 
 
 def test_full_crop_is_identity_and_small_crops_zoom():
@@ -46,7 +47,7 @@ def test_colour_ops_stay_in_range_and_are_seeded():
 def test_simclr_views_differ_per_image_and_per_call():
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     g = torch.Generator().manual_seed(0)
-    v1, v2 = simclr_view(images, g), simclr_view(images, g)
+    v1, v2 = simclr_view(images, g, MEAN, STD), simclr_view(images, g, MEAN, STD)
     assert v1.shape == (8, 3, 32, 32) and v1.dtype == torch.float32 and not torch.allclose(v1, v2)
-    p = denormalize(v1)
+    p = denormalize(v1, MEAN, STD)
     assert p.min() >= -1e-5 and p.max() <= 1 + 1e-5

@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 import torch
 from protocols import protocol
+from synthetic import MEAN, STD
 
-from harness.episodes import EpisodeSet, Task, TaskBatch, validate_protocol
+from harness.episodes import EpisodeSet, Task, TaskBatch, content_keys, validate_protocol
 from harness.errors import UsageError
 from harness.phases import Adapter
 from harness.work import first_episode
 
 CLASSES = (5, 6, 7, 8, 9)
 LABELS = np.repeat(np.arange(10), 40)  # a pool with 40 images of each of 10 classes
+CONTENT = content_keys(np.arange(len(LABELS))[:, None])  # its content keys: image i's pixels are i, all distinct
 
 
 def draw(shots=5, seed=0, episodes=30, queries=15, ways=5):
-    return EpisodeSet.draw(LABELS, CLASSES, ways, shots, queries, episodes, seed)
+    return EpisodeSet.draw(LABELS, CLASSES, ways, shots, queries, episodes, seed, "", CONTENT)
 
 
 def test_same_seed_same_episodes_and_fingerprint():
@@ -61,7 +63,7 @@ def test_queries_are_shuffled_not_grouped_by_class():
 def test_tasks_carry_no_query_labels():
     es = draw()
     pool = torch.arange(len(LABELS), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 4, 4)
-    batch = es.batch(pool)
+    batch = es.batch(pool, MEAN, STD)
     task = batch[0]
     names = {f.name for f in dataclasses.fields(Task)} | {f.name for f in dataclasses.fields(TaskBatch)}
     assert not any("query_label" in n or "pool" in n for n in names)
@@ -76,7 +78,7 @@ def test_tasks_carry_no_query_labels():
 def test_batch_holds_only_the_episodes_images_in_an_order_unrelated_to_the_pool():
     es = draw(episodes=10)
     pool = torch.arange(len(LABELS), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 4, 4)
-    batch = es.batch(pool)
+    batch = es.batch(pool, MEAN, STD)
     used = {int(i) for e in es.episodes for i in (*e.support, *e.query)}
     held = batch.images[:, 0, 0, 0].long().tolist()
     assert sorted(held) == sorted(used) and len(held) == len(set(held))  # each used image once, no other
@@ -89,8 +91,8 @@ def test_batch_holds_only_the_episodes_images_in_an_order_unrelated_to_the_pool(
 
 
 def test_episode_fingerprint_covers_the_data():
-    a = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 15, 10, 0, data_fingerprint="copy-a")
-    b = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 15, 10, 0, data_fingerprint="copy-b")
+    a = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 15, 10, 0, data_fingerprint="copy-a", content=CONTENT)
+    b = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 15, 10, 0, data_fingerprint="copy-b", content=CONTENT)
     assert a.fingerprint() != b.fingerprint()
 
 
@@ -118,11 +120,12 @@ def test_protocol_validation(kwargs, message):
 def test_episodes_come_from_the_run_seed_and_their_seeds_from_the_secret():
     """Two runs with the same seed score the same episodes; the seeds handed to strategies are a hash of the
     run's secret, so they differ between secrets and match no replay of the public sampler."""
-    public, a, b = (EpisodeSet.draw(LABELS, CLASSES, 5, 1, 15, 30, 0, secret=s) for s in ("", "a" * 32, "b" * 32))
+    public, a, b = (EpisodeSet.draw(LABELS, CLASSES, 5, 1, 15, 30, 0, "", CONTENT, secret=s)
+                    for s in ("", "a" * 32, "b" * 32))
     assert public.fingerprint() == a.fingerprint() == b.fingerprint()  # the same images, labels and order
     seeds = [tuple(e.seed for e in s.episodes) for s in (public, a, b)]
     assert len(set(seeds)) == 3 and not set(seeds[1]) & set(seeds[0])
-    again = EpisodeSet.draw(LABELS, CLASSES, 5, 1, 15, 30, 0, secret="a" * 32)
+    again = EpisodeSet.draw(LABELS, CLASSES, 5, 1, 15, 30, 0, "", CONTENT, secret="a" * 32)
     assert seeds[1] == tuple(e.seed for e in again.episodes)
 
 
@@ -131,9 +134,7 @@ def test_rounds_share_no_image_and_serve_every_episode():
     served, over as many rounds as the pool needs."""
     pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
     pixels[1] = pixels[0]  # a duplicate picture under two indices
-    from harness.episodes import content_keys
-
-    es = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 5, 30, 0, content=content_keys(pixels))
+    es = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 5, 30, 0, "", content_keys(pixels))
     assert len(es.episodes) == 30 and len(es.round_indices()) > 1
     for indices in es.round_indices():
         used = np.concatenate([np.concatenate([es.episodes[i].support, es.episodes[i].query]) for i in indices])
@@ -145,7 +146,7 @@ def test_a_sealed_batchs_first_episode_alone_holds_only_its_images():
     """The untimed warm-up of a sealed process adapts the first episode from a batch of its own images: the
     same pixels at its support and query positions, the same labels and seed, none of the round's other images."""
     pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
-    es = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 3, 6, 0)
+    es = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 3, 6, 0, "", content_keys(pixels))
     batch = es.sealed(pixels)
     first = first_episode(batch)
     assert len(first.images) == 5 * (5 + 3) < len(batch.images) and first.seeds == batch.seeds[:1]
@@ -160,7 +161,7 @@ def test_a_sealed_batchs_first_episode_alone_holds_only_its_images():
 def test_a_first_episode_carries_its_images_frozen_features():
     """Frozen features handed to a batch follow their images into the warm-up episode's batch."""
     pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
-    batch = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 3, 6, 0).sealed(pixels)
+    batch = EpisodeSet.draw(LABELS, CLASSES, 5, 5, 3, 6, 0, "", content_keys(pixels)).sealed(pixels)
     batch = dataclasses.replace(batch, features=torch.randn(len(batch.images), 7))
     first = first_episode(batch)
     assert first.features.shape == (len(first.images), 7)
@@ -190,7 +191,7 @@ def test_a_sealed_process_warms_up_only_where_it_has_another_episode(episodes, t
     from strategies.pixels import RawPixels
 
     pixels = np.random.default_rng(0).integers(0, 256, (len(LABELS), 3, 2, 2), dtype=np.uint8)
-    batch = EpisodeSet.draw(LABELS, CLASSES, 5, 1, 3, episodes, 0).sealed(pixels)
+    batch = EpisodeSet.draw(LABELS, CLASSES, 5, 1, 3, episodes, 0, "", content_keys(pixels)).sealed(pixels)
     strategy = Strategy("counting", RawPixels(), CountingAdapter())
     spec = RunSpec(protocol(queries=3, episodes=episodes), "cpu")
     CountingAdapter.calls.clear()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from synthetic import MEAN, STD, index_keys
 
 from harness.cli import main
 from harness.episodes import EpisodeSet, content_keys
@@ -53,10 +54,11 @@ class Cheater(Adapter):
                 guess = ranks * tasks.ways // (len(support) + q)
             elif self.trick == "cross-episode":  # a query that is a support image of another episode
                 guess = cross_episode_guess(tasks, i, links)
-            elif self.trick == "replay-queries":  # the sampler's own query order, replayed from the seed
+            elif self.trick == "replay-queries":  # the query order, replayed from the seed and index keys
                 guess = torch.as_tensor(replay.episodes[i].query_labels)
-            elif self.trick == "replay-storage":  # the seed- and fingerprint-derived storage order, replayed
-                stored = replay.batch(torch.arange(len(replay_labels(self)), dtype=torch.float64)[:, None]).images
+            elif self.trick == "replay-storage":  # the storage order, replayed from the seed and index keys
+                stored = replay.batch(torch.arange(len(replay_labels(self)), dtype=torch.float64)[:, None],
+                                      tasks.mean, tasks.std).images
                 pool_class = stored[:, 0].long() // self.class_size  # a pool sorted by class
                 table = torch.zeros(int(pool_class.max()) + 1, dtype=torch.long)
                 table[pool_class[support]] = labels  # pool class -> this episode's label, from the support set
@@ -74,11 +76,14 @@ def replay_labels(cheater) -> np.ndarray:
 
 
 def _replayed(cheater, tasks) -> EpisodeSet:
-    """The received episodes, replayed with the harness's own sampler from what the cheater knows (no pixels):
-    each found among the replayed ones by its seed, so the replay matches a batch of any episodes, in order."""
+    """The received episodes, replayed with the harness's own sampler from what the cheater knows (no pixels:
+    :func:`index_keys` in their place): each found among the replayed ones by its seed, so the replay matches a
+    batch of any episodes, in order."""
     queries = tasks.queries_per_episode // tasks.ways
-    every = EpisodeSet.draw(replay_labels(cheater), range(5), tasks.ways, tasks.shots, queries, 200, cheater.seed,
-                            cheater.fingerprint)
+    shots = tasks.support.shape[1] // tasks.ways
+    labels = replay_labels(cheater)
+    every = EpisodeSet.draw(labels, range(5), tasks.ways, shots, queries, 200, cheater.seed, cheater.fingerprint,
+                            index_keys(len(labels)))
     by_seed = {e.seed: e for e in every.episodes}
     return dataclasses.replace(every, episodes=[by_seed[seed] for seed in tasks.seeds])
 
@@ -158,22 +163,24 @@ def test_cheating_scores_chance(trick, cheaters, imagefolder_dir, tmp_path):
     es = EpisodeSet.draw(labels, range(5), WAYS, 1, 15, EPISODES, seed=0, data_fingerprint="fp",
                          content=content_keys(pool.numpy()))
     cheater = Cheater(trick, class_size=40, seed=0, fingerprint="fp")
-    accuracy = es.accuracies([o.argmax(1) for o in cheater.adapt(None, es.batch(pool.double()), None)]).mean()
+    accuracy = es.accuracies([o.argmax(1) for o in cheater.adapt(None, es.batch(pool.double(), MEAN, STD),
+                                                                 None)]).mean()
     assert abs(accuracy - 1 / WAYS) < 4 * np.sqrt(0.2 * 0.8 / n), (trick, accuracy)
 
 
 def test_replaying_the_sampler_would_win_without_the_content_order():
-    """Without content keys (the order of earlier versions: the sampler's query order and a storage order from
-    a hash of the seed and fingerprint), replaying the sampler reads every query label; with them, chance."""
+    """With keys a strategy can compute without the pixels (:func:`index_keys`: an order as replayable as the
+    seed-derived one of earlier versions), replaying the sampler reads every query label; with the pixels'
+    content keys, chance."""
     labels = np.repeat(np.arange(5), 30)
     pool = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (150, 3, 4, 4), dtype=np.uint8))
     content = content_keys(pool.numpy())
     for trick in ("replay-queries", "replay-storage"):
         cheater = Cheater(trick, class_size=30, seed=0, fingerprint="fp")
         scores = []
-        for keys in (None, content):
+        for keys in (index_keys(len(labels)), content):
             es = EpisodeSet.draw(labels, range(5), 5, 1, 15, 40, seed=0, data_fingerprint="fp", content=keys)
-            tasks = es.batch(pool.double())
+            tasks = es.batch(pool.double(), MEAN, STD)
             scores.append(es.accuracies([o.argmax(1) for o in cheater.adapt(None, tasks, None)]).mean())
         assert scores[0] == 1.0 and scores[1] < 0.4, (trick, scores)
 
@@ -183,11 +190,12 @@ def test_the_same_tricks_would_win_on_an_unsealed_pool():
     cheater gets an identity-ordered batch, as the old Task.query_index allowed, and wins: the chance-level
     scores above come from the sealing, not from a broken cheater."""
     labels = np.repeat(np.arange(5), 30)
-    es = EpisodeSet.draw(labels, range(5), 5, 1, 15, 20, seed=0)
+    es = EpisodeSet.draw(labels, range(5), 5, 1, 15, 20, seed=0, data_fingerprint="", content=index_keys(len(labels)))
     pool = torch.zeros(len(labels), 3, 4, 4)
-    sealed = es.batch(pool)
+    sealed = es.batch(pool, MEAN, STD)
     unsealed = type(sealed)(pool, torch.as_tensor(np.stack([e.support for e in es.episodes])), sealed.support_labels,
-                            torch.as_tensor(np.stack([e.query for e in es.episodes])), sealed.seeds, 5)
+                            torch.as_tensor(np.stack([e.query for e in es.episodes])), sealed.seeds, 5, sealed.mean,
+                            sealed.std)
     win = es.accuracies([o.argmax(1) for o in Cheater("index-blocks").adapt(None, unsealed, None)]).mean()
     chance = es.accuracies([o.argmax(1) for o in Cheater("index-blocks").adapt(None, sealed, None)]).mean()
     assert win == 1.0 and chance < 0.4
@@ -199,8 +207,8 @@ def test_linking_labels_across_episodes_would_win_but_the_harness_fails_the_row(
     that is another episode's support image). Scored directly it beats chance by far; the harness adapts one
     hidden episode alone too, sees the output change, and fails the row with the reason."""
     labels = np.repeat(np.arange(5), 30)
-    es = EpisodeSet.draw(labels, range(5), 5, 5, 15, 40, seed=0)
-    tasks = es.batch(torch.zeros(len(labels), 3, 4, 4))
+    es = EpisodeSet.draw(labels, range(5), 5, 5, 15, 40, seed=0, data_fingerprint="", content=index_keys(len(labels)))
+    tasks = es.batch(torch.zeros(len(labels), 3, 4, 4), MEAN, STD)
     won = es.accuracies([o.argmax(1) for o in Cheater("cross-episode").adapt(None, tasks, None)]).mean()
     alone = es.accuracies([Cheater("cross-episode").adapt(None, tasks[k:k + 1], None)[0].argmax(1)
                            for k in range(len(tasks))]).mean()

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from synthetic import make_images
+from synthetic import MEAN, STD, index_keys, make_images
 
 from harness.augment import to_float
 from harness.episodes import EpisodeSet
@@ -26,8 +26,9 @@ def setup():
     source = AdversarialPretraining(batch_size=20)
     data = SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0)
     model = source.train(data, 120).eval()
-    es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 4, 3, seed=1)
-    pool = to_float(nchw[~base])
+    es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 4, 3, seed=1, data_fingerprint="",
+                         content=index_keys(int((~base).sum())))
+    pool = to_float(nchw[~base], MEAN, STD)
     return source, model, es, pool
 
 
@@ -51,7 +52,7 @@ def test_defaults_and_check():
 @pytest.mark.parametrize("cls", [LinearProbe, PartialFinetune])
 def test_robust_eval_adds_robust_logits_and_leaves_clean_ones(cls, setup):
     source, model, es, pool = setup
-    tasks = es.batch(pool)
+    tasks = es.batch(pool, MEAN, STD)
     kwargs = {"steps": 5} if cls is PartialFinetune else {}
     plain = cls(robust_eval=False, **kwargs).adapt(model, tasks, source)
     adapter = cls(robust_eval=True, robust_epsilon=8 / 255, robust_step_size=4 / 255, **kwargs)
@@ -69,7 +70,7 @@ def test_robust_eval_adds_robust_logits_and_leaves_clean_ones(cls, setup):
     (single,) = adapter.adapt(model, tasks[0:1], source)
     assert float((single["robust"].argmax(1) == robust[0]["robust"].argmax(1)).float().mean()) > 0.9
     # ... and so does the episode in a sealed batch of its own images only
-    (alone,) = adapter.adapt(model, dataclasses.replace(es, episodes=es.episodes[:1]).batch(pool), source)
+    (alone,) = adapter.adapt(model, dataclasses.replace(es, episodes=es.episodes[:1]).batch(pool, MEAN, STD), source)
     assert torch.allclose(alone["logits"], robust[0]["logits"], atol=1e-4)
     # (signed-gradient steps turn rounding differences into small moves: compare the predictions)
     assert float((alone["robust"].argmax(1) == robust[0]["robust"].argmax(1)).float().mean()) > 0.9

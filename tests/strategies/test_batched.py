@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import MEAN, STD, index_keys
 
 from harness.backbone import build_backbone
 from harness.episodes import EpisodeSet
@@ -34,7 +35,8 @@ def episodes64():
 @pytest.mark.parametrize("shots", [1, 5])
 def test_batched_adaptation_equals_the_loop_in_float64(adapter, source, bn_mode, shots, episodes64):
     model, labels, pool = episodes64
-    tasks = EpisodeSet.draw(labels, range(5), 5, shots, 4, 5, seed=shots).batch(pool)
+    tasks = EpisodeSet.draw(labels, range(5), 5, shots, 4, 5, seed=shots, data_fingerprint="",
+                            content=index_keys(len(labels))).batch(pool, MEAN, STD)
     source = dataclasses.replace(source, bn_mode=bn_mode)
     looped = adapter(batched="never", steps=4).adapt(model, tasks, source)
     batched = adapter(batched="always", steps=4, episode_batch=3).adapt(model, tasks, source)

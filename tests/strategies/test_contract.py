@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from synthetic import make_images
+from synthetic import MEAN, STD, index_keys, make_images
 
 from harness.augment import to_float
 from harness.episodes import EpisodeSet
@@ -44,7 +44,7 @@ def synthetic():
     nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     base = labels < 5
     return {"base_images": nchw[base], "base_labels": torch.from_numpy(labels[base]),
-            "pool": to_float(nchw[~base]), "pool_labels": labels[~base]}
+            "pool": to_float(nchw[~base], MEAN, STD), "pool_labels": labels[~base]}
 
 
 class ResNet12W8(ResNet12):
@@ -87,7 +87,9 @@ def source_model(strategy: Strategy, synthetic, shots: int) -> torch.nn.Module:
 
 
 def episodes(synthetic, shots: int) -> EpisodeSet:
-    return EpisodeSet.draw(synthetic["pool_labels"], NOVEL, WAYS, shots, QUERIES, EPISODES, seed=1)
+    labels = synthetic["pool_labels"]
+    return EpisodeSet.draw(labels, NOVEL, WAYS, shots, QUERIES, EPISODES, seed=1, data_fingerprint="",
+                           content=index_keys(len(labels)))
 
 
 def as_logits(outputs: list) -> list[torch.Tensor]:
@@ -115,7 +117,7 @@ def test_contract(name, shots, synthetic):
     model = source_model(strategy, synthetic, shots)
     before = copy.deepcopy(model.state_dict())
     es = episodes(synthetic, shots)
-    tasks = es.batch(synthetic["pool"])
+    tasks = es.batch(synthetic["pool"], MEAN, STD)
     ticks: list[int] = []
     outputs = strategy.run_episodes(model, tasks, ticks.append)
     logits = as_logits(outputs)
@@ -157,10 +159,10 @@ def test_episode_output_does_not_depend_on_the_rest_of_the_batch(name, synthetic
     strategy = make_strategy(name)
     model = source_model(strategy, synthetic, 1)
     es = episodes(synthetic, 1)
-    batch = es.batch(synthetic["pool"])
+    batch = es.batch(synthetic["pool"], MEAN, STD)
     together = as_logits(strategy.run_episodes(model, batch))
     for i in (1, 0, 2, 3):  # episode 1 first: neither the first nor the last of its batch
-        alone_tasks = dataclasses.replace(es, episodes=[es.episodes[i]]).batch(synthetic["pool"])
+        alone_tasks = dataclasses.replace(es, episodes=[es.episodes[i]]).batch(synthetic["pool"], MEAN, STD)
         assert len(alone_tasks.images) < len(batch.images)  # a different batch indeed
         (alone,) = as_logits(strategy.run_episodes(model, alone_tasks))
         if name.startswith("keras-"):  # TensorFlow kernels: agreement of the predictions
@@ -179,13 +181,13 @@ def test_strategy_never_sees_query_labels(name, synthetic):
     strategy = make_strategy(name)
     model = source_model(strategy, synthetic, 1)
     es = episodes(synthetic, 1)
-    first = as_logits(strategy.run_episodes(model, es.batch(synthetic["pool"])))
+    first = as_logits(strategy.run_episodes(model, es.batch(synthetic["pool"], MEAN, STD)))
     rng = np.random.default_rng(0)
     scrambled = dataclasses.replace(es, episodes=[
         dataclasses.replace(e, query_labels=rng.permutation(e.query_labels) if i % 2 else (e.query_labels + 1) % WAYS)
         for i, e in enumerate(es.episodes)])
     assert any((a.query_labels != b.query_labels).any() for a, b in zip(es.episodes, scrambled.episodes, strict=True))
-    second = as_logits(strategy.run_episodes(model, scrambled.batch(synthetic["pool"])))
+    second = as_logits(strategy.run_episodes(model, scrambled.batch(synthetic["pool"], MEAN, STD)))
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(first, second, strict=True)), name
     assert accuracy(scrambled, second) != accuracy(es, first)  # the scoring does read the labels
 
@@ -224,7 +226,7 @@ def test_every_strategy_runs_on_a_tiny_resnet12(name, synthetic, resnet12_w8):
     model = source_model(strategy, synthetic, 1)
     assert isinstance(model, ResNet12W8) and model.spec["name"] == resnet12_w8
     es = episodes(synthetic, 1)
-    logits = as_logits(strategy.run_episodes(model, es.batch(synthetic["pool"])))
+    logits = as_logits(strategy.run_episodes(model, es.batch(synthetic["pool"], MEAN, STD)))
     check_outputs(name, logits, es)
     acc = accuracy(es, logits)
     assert acc > 0.6, f"{name} on ResNet-12 (width 8): 1-shot accuracy {acc:.2f} on easy synthetic episodes"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic import make_images
+from synthetic import MEAN, STD, index_keys, make_images
 
 from harness.augment import to_float
 from harness.episodes import EpisodeSet
@@ -84,7 +84,7 @@ def keras_pretrained():
     base = labels < 5
     phase = KerasSupervisedPretraining(batch_size=32)
     weights = phase.train(SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0), 1024)
-    return phase, weights, to_torch(weights), to_float(nchw[~base]), labels[~base]
+    return phase, weights, to_torch(weights), to_float(nchw[~base], MEAN, STD), labels[~base]
 
 
 @pytest.mark.parametrize("keras_name,shots", [("keras-frozen-features", 1), ("keras-frozen-features", 5),
@@ -94,8 +94,9 @@ def test_pytorch_episode_phase_on_keras_features_gives_the_keras_accuracy(keras_
     phase, weights, torch_model, pool, labels = keras_pretrained
     keras_row = get_row(keras_name).build()
     twin = get_row(keras_row.settings()["PyTorch twin"]).build()
-    es = EpisodeSet.draw(labels, (5, 6, 7, 8, 9), 5, shots, 10, 30, seed=2)
-    tasks = es.batch(pool)
+    es = EpisodeSet.draw(labels, (5, 6, 7, 8, 9), 5, shots, 10, 30, seed=2, data_fingerprint="",
+                         content=index_keys(len(labels)))
+    tasks = es.batch(pool, MEAN, STD)
     keras_logits = keras_row.adapter.adapt(weights, tasks, phase)
     torch_logits = twin.adapter.adapt(torch_model, tasks, phase)
     keras_acc = es.accuracies([lg.argmax(1) for lg in keras_logits])
@@ -113,7 +114,8 @@ def test_pytorch_episode_phase_on_keras_features_gives_the_keras_accuracy(keras_
 
 def test_keras_episode_flops_are_counted_on_the_pytorch_twin(keras_pretrained):
     phase, weights, torch_model, pool, labels = keras_pretrained
-    tasks = EpisodeSet.draw(labels, (5, 6, 7, 8, 9), 5, 1, 10, 1, seed=2).batch(pool)
+    tasks = EpisodeSet.draw(labels, (5, 6, 7, 8, 9), 5, 1, 10, 1, seed=2, data_fingerprint="",
+                            content=index_keys(len(labels))).batch(pool, MEAN, STD)
     for name in ("keras-frozen-features", "keras-partial-finetune"):
         strategy = dataclasses.replace(get_row(name).build(), source=phase)
         twin = get_row(strategy.settings()["PyTorch twin"]).build()

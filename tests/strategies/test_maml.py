@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic import make_images
+from synthetic import MEAN, STD, index_keys, make_images
 from torch import nn
 
 from harness.augment import to_float
@@ -208,10 +208,11 @@ def test_meta_training_beats_random_init_on_held_out_tasks():
     phase = MamlMetaTraining(width=8, inner_lr=0.1, outer_lr=3e-3, inner_steps=2, shots=1)
     trained = phase.train(data, 5 * 16 * 4 * 15)  # 15 meta-steps of 4 tasks
     assert trained.spec == {"name": "conv4", "num_classes": 5, "width": 8, "image_size": 32}
-    pool = to_float(images[~base])
-    es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 15, 30, seed=2)
+    pool = to_float(images[~base], MEAN, STD)
+    es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 15, 30, seed=2, data_fingerprint="",
+                         content=index_keys(len(pool)))
     strategy = Strategy("maml", phase, SgdInnerLoop(steps=5))
-    tasks = es.batch(pool)
+    tasks = es.batch(pool, MEAN, STD)
 
     def accuracy(model):
         logits = strategy.run_episodes(model.eval(), tasks)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic import make_images
+from synthetic import MEAN, STD, make_images
 from torch import nn
 
 from harness.augment import denormalize, to_float
@@ -17,7 +17,7 @@ from strategies.pgd import PGD, episode_uniform, pgd_attack
 def toy():
     """A linear classifier trained on two synthetic classes, and its training data."""
     images, labels = make_images(20, seed=0, classes=2)
-    x = to_float(torch.from_numpy(images).permute(0, 3, 1, 2))
+    x = to_float(torch.from_numpy(images).permute(0, 3, 1, 2), MEAN, STD)
     y = torch.from_numpy(labels)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2))
@@ -32,17 +32,18 @@ def toy():
 def test_perturbation_within_epsilon_and_valid_range(toy):
     model, x, y = toy
     attack = PGD(epsilon=8 / 255, step_size=2 / 255, steps=5)
-    adv = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(0))
-    clean, attacked = denormalize(x), denormalize(adv)
+    adv = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(0), mean=MEAN, std=STD)
+    clean, attacked = denormalize(x, MEAN, STD), denormalize(adv, MEAN, STD)
     assert (attacked - clean).abs().max() <= attack.epsilon + 1e-5
     assert attacked.min() >= -1e-5 and attacked.max() <= 1 + 1e-5
     assert (attacked - clean).abs().max() > attack.epsilon / 2  # it did move
 
 
 def test_valid_range_holds_for_saturated_pixels():
-    x = to_float(torch.tensor([0, 255], dtype=torch.uint8).repeat_interleave(3 * 32 * 16).view(1, 3, 32, 32))
+    x = to_float(torch.tensor([0, 255], dtype=torch.uint8).repeat_interleave(3 * 32 * 16).view(1, 3, 32, 32), MEAN,
+                 STD)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2))
-    adv = denormalize(pgd_attack(model, x, torch.tensor([0]), PGD(0.1, 0.05, 3)))
+    adv = denormalize(pgd_attack(model, x, torch.tensor([0]), PGD(0.1, 0.05, 3), mean=MEAN, std=STD), MEAN, STD)
     assert adv.min() >= -1e-5 and adv.max() <= 1 + 1e-5
 
 
@@ -50,23 +51,23 @@ def test_attack_raises_loss_of_trained_model(toy):
     model, x, y = toy
     with torch.no_grad():
         clean_loss = F.cross_entropy(model(x), y)
-        adv = pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 5))
+        adv = pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 5), mean=MEAN, std=STD)
         attacked_loss = F.cross_entropy(model(adv), y)
     assert attacked_loss > 2 * clean_loss, (clean_loss, attacked_loss)
     # more steps do not weaken the attack (on a linear model the optimum is reached quickly)
-    stronger = F.cross_entropy(model(pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 10))), y)
+    stronger = F.cross_entropy(model(pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 10), mean=MEAN, std=STD)), y)
     assert stronger >= attacked_loss - 1e-3
 
 
 def test_zero_steps_returns_clean_input(toy):
     model, x, y = toy
-    assert torch.equal(pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 0)), x)
+    assert torch.equal(pgd_attack(model, x, y, PGD(8 / 255, 2 / 255, 0), mean=MEAN, std=STD), x)
 
 
 def test_no_parameter_gradients_accumulate(toy):
     model, x, y = toy
     model.zero_grad(set_to_none=True)
-    pgd_attack(model, x, y, PGD())
+    pgd_attack(model, x, y, PGD(), mean=MEAN, std=STD)
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -74,9 +75,10 @@ def test_explicit_start_replaces_the_generator_draw(toy):
     model, x, y = toy
     attack = PGD(8 / 255, 2 / 255, 3)
     start = torch.rand(x.shape, generator=torch.Generator().manual_seed(3))
-    with_start = pgd_attack(model, x, y, attack, start=start, generator=torch.Generator().manual_seed(0))
-    same_draw = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(3))
-    other_draw = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(0))
+    with_start = pgd_attack(model, x, y, attack, start=start, generator=torch.Generator().manual_seed(0), mean=MEAN,
+                            std=STD)
+    same_draw = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(3), mean=MEAN, std=STD)
+    other_draw = pgd_attack(model, x, y, attack, generator=torch.Generator().manual_seed(0), mean=MEAN, std=STD)
     assert torch.equal(with_start, same_draw) and not torch.equal(with_start, other_draw)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from protocols import protocol
-from synthetic import make_images
+from synthetic import MEAN, STD, index_keys, make_images
 
 from harness import registry
 from harness.augment import to_float
@@ -159,7 +159,7 @@ def synthetic():
     images, labels = make_images(24, seed=3)
     nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     base = labels < 5
-    return nchw[base], torch.from_numpy(labels[base]), to_float(nchw[~base]), labels[~base]
+    return nchw[base], torch.from_numpy(labels[base]), to_float(nchw[~base], MEAN, STD), labels[~base]
 
 
 SHORTENED = {"keras-pretrained-finetune": {"steps": 20}, "torch-pretrained-finetune": {"steps": 5}}
@@ -184,8 +184,9 @@ def test_contract(name, files, synthetic):
     row, _, variant = name.partition("+")
     strategy, model = built(row, str(files / ("lambda.keras" if variant else ROWS[row])), synthetic)
     _, _, pool, pool_labels = synthetic
-    es = EpisodeSet.draw(pool_labels, (5, 6, 7, 8, 9), 5, 1, 6, 4, seed=1)
-    tasks = es.batch(pool)
+    es = EpisodeSet.draw(pool_labels, (5, 6, 7, 8, 9), 5, 1, 6, 4, seed=1, data_fingerprint="",
+                         content=index_keys(len(pool_labels)))
+    tasks = es.batch(pool, MEAN, STD)
     before = copy.deepcopy(model.state_dict())
     ticks: list[int] = []
     logits = strategy.run_episodes(model, tasks, ticks.append)
@@ -194,7 +195,8 @@ def test_contract(name, files, synthetic):
     again = strategy.run_episodes(model, tasks)  # determinism, and the loaded model is left as it was
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(logits, again, strict=True)), name
     for i in (1, 0):  # each episode alone, in a sealed batch of its own
-        (alone,) = strategy.run_episodes(model, dataclasses.replace(es, episodes=[es.episodes[i]]).batch(pool))
+        alone_tasks = dataclasses.replace(es, episodes=[es.episodes[i]]).batch(pool, MEAN, STD)
+        (alone,) = strategy.run_episodes(model, alone_tasks)
         if row.startswith("keras-"):
             assert float((alone.argmax(1) == logits[i].argmax(1)).float().mean()) > 0.95, name
         else:

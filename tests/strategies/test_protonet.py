@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from synthetic import MEAN, STD, index_keys
 
 from harness.augment import to_float
 from harness.backbone import build_backbone
@@ -19,10 +20,11 @@ from strategies.protonet import ProtonetTraining, Prototypes
 def test_logits_are_negative_squared_distances_to_class_means(backbone):
     torch.manual_seed(0)
     model = build_backbone(backbone, 0, width=8).eval()
-    pool = to_float(torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8))
+    pool = to_float(torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8), MEAN, STD)
     labels = torch.arange(5).repeat(12).numpy()
-    es = EpisodeSet.draw(labels, (0, 1, 2, 3, 4), 5, 3, 4, 3, seed=0)
-    tasks = es.batch(pool)
+    es = EpisodeSet.draw(labels, (0, 1, 2, 3, 4), 5, 3, 4, 3, seed=0, data_fingerprint="",
+                         content=index_keys(len(labels)))
+    tasks = es.batch(pool, MEAN, STD)
     for bn_mode in ("inductive", "transductive"):
         source = ProtonetTraining(backbone=backbone, bn_mode=bn_mode)
         logits = Prototypes().adapt(model, tasks, source)
