@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -55,9 +54,9 @@ def parse_budgets(items: list[str], preset: Preset) -> dict[str, int]:
 class Budgets:
     """``budgets(strategy, shots, scale) -> Budget`` for the planner."""
 
-    def __init__(self, groups: dict[str, int], scales: list[float], match_compute: bool, probe: Callable[..., Any],
-                 backbone: str = "conv4"):
-        self.groups, self.scales, self.match_compute, self.probe = groups, scales, match_compute, probe
+    def __init__(self, groups: dict[str, int], scales: list[float], match_compute: bool,
+                 flops_of: Callable[[Pretrainer], tuple[float, str, int]], backbone: str = "conv4"):
+        self.groups, self.scales, self.match_compute, self.flops_of = groups, scales, match_compute, flops_of
         self.backbone = backbone  # the run's backbone: its supervised phase sets the FLOPs of a budget image
         self.image_flops: float | None = None
 
@@ -66,7 +65,7 @@ class Budgets:
         hyperparameters) on the run's backbone (whatever the order of the strategies or a row's own backbone)."""
         if self.image_flops is None:
             supervised = PRETRAINERS.load("supervised")(backbone=self.backbone)
-            per_image, _, _ = self.measure(supervised, None, "the FLOP budgets")
+            per_image, _, _ = self.measure(supervised, "the FLOP budgets")
             self.image_flops = per_image
         return self.image_flops
 
@@ -79,11 +78,11 @@ class Budgets:
         """The FLOP budget of every phase under --match-compute (the pretrain group's)."""
         return self.flop_budget("pretrain")
 
-    def measure(self, phase: Pretrainer, shots: int | None, what: str) -> tuple[float, str, int]:
-        """The probe's (FLOPs per image, how, images per training step); a phase that cannot take its one counted
-        step is a one-line error."""
+    def measure(self, phase: Pretrainer, what: str) -> tuple[float, str, int]:
+        """``flops_of(phase)``: (FLOPs per image, how, images per training step); a phase that cannot take its one
+        counted step is a one-line error."""
         try:
-            return self.probe(phase, shots)
+            return self.flops_of(phase)
         except UsageError:
             raise
         except Exception as e:  # noqa: BLE001 - bad hyperparameters, out of memory...: before anything is trained
@@ -91,7 +90,7 @@ class Budgets:
             raise UsageError(f"counting the FLOPs of one {phase.phase_name} step for {what} (its FLOP budget) failed "
                              f"({type(e).__name__}: {detail}); check its --set values") from None
 
-    def __call__(self, strategy: Strategy, shots: int | None, scale: float) -> Budget:
+    def __call__(self, strategy: Strategy, scale: float) -> Budget:
         group = type(strategy.source).budget_group
         if group not in self.groups:
             raise UsageError(f"{strategy.name}: budget group {group!r} is not one of the preset's "
@@ -99,7 +98,7 @@ class Budgets:
         if not type(strategy.source).trains:  # a model pretrained elsewhere, loaded: no FLOPs to budget
             return Budget(max(1, round(self.groups[group] * scale)))
         target = self.flop_budget(group) * scale
-        per_image, method, step = self.measure(strategy.source, shots, strategy.name)
+        per_image, method, step = self.measure(strategy.source, strategy.name)
         if per_image <= 0:
             return Budget(max(1, round(self.groups[group] * scale)))
         return Budget(images_for(target, per_image, step), (per_image, method), target)
@@ -113,8 +112,8 @@ def images_for(flops: float, per_image: float, step_images: int) -> int:
 
 
 @dataclass(frozen=True)
-class ProbeJob:
-    """What a FLOP probe's sealed process receives: the phase and the base pool (no novel image or label)."""
+class FlopsJob:
+    """What a FLOP count's sealed process receives: the phase and the base pool (no novel image or label)."""
 
     phase: Pretrainer
     images: np.ndarray
@@ -123,29 +122,28 @@ class ProbeJob:
     device: str
     seed: int
     ways: int
-    shots: int | None
     queries: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
 
-def probe_job(job: ProbeJob, report: Callable[[int], None]) -> tuple[float, str, int]:
+def flops_job(job: FlopsJob, progress: Callable[[int], None]) -> tuple[float, str, int]:
     """In a sealed process: the phase's (FLOPs per image, method, step images), one training step counted."""
     device = torch.device(job.device)
     labels = None if job.labels is None else torch.from_numpy(job.labels).to(device)
     source = SourceData(torch.from_numpy(job.images).to(device), labels, job.classes, device, job.seed,
-                        ways=job.ways, shots=job.shots, queries=job.queries, mean=job.mean, std=job.std)
+                        ways=job.ways, queries=job.queries, mean=job.mean, std=job.std)
     return flops_per_step(job.phase, source)
 
 
-def flop_probe(data: FewShotData, device: torch.device, ways: int, queries: int, seed: int, cache_dir: Path,
-               key_of: Callable[[Pretrainer, int | None], str]) -> Callable[[Pretrainer, int | None], tuple]:
-    """A cached measurement of a phase's FLOPs per image on this data (one training step counted), with how it
-    was measured and the images that step processed."""
+def cached_flops(data: FewShotData, device: torch.device, ways: int, queries: int, seed: int, cache_dir: Path,
+                 key_of: Callable[[Pretrainer], str]) -> Callable[[Pretrainer], tuple[float, str, int]]:
+    """``flops_of(phase)``: a phase's FLOPs per image on this data (one training step counted, in a sealed process),
+    how they were measured and the images that step processed; cached on disk under ``key_of(phase)``."""
     measured: dict[str, tuple[float, str, int]] = {}
 
-    def probe(phase: Pretrainer, shots: int | None) -> tuple[float, str, int]:
-        key = key_of(phase, shots)
+    def flops_of(phase: Pretrainer) -> tuple[float, str, int]:
+        key = key_of(phase)
         if key in measured:
             return measured[key]
         path = cache_dir / "flops" / f"{key}.json"
@@ -158,12 +156,11 @@ def flop_probe(data: FewShotData, device: torch.device, ways: int, queries: int,
                 path.unlink(missing_ok=True)
         from harness.sealed import run_sealed
 
-        job = ProbeJob(phase, data.base.nchw(), data.base.labels if phase.uses_labels else None,
-                       len(data.base.classes), str(device), seed, ways, shots, queries, tuple(data.mean),
-                       tuple(data.std))
-        measured[key] = run_sealed(probe_job, job)  # strategy code: in a sealed process, like its training
+        job = FlopsJob(phase, data.base.nchw(), data.base.labels if phase.uses_labels else None,
+                       len(data.base.classes), str(device), seed, ways, queries, tuple(data.mean), tuple(data.std))
+        measured[key] = run_sealed(flops_job, job)  # strategy code: in a sealed process, like its training
         atomic_write_json(path, {"flops_per_image": measured[key][0], "method": measured[key][1],
                                  "step_images": measured[key][2]})
         return measured[key]
 
-    return probe
+    return flops_of

@@ -55,17 +55,17 @@ def pretrainer_variants() -> list[tuple[str, dict[str, Any]]]:
 
 
 def synthetic_source(device: Any = None, classes: int = 5, per_class: int = 40, size: int = 32, ways: int = 5,
-                     shots: int = 1, queries: int = 15) -> SourceData:
-    """A random base pool of the default protocol's shapes (5-way 1-shot, 15 queries, 32x32): enough to count one
-    training step of any phase (FLOPs do not depend on pixel values)."""
+                     queries: int = 15) -> SourceData:
+    """A random base pool of the default protocol's shapes (5-way, 15 queries, 32x32; a per-shots phase's shots are
+    its own field): enough to count one training step of any phase (FLOPs do not depend on pixel values)."""
     import torch
 
     device = torch.device(device or "cpu")
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (classes * per_class, 3, size, size), dtype=torch.uint8, generator=g)
     labels = torch.arange(classes).repeat_interleave(per_class)
-    return SourceData(images.to(device), labels.to(device), classes, device, 0, ways=ways, shots=shots,
-                      queries=queries)
+    return SourceData(images.to(device), labels.to(device), classes, device, 0, ways=ways, queries=queries,
+                      mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # any statistics: FLOPs do not depend on them
 
 
 def pretrainer_flops(backbone: str = "conv4", cache_dir: Any = None) -> list[dict[str, Any]]:

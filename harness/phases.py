@@ -61,11 +61,12 @@ class SourceData:
     device: torch.device
     seed: int  # the training seed
     progress: Progress = no_progress  # call with the number of images just processed
-    ways: int = 5  # the evaluation protocol's ways...
-    shots: int | None = None  # ...and shots (set only for phases with per_shots = True)
-    queries: int = 15
-    mean: tuple[float, ...] = (0.4914, 0.4822, 0.4465)  # the dataset's channel statistics
-    std: tuple[float, ...] = (0.2470, 0.2435, 0.2616)
+    #: the run's protocol (harness/protocol.py): ways and queries of the evaluation's episodes (a per-shots phase's
+    #: shots are its own field), and the data's channel statistics; given by keyword, never defaulted
+    ways: int = field(kw_only=True)
+    queries: int = field(kw_only=True)
+    mean: tuple[float, ...] = field(kw_only=True)
+    std: tuple[float, ...] = field(kw_only=True)
     #: measurements the phase wants in the results (e.g. peak memory of one meta-step), JSON-able values
     metrics: dict[str, Any] = field(default_factory=dict)
 

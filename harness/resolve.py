@@ -153,9 +153,10 @@ def check_out(out: Path, protocol: Protocol) -> None:
                          f"pass a writable directory")
 
 
-def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotData, protocol: Protocol,
-               budget: int, threads: int = 0) -> str:
-    """The cache key of a source model (harness/cache.py says what it covers)."""
+def source_key(phase: Pretrainer, seed: int, data: FewShotData, protocol: Protocol, budget: int,
+               threads: int = 0) -> str:
+    """The cache key of a source model (harness/cache.py says what it covers); a per-shots phase's shots are among
+    its fields (``params``)."""
     backbone = BACKBONES.get(phase.backbone).target if phase.any_backbone else None
     modules = [type(phase).__module__] + ([backbone.split(":")[0] if isinstance(backbone, str)
                                            else backbone.__module__] if backbone is not None else [])
@@ -174,5 +175,5 @@ def source_key(phase: Pretrainer, shots: int | None, seed: int, data: FewShotDat
     if type(phase).uses_ways or type(phase).per_shots:
         ingredients["ways"] = protocol.ways
     if type(phase).per_shots:
-        ingredients.update(shots=shots, queries=protocol.queries)
+        ingredients["queries"] = protocol.queries
     return cache_key(phase.phase_name, ingredients)

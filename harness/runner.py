@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from harness import __version__
-from harness.budgets import Budgets, flop_probe, parse_budgets
+from harness.budgets import Budgets, cached_flops, parse_budgets
 from harness.cache import SourceCache
 from harness.datasets import get_dataset
 from harness.datasets.base import FewShotData, default_cache_dir, hold_out_validation
@@ -167,14 +167,13 @@ def prepare(config: RunConfig, tables: dict[str, dict], log: Callable[[str], Non
     out = Path(config.out) if config.out else default_out()
     check_out(out, protocol)
     threads = executor.unit_threads()
-    probe = flop_probe(data, device, protocol.ways, protocol.queries, protocol.seed, cache_dir,
-                       lambda phase, shots: source_key(phase, shots, 0, data, protocol, 0, threads))
+    flops_of = cached_flops(data, device, protocol.ways, protocol.queries, protocol.seed, cache_dir,
+                            lambda phase: source_key(phase, 0, data, protocol, 0, threads))
     budgets = Budgets(parse_budgets(config.budget, preset), list(protocol.budget_scales), config.match_compute,
-                      probe, config.backbone or "conv4")
+                      flops_of, config.backbone or "conv4")
     seeds = replicate_seeds(protocol.seed, protocol.replicates)
     units = plan_units(strategies, list(protocol.shots), budgets.scales, seeds, budgets,
-                       lambda s, shots, seed, images: source_key(s.source, shots, seed, data, protocol, images,
-                                                                 threads))
+                       lambda s, seed, images: source_key(s.source, seed, data, protocol, images, threads))
     return Run(config, strategies, skipped, data, preset, device, out, SourceCache(cache_dir, warn=log), units,
                protocol, log, executor, command or ["python", "-m", "harness", *sys.argv[1:]])
 

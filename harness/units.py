@@ -101,31 +101,30 @@ class Budget:
     matched_flops: float | None = None
 
 
-def for_shots(strategy: Strategy, shots: int) -> tuple[Strategy, int | None]:
+def for_shots(strategy: Strategy, shots: int) -> Strategy:
     """The row as it runs at ``shots``: a per-shots source phase (``Pretrainer.per_shots``) gets its ``shots`` field
-    set to the evaluation's unless given; (the row, the shots its source phase trains for, or None)."""
+    set to the evaluation's unless given."""
     source = strategy.source
-    if not type(source).per_shots:
-        return strategy, None
-    trained = source.shots if source.shots is not None else shots
-    return dataclasses.replace(strategy, source=dataclasses.replace(source, shots=trained)), trained
+    if not type(source).per_shots or source.shots is not None:
+        return strategy
+    return dataclasses.replace(strategy, source=dataclasses.replace(source, shots=shots))
 
 
 def plan_units(strategies: list[Strategy], shots: list[int], scales: list[float], seeds: list[int],
                budget_of: Any, key_of: Any) -> Plan:
     """One evaluation unit per (strategy, shots, budget scale), needing one source model per training seed;
     one source unit per distinct cache key. A per-shots source phase runs with its ``shots`` set (:func:`for_shots`),
-    in both units. ``budget_of(strategy, shots, scale)`` gives a :class:`Budget`,
-    ``key_of(strategy, shots, seed, budget_images)`` the cache key."""
+    in both units. ``budget_of(strategy, scale)`` gives a :class:`Budget`, ``key_of(strategy, seed, budget_images)``
+    the cache key."""
     result = Plan()
     for row in strategies:
         for s in shots:
-            strategy, phase_shots = for_shots(row, s)
+            strategy = for_shots(row, s)
             for scale in scales:
-                budget = budget_of(strategy, phase_shots, scale)
+                budget = budget_of(strategy, scale)
                 keys = []
                 for seed in seeds:
-                    key = key_of(strategy, phase_shots, seed, budget.images)
+                    key = key_of(strategy, seed, budget.images)
                     unit = result.sources.get(key)
                     if unit is None:
                         result.sources[key] = SourceUnit(key, strategy, budget.images, seed, (strategy.name,),

@@ -22,6 +22,8 @@ NOVEL_PER_CLASS = 160
 #: channel statistics for tests that normalise images themselves (the harness takes them from the data, never
 #: defaults them): CIFAR-10's, the data these helpers imitate
 MEAN, STD = CIFAR10_MEAN, CIFAR10_STD
+#: a SourceData's protocol fields (keyword-only, never defaulted) as the default run's: 5-way, 15 queries
+SOURCE_PROTOCOL = {"ways": 5, "queries": 15, "mean": MEAN, "std": STD}
 
 
 def index_keys(n: int) -> np.ndarray:

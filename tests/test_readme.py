@@ -10,7 +10,7 @@ import types
 from pathlib import Path
 
 import torch
-from synthetic import MEAN, STD, index_keys, make_images
+from synthetic import MEAN, SOURCE_PROTOCOL, STD, index_keys, make_images
 
 from harness.episodes import EpisodeSet
 from harness.phases import SourceData
@@ -28,7 +28,7 @@ def _score(name: str) -> float:
     images, labels = make_images(20, seed=5)
     nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     base = labels < 5
-    data = SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0)
+    data = SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0, **SOURCE_PROTOCOL)
     model = strategy.source.train(data, 256).eval()
     es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 5, 4, seed=0, data_fingerprint="",
                          content=index_keys(int((~base).sum())))

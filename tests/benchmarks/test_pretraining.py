@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthetic import make_images
+from synthetic import SOURCE_PROTOCOL, make_images
 
 from harness.phases import SourceData
 from strategies.adversarial import AdversarialPretraining
@@ -35,7 +35,7 @@ def test_source_phase_images_per_second(benchmark, base, name, device, synchroni
     batch = 512 if device.type == "cuda" else BATCH
     phase = PHASES[name](batch_size=batch)
     images, labels = (t.to(device) for t in base)
-    data = SourceData(images, labels if phase.uses_labels else None, 5, device, 0)
+    data = SourceData(images, labels if phase.uses_labels else None, 5, device, 0, **SOURCE_PROTOCOL)
     budget = batch * STEPS * phase.passes_per_image()
     model = benchmark.pedantic(synchronized(lambda: phase.train(data, budget)), rounds=2, warmup_rounds=1)
     if benchmark.stats is not None:  # absent with --benchmark-disable

@@ -92,7 +92,7 @@ def _fake_probe(table):
     """A probe answering (FLOPs per image, method, images per step) from ``table`` by phase class name."""
     calls = []
 
-    def probe(phase, shots):
+    def probe(phase):
         calls.append(phase.phase_name)
         per_image, step = table[phase.phase_name]
         return per_image, "fake", step
@@ -114,7 +114,7 @@ def test_every_group_budget_is_a_flop_budget_rounded_to_whole_steps():
     budgets = Budgets(groups, [1.0], False, probe)
     for phase, group in ((SupervisedPretraining(), "pretrain"), (MamlMetaTraining(), "meta"),
                          (AdversarialPretraining(), "adversarial")):
-        b = budgets(_strategy(phase), 1, 1.0)
+        b = budgets(_strategy(phase), 1.0)
         per_image = b.flops_per_image[0]
         step = {"SupervisedPretraining": 128, "MamlMetaTraining": 500, "AdversarialPretraining": 512}[phase.phase_name]
         assert b.matched_flops == groups[group] * 100.0  # the group's budget in supervised-image equivalents
@@ -122,9 +122,9 @@ def test_every_group_budget_is_a_flop_budget_rounded_to_whole_steps():
         assert abs(b.images * per_image - b.matched_flops) <= step * per_image / 2  # ...the nearest number of them
         assert abs(b.images * per_image / b.matched_flops - 1) < 0.05, phase.phase_name
     # a second-order MAML image costs ~3x a supervised one: fewer images than the group's number
-    assert budgets(_strategy(MamlMetaTraining()), 1, 1.0).images == 7_000  # 20,000 x 100 / 296 = 6,757 -> 14 steps
-    assert budgets(_strategy(AdversarialPretraining()), 1, 1.0).images == 57_344  # 40,000 x 100 / 70 -> 112 steps
-    assert budgets(_strategy(SupervisedPretraining()), 1, 0.5).images == 50_048  # scaled: 390.6 -> 391 steps of 128
+    assert budgets(_strategy(MamlMetaTraining()), 1.0).images == 7_000  # 20,000 x 100 / 296 = 6,757 -> 14 steps
+    assert budgets(_strategy(AdversarialPretraining()), 1.0).images == 57_344  # 40,000 x 100 / 70 -> 112 steps
+    assert budgets(_strategy(SupervisedPretraining()), 0.5).images == 50_048  # scaled: 390.6 -> 391 steps of 128
 
 
 def test_match_compute_gives_every_group_the_pretrain_groups_flops():
@@ -133,7 +133,7 @@ def test_match_compute_gives_every_group_the_pretrain_groups_flops():
 
     probe = _fake_probe({"SupervisedPretraining": (100.0, 128), "MamlMetaTraining": (296.0, 500)})
     groups = {"pretrain": 40_000, "meta": 20_000, "ssl": 1, "adversarial": 1}
-    b = Budgets(groups, [1.0], True, probe)(_strategy(MamlMetaTraining()), 1, 1.0)
+    b = Budgets(groups, [1.0], True, probe)(_strategy(MamlMetaTraining()), 1.0)
     assert b.matched_flops == 40_000 * 100.0 and b.images == 13_500  # 4,000,000 / 296 = 13,514 -> 27 steps
 
 
@@ -143,7 +143,7 @@ def test_a_phase_that_trains_nothing_keeps_its_image_count():
 
     probe = _fake_probe({})
     b = Budgets({"pretrain": 1_000, "meta": 1, "ssl": 1, "adversarial": 1}, [1.0], False, probe)(
-        _strategy(TorchPretrained()), None, 1.0)
+        _strategy(TorchPretrained()), 1.0)
     assert b.images == 1_000 and b.matched_flops is None and probe.calls == []
 
 
@@ -156,11 +156,12 @@ def test_quick_preset_lands_every_phase_within_5_percent_of_its_groups_flop_budg
     from harness.flops import flops_per_step, pretrainer_variants, synthetic_source
     from harness.presets import PRESETS
     from harness.registry import PRETRAINERS
+    from harness.units import for_shots
 
-    data = synthetic_source(shots=shots)
+    data = synthetic_source()
     measured = {}
 
-    def probe(phase, s):
+    def probe(phase):
         key = (phase.phase_name, repr(phase.params()))
         if key not in measured:
             measured[key] = flops_per_step(phase, data)
@@ -172,9 +173,9 @@ def test_quick_preset_lands_every_phase_within_5_percent_of_its_groups_flop_budg
         for name, params in pretrainer_variants():
             if not PRETRAINERS.get(name).available() or not PRETRAINERS.load(name).trains:
                 continue
-            phase = PRETRAINERS.load(name)(**params)
-            b = budgets(_strategy(phase), shots, 1.0)
-            per_image, _, step = probe(phase, shots)
+            phase = for_shots(_strategy(PRETRAINERS.load(name)(**params)), shots).source
+            b = budgets(_strategy(phase), 1.0)
+            per_image, _, step = probe(phase)
             group = "pretrain" if p.match_compute else type(phase).budget_group
             assert b.matched_flops == pytest.approx(p.source_images[group] * budgets.supervised_image_flops())
             assert b.images % step == 0
@@ -219,7 +220,7 @@ def test_a_changed_budget_or_augment_changes_the_source_cache_key():
     phase, data = MamlMetaTraining(), SimpleNamespace(fingerprint="fp")
 
     def key(p, images):
-        return source_key(p, 1, 0, data, protocol(), images)
+        return source_key(p, 0, data, protocol(), images)
 
     key(phase, 20_000)  # the first call imports what the code hash covers
     assert key(phase, 20_000) == key(MamlMetaTraining(), 20_000)

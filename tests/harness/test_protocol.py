@@ -85,12 +85,35 @@ def test_the_cache_key_follows_the_protocol_fields_a_model_depends_on():
 
     data = SimpleNamespace(fingerprint="fp")
 
-    def key(phase, p, shots=None):
-        return source_key(phase, shots, 0, data, p, 1000)
+    def key(phase, p):
+        return source_key(phase, 0, data, p, 1000)
 
-    sup, maml = SupervisedPretraining(), MamlMetaTraining()
+    sup, maml = SupervisedPretraining(), MamlMetaTraining(shots=1)
     assert key(sup, protocol()) == key(sup, protocol(ways=3, queries=5, episodes=9))  # not per ways: one model
-    assert key(maml, protocol(), 1) != key(maml, protocol(ways=3), 1)  # a ways-way head
-    assert key(maml, protocol(), 1) != key(maml, protocol(queries=5), 1)
+    assert key(maml, protocol()) != key(maml, protocol(ways=3))  # a ways-way head
+    assert key(maml, protocol()) != key(maml, protocol(queries=5))  # trained on 15-query tasks
+    assert key(maml, protocol()) != key(MamlMetaTraining(shots=5), protocol())  # per shots: the phase's own field
     for field, value in (("precision", "bf16"), ("device_type", "cuda"), ("deterministic", False)):
         assert key(sup, protocol()) != key(sup, protocol(**{field: value})), field
+
+
+def test_a_per_shots_phase_trains_one_model_per_shot_setting_unless_its_shots_are_given():
+    """``shots`` reaches a per-shots source phase as its own field, set by the planner (no SourceData.shots)."""
+    from harness.suite import get_row
+    from harness.units import Budget, plan_units
+
+    def plan(strategies):
+        return plan_units(strategies, [1, 5], [1.0], [0], lambda s, scale: Budget(100),
+                          lambda s, seed, images: source_key(s.source, seed, SimpleNamespace(fingerprint="fp"),
+                                                             protocol(), images))
+
+    from types import SimpleNamespace
+
+    maml, frozen = get_row("maml").build(), get_row("frozen-features").build()
+    planned = plan([maml, frozen])
+    trained = sorted((u.strategy.name, getattr(u.strategy.source, "shots", None)) for u in planned.sources.values())
+    assert trained == [("frozen-features", None), ("maml", 1), ("maml", 5)]  # one supervised model for both
+    for e in planned.evaluations:  # the evaluation unit carries the phase as trained (its record's source_params)
+        assert e.strategy.source.params().get("shots") == (e.shots if e.strategy.name == "maml" else None)
+    fixed = dataclasses.replace(maml, source=dataclasses.replace(maml.source, shots=5))  # --set maml.source.shots=5
+    assert [u.strategy.source.shots for u in plan([fixed]).sources.values()] == [5]

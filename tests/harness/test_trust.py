@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import make_images, write_imagefolder
+from synthetic import SOURCE_PROTOCOL, make_images, write_imagefolder
 
 from harness.cli import main
 from harness.phases import EpisodeAdapter, SourceData
@@ -117,7 +117,7 @@ def counted(phase, budget: int, **data_kwargs) -> int:
     images, labels = make_images(16, seed=0, classes=5)
     processed = []
     data = SourceData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), 5,
-                      torch.device("cpu"), 0, processed.append, **data_kwargs)
+                      torch.device("cpu"), 0, processed.append, **{**SOURCE_PROTOCOL, **data_kwargs})
     phase.train(data, budget)
     return sum(processed)
 

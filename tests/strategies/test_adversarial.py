@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from synthetic import MEAN, STD, index_keys, make_images
+from synthetic import MEAN, SOURCE_PROTOCOL, STD, index_keys, make_images
 
 from harness.augment import to_float
 from harness.episodes import EpisodeSet
@@ -24,7 +24,7 @@ def setup():
     nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     base = labels < 5
     source = AdversarialPretraining(batch_size=20)
-    data = SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0)
+    data = SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0, **SOURCE_PROTOCOL)
     model = source.train(data, 120).eval()
     es = EpisodeSet.draw(labels[~base], (5, 6, 7, 8, 9), 5, 1, 4, 3, seed=1, data_fingerprint="",
                          content=index_keys(int((~base).sum())))

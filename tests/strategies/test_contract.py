@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from synthetic import MEAN, STD, index_keys, make_images
+from synthetic import MEAN, SOURCE_PROTOCOL, STD, index_keys, make_images
 
 from harness.augment import to_float
 from harness.episodes import EpisodeSet
@@ -78,7 +78,8 @@ def source_model(strategy: Strategy, synthetic, shots: int) -> torch.nn.Module:
     key = (type(phase), repr(phase))
     if key not in _SOURCE_MODELS:
         labels = synthetic["base_labels"] if phase.uses_labels else None
-        data = SourceData(synthetic["base_images"], labels, 5, torch.device("cpu"), 0, ways=WAYS)
+        data = SourceData(synthetic["base_images"], labels, 5, torch.device("cpu"), 0,
+                          **{**SOURCE_PROTOCOL, "ways": WAYS})
         trained = phase.train(data, BUDGET)
         model = phase.rebuild(phase.spec(trained))
         model.load_state_dict({k: v.detach().cpu().clone() for k, v in trained.state_dict().items()})

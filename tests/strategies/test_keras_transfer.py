@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import make_images
+from synthetic import SOURCE_PROTOCOL, make_images
 
 from harness import registry
 from harness.cli import main
@@ -116,7 +116,7 @@ def test_keras_conv4_matches_the_pytorch_one():
 def small_source(seed: int = 0) -> SourceData:
     images, labels = make_images(12, seed=3, classes=5)
     return SourceData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), 5,
-                      torch.device("cpu"), seed)
+                      torch.device("cpu"), seed, **SOURCE_PROTOCOL)
 
 
 def test_pretraining_is_deterministic_and_survives_the_torch_cache(tmp_path):

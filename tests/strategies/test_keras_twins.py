@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic import MEAN, STD, index_keys, make_images
+from synthetic import MEAN, SOURCE_PROTOCOL, STD, index_keys, make_images
 
 from harness.augment import to_float
 from harness.episodes import EpisodeSet
@@ -83,7 +83,8 @@ def keras_pretrained():
     nchw = torch.from_numpy(noisy).permute(0, 3, 1, 2).contiguous()
     base = labels < 5
     phase = KerasSupervisedPretraining(batch_size=32)
-    weights = phase.train(SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0), 1024)
+    weights = phase.train(SourceData(nchw[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0,
+                                     **SOURCE_PROTOCOL), 1024)
     return phase, weights, to_torch(weights), to_float(nchw[~base], MEAN, STD), labels[~base]
 
 

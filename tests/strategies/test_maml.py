@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic import MEAN, STD, index_keys, make_images
+from synthetic import MEAN, SOURCE_PROTOCOL, STD, index_keys, make_images
 from torch import nn
 
 from harness.augment import to_float
@@ -204,7 +204,8 @@ def noisy_images(per_class: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 def test_meta_training_beats_random_init_on_held_out_tasks():
     images, labels = noisy_images(40, seed=5)
     base = labels < 5
-    data = SourceData(images[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0, lambda n: None)
+    data = SourceData(images[base], torch.from_numpy(labels[base]), 5, torch.device("cpu"), 0, lambda n: None,
+                      **SOURCE_PROTOCOL)
     phase = MamlMetaTraining(width=8, inner_lr=0.1, outer_lr=3e-3, inner_steps=2, shots=1)
     trained = phase.train(data, 5 * 16 * 4 * 15)  # 15 meta-steps of 4 tasks
     assert trained.spec == {"name": "conv4", "num_classes": 5, "width": 8, "image_size": 32}

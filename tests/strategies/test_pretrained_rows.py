@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from protocols import protocol
-from synthetic import MEAN, STD, index_keys, make_images
+from synthetic import MEAN, SOURCE_PROTOCOL, STD, index_keys, make_images
 
 from harness import registry
 from harness.augment import to_float
@@ -146,7 +146,7 @@ def test_the_cache_key_covers_the_file_content_and_a_given_hash_pins_it(files, t
         phase = get_row("torch-pretrained").build().source
         phase = dataclasses.replace(phase, model=str(path))
         phase.check()
-        keys.append(source_key(phase, None, 0, types.SimpleNamespace(fingerprint="data"), protocol(), 1))
+        keys.append(source_key(phase, 0, types.SimpleNamespace(fingerprint="data"), protocol(), 1))
     assert keys[0] != keys[1] and keys[0] == keys[2]
     argv = run_args(["torch-pretrained"], imagefolder_dir, tmp_path) + [
         "--set", f"torch-pretrained.source.model={copy_a}", "--set", "torch-pretrained.source.sha256=0123abcd"]
@@ -173,7 +173,7 @@ def built(name: str, model: str, synthetic) -> tuple[Strategy, torch.nn.Module]:
     strategy = dataclasses.replace(strategy, source=source, adapter=adapter)
     strategy.check()
     images, labels, _, _ = synthetic
-    trained = source.train(SourceData(images, labels, 5, torch.device("cpu"), 0), 1024)
+    trained = source.train(SourceData(images, labels, 5, torch.device("cpu"), 0, **SOURCE_PROTOCOL), 1024)
     model = source.rebuild(source.spec(trained))
     model.load_state_dict({k: v.detach().cpu().clone() for k, v in trained.state_dict().items()})
     return strategy, model.eval()
