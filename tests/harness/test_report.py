@@ -94,6 +94,19 @@ def test_ranks_ties_and_pvalues(fixed_run):
     assert set(frame["budget_scale"]) == {1.0} and frame["total_flops"].isna().all()  # FLOPs null: coped with
 
 
+def test_every_record_field_is_placed_in_the_frame_layout(monkeypatch):
+    """FRAME_COLUMNS comes from one declared layout: a record field neither copied into the frame nor listed as
+    not copied (e.g. one just added to the schema) is refused when the module loads."""
+    from harness.report import frame
+
+    frame.check_layout()
+    assert FRAME_COLUMNS[:6] == ["shots", "budget_scale", "rank", "rank_label", "tied_with_best", "strategy"]
+    assert FRAME_COLUMNS[-3:] == ["reliability", "class_accuracy", "confusion"] and len(set(FRAME_COLUMNS)) == 95
+    monkeypatch.setattr(frame, "NOT_COPIED", frame.NOT_COPIED - {"twin_of"})
+    with pytest.raises(TypeError, match="placed nowhere \\['twin_of'\\]"):
+        frame.check_layout()
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_ties_and_intervals_never_disagree(seed, tmp_path):
     """Random leaderboards: a row is tied with the best exactly when its CI holds 0, and ranks follow accuracy."""
