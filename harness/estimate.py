@@ -30,6 +30,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.schema import Record, RunHeader
+
 
 @dataclass(frozen=True)
 class TimedUnit:
@@ -47,11 +49,11 @@ class Schedule:
     worker_of: dict[str, int] = field(default_factory=dict)
 
 
-def run_budgets(config: dict) -> dict[str, float] | None:
+def run_budgets(header: RunHeader) -> dict[str, float] | None:
     """The FLOP budget of each budget group a run gave its phases, in supervised-image equivalents (its preset's,
     ``--budget`` overrides applied, every group the pretrain group's with --match-compute), from its header."""
-    budgets = dict(config.get("preset_budgets") or {})
-    run = config.get("run") or {}
+    budgets: dict[str, float] = dict(header.preset_budgets or {})
+    run = header.run or {}
     for item in run.get("budget") or []:
         group, _, value = str(item).partition("=")
         try:
@@ -63,7 +65,7 @@ def run_budgets(config: dict) -> dict[str, float] | None:
     return budgets or None
 
 
-def scaling(record: dict, preset: object | None, budgets: dict[str, float] | None = None) -> tuple[float, float]:
+def scaling(record: Record, preset: object | None, budgets: dict[str, float] | None = None) -> tuple[float, float]:
     """(source, episode) time factors taking ``record`` to the budgets and episode count of ``preset`` (None:
     1, 1): times are taken as proportional to the source FLOPs and to the episodes (constant throughput).
     Budgets are FLOP budgets in supervised-image equivalents, so a record with a FLOP budget (``matched_flops``)
@@ -72,33 +74,33 @@ def scaling(record: dict, preset: object | None, budgets: dict[str, float] | Non
     by the preset's images over its budget images."""
     if preset is None:
         return 1.0, 1.0
-    group = record.get("budget_group") or ""
-    episodes = preset.episodes / max(1, record.get("episodes") or 1)
-    if record.get("matched_flops") and budgets and budgets.get(group):
+    group = record.budget_group or ""
+    episodes = preset.episodes / max(1, record.episodes or 1)
+    if record.matched_flops and budgets and budgets.get(group):
         target = preset.source_images.get("pretrain" if getattr(preset, "match_compute", False) else group, 0)
         return (target / budgets[group] if target else 1.0), episodes
-    budget = preset.source_images.get(group, 0) * (record.get("budget_scale") or 1.0)
-    done = record.get("source_budget_images") or 0
+    budget = preset.source_images.get(group, 0) * (record.budget_scale or 1.0)
+    done = record.source_budget_images or 0
     return (budget / done if budget and done else 1.0), episodes
 
 
-def tuning_seconds(record: dict, tune: int | None = None, tune_episodes: int = 100) -> float:
+def tuning_seconds(record: Record, tune: int | None = None, tune_episodes: int = 100) -> float:
     """An evaluation unit's tuning time (``--tune``): a tuned record's ``tuning_seconds``; with ``tune``, N
     configurations of V (``tune_episodes``) validation episodes at the seconds per validation episode the record
     measured, or, for an untuned record, at its seconds per scored episode (a row with nothing to tune runs one)."""
-    recorded = record.get("tuning")
+    recorded = record.tuning
     if tune is None:
-        return float(record.get("tuning_seconds") or 0.0) if recorded else 0.0
-    if recorded and record.get("tuning_seconds"):
-        per_episode = record["tuning_seconds"] / max(1, len(recorded["tried"]) * recorded["episodes"])
+        return float(record.tuning_seconds or 0.0) if recorded else 0.0
+    if recorded and record.tuning_seconds:
+        per_episode = record.tuning_seconds / max(1, len(recorded["tried"]) * recorded["episodes"])
         tune = 1 if len(recorded["tried"]) == 1 else tune
     else:
-        replicates = max(1, len(record.get("source_keys") or [None]))
-        per_episode = (record.get("episode_seconds") or 0.0) / max(1, (record.get("episodes") or 1) * replicates)
+        replicates = max(1, len(record.source_keys or [None]))
+        per_episode = (record.episode_seconds or 0.0) / max(1, (record.episodes or 1) * replicates)
     return per_episode * tune * tune_episodes
 
 
-def units_of(records: list[dict], warm_cache: bool = False, preset: object | None = None,
+def units_of(records: list[Record], warm_cache: bool = False, preset: object | None = None,
              budgets: dict[str, float] | None = None, tune: int | None = None,
              tune_episodes: int = 100) -> list[TimedUnit]:
     """Source units (by cache key) then evaluation units of the ``ok`` records, in record order; with ``preset``
@@ -107,18 +109,18 @@ def units_of(records: list[dict], warm_cache: bool = False, preset: object | Non
     sources: dict[str, TimedUnit] = {}
     evaluations: list[TimedUnit] = []
     for r in records:
-        if r.get("status") != "ok":
+        if r.status != "ok":
             continue
-        keys = r.get("source_keys") or []
+        keys = r.source_keys or []
         source_factor, episode_factor = scaling(r, preset, budgets)
         for key in keys:
-            seconds = (r.get("source_seconds") or 0.0) / len(keys) * source_factor
-            cached = bool(r.get("source_cached"))
+            seconds = (r.source_seconds or 0.0) / len(keys) * source_factor
+            cached = bool(r.source_cached)
             if key in sources:  # trained in the run if any of its rows says so
                 seconds, cached = max(seconds, sources[key].seconds), cached and sources[key].cached
             sources[key] = TimedUnit(f"source:{key}", seconds, (), cached)
-        name = f"eval:{r['strategy']}:{r['shots']}:{r.get('budget_scale', 1.0):g}"
-        seconds = (r.get("episode_seconds") or 0.0) * episode_factor + tuning_seconds(r, tune, tune_episodes)
+        name = f"eval:{r.strategy}:{r.shots}:{r.budget_scale:g}"
+        seconds = (r.episode_seconds or 0.0) * episode_factor + tuning_seconds(r, tune, tune_episodes)
         evaluations.append(TimedUnit(name, seconds, tuple(f"source:{k}" for k in keys)))
     if warm_cache:
         sources = {k: dataclasses.replace(u, seconds=0.0) if u.cached else u for k, u in sources.items()}
@@ -225,13 +227,13 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, pr
     from harness.results import load_run
 
     target = get_preset(preset) if preset else None
-    config, _, records = load_run(run_dir)
+    run = load_run(run_dir)
+    records = run.records
     if tune is not None:
         from harness.tuning import check_trials
 
         check_trials(tune, tune_episodes)
-    units = units_of(records, warm_cache, target, run_budgets(config if isinstance(config, dict) else {}), tune,
-                     tune_episodes)
+    units = units_of(records, warm_cache, target, run_budgets(run.header), tune, tune_episodes)
     sources = [u for u in units if not u.needs and u.id.startswith("source:")]
     evaluations = [u for u in units if u.id.startswith("eval:")]
     if not evaluations:
@@ -242,7 +244,7 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, pr
     lines = [f"{run_dir}: {_count(len(sources), 'source unit')} and {_count(len(evaluations), 'evaluation unit')}, "
              f"{duration(total)} of measured unit time" + (f" scaled to the {target.name} preset ({target.episodes:,} "
                                                             f"episodes and its budgets)" if target else "")]
-    tuned = sum(tuning_seconds(r, tune, tune_episodes) for r in records if r.get("status") == "ok")
+    tuned = sum(tuning_seconds(r, tune, tune_episodes) for r in records if r.status == "ok")
     if tuned:
         lines.append(f"tuning (--tune) included: {duration(tuned)}" + (
             f" for {tune} configurations x {tune_episodes} validation episodes per evaluation unit, at the measured "
@@ -251,7 +253,7 @@ def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, pr
         lines.append(f"{_count(cached, 'source model')} came from the cache in that run: "
                      + ("counted as free (--warm-cache)" if warm_cache
                         else "their recorded training time is counted (an empty cache; --warm-cache: free)"))
-    left = sum(r.get("status") != "ok" for r in records)
+    left = sum(r.status != "ok" for r in records)
     if left:
         lines.append(f"{_count(left, 'failed or skipped row')} without measured times left out")
     rows = []

@@ -300,6 +300,16 @@ class Strategy:
     def episode_phase(self) -> str:
         return self.adapter.describe(self.source)
 
+    def twin_of(self) -> str | None:
+        """The PyTorch row this row runs the same algorithm as, when its adapter declares one (``twin_of``, e.g. the
+        Keras rows of strategies/keras_transfer.py), else None: the record's ``twin_of``."""
+        return getattr(self.adapter, "twin_of", None)
+
+    def check_of(self) -> str | None:
+        """The Keras row whose pretraining this framework-check row shares, when its adapter declares one
+        (``check_of``, strategies/keras_check.py), else None: the record's ``check_of``."""
+        return getattr(self.adapter, "check_of", None)
+
     def run_episodes(self, model: nn.Module, tasks: TaskBatch,
                      progress: Progress = no_progress) -> list[torch.Tensor | dict[str, torch.Tensor]]:
         return self.adapter.adapt(model, tasks, self.source, progress)

@@ -3,14 +3,28 @@ and loading with validation. No torch."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.errors import UsageError
 from harness.io import atomic_write_bytes, atomic_write_json, read_json
 from harness.schema import READABLE_VERSIONS, SCHEMA_VERSION, Environment, Record, RunHeader
 
-Run = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]  # (config, environment, records) as JSON
+
+@dataclass(frozen=True)
+class RunResults:
+    """One run directory as loaded and validated (``load_run``): its config.json, its environment.json (None
+    when the run has none) and its records (sorted by file name), older schema versions upgraded."""
+
+    directory: Path
+    header: RunHeader
+    environment: Environment | None
+    records: list[Record]
+
+    @property
+    def name(self) -> str:
+        """The run directory's name (the report's default name for the run)."""
+        return self.directory.resolve().name
 
 
 def record_path(run_dir: Path, strategy: str, shots: int, scale: float = 1.0) -> Path:
@@ -46,14 +60,14 @@ def read_header(run_dir: Path, versions: tuple[int, ...] = (SCHEMA_VERSION,)) ->
     return RunHeader.from_json(data, str(run_dir / "config.json"))
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """(config, environment, records) of a run directory, validated against the schema; one-line errors."""
+def load_run(run_dir: str | Path) -> RunResults:
+    """A run directory's header, environment and records, validated against the schema; one-line errors."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a run directory (no config.json); pass a folder written by "
                          f"`python -m harness run`")
     header = read_header(run_dir, READABLE_VERSIONS)
     env_path = run_dir / "environment.json"
-    environment = Environment.from_json(read_json(env_path), str(env_path)).to_json() if env_path.is_file() else {}
-    records = [Record.from_json(read_json(p), str(p)).to_json() for p in sorted((run_dir / "records").glob("*.json"))]
-    return header.to_json(), environment, records
+    environment = Environment.from_json(read_json(env_path), str(env_path)) if env_path.is_file() else None
+    records = [Record.from_json(read_json(p), str(p)) for p in sorted((run_dir / "records").glob("*.json"))]
+    return RunResults(run_dir, header, environment, records)

@@ -15,6 +15,7 @@ imports no torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,17 @@ from harness.errors import UsageError
 SCHEMA_VERSION = 4
 #: versions whose files still load: fields added since (``metadata["added"]``) take their defaults
 READABLE_VERSIONS = (3, 4)
+
+
+#: Record field -> the settings entry through which records written before the field named the related row
+LEGACY_RELATIONS = {"twin_of": "PyTorch twin", "check_of": "episode phase of"}
+
+
+def scale_value(value: Any) -> float:
+    """A budget scale as a comparable number: a float rounded to 9 decimals, 1.0 when absent (None, NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 1.0
+    return round(float(value), 9)
 
 
 def doc(text: str, default: Any = None, added: int = 3, **kwargs: Any) -> Any:
@@ -52,6 +64,18 @@ class Record(_Json):
     In memory, a record fresh from its evaluation unit carries the bytes of its predictions file (``attach``;
     not a field, so not in the JSON): they travel with it from any executor to the writer
     (harness/results.py ``write_record``), which writes them to ``predictions`` before the record."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "record") -> Record:
+        """A record from its JSON, upgraded: ``budget_scale`` as a float (1.0 when absent), and ``twin_of`` /
+        ``check_of`` of a record written before those fields taken from its settings (:data:`LEGACY_RELATIONS`)."""
+        record: Record = _from_json(cls, data, where)
+        record.budget_scale = scale_value(record.budget_scale)
+        settings = record.settings or {}
+        for name, entry in LEGACY_RELATIONS.items():
+            if name not in data and isinstance(settings.get(entry), str):
+                setattr(record, name, settings[entry])
+        return record
 
     def attach(self, data: bytes) -> Record:
         self.__dict__["_predictions_data"] = data
@@ -172,6 +196,10 @@ class Record(_Json):
                                      "validation episode's counted FLOPs x V; null without --tune or when not "
                                      "counted", added=5)
     settings: dict[str, Any] | None = doc("protocol settings shown in the leaderboard (BN mode, inner steps...)")
+    twin_of: str | None = doc("the PyTorch row this row runs the same algorithm as (a Keras row's twin): the report "
+                              "shows their paired difference; else null", added=5)
+    check_of: str | None = doc("the Keras row whose pretraining this framework-check row shares, running the twin's "
+                               "episode phase (strategies/keras_check.py); else null", added=5)
     episode_seconds: float | None = doc("wall time of all episodes of all replicates inside their sealed processes, "
                                         "each batch after one untimed warm-up episode (a batch of one episode: "
                                         "none), plus the frozen-features processes (synchronised)")

@@ -251,27 +251,3 @@ def difference(a_episodes: Sequence[float], b_episodes: Sequence[float], a_repli
     else:
         p = float(2 * scipy.stats.t.sf(abs(delta) / se, df))
     return Difference(delta, delta - half, delta + half, p, min(1.0, p * max(1, family)), level, test)
-
-
-def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(t, two-sided p) of the paired t-test of mean(a - b) = 0 (scipy.stats.ttest_rel); identical
-    samples give t = 0 and p = 1 (scipy: nan)."""
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if d.size < 2:
-        return math.nan, math.nan
-    if np.all(d == d[0]):
-        return (0.0, 1.0) if d[0] == 0 else (math.copysign(math.inf, d[0]), 0.0)
-    result = scipy.stats.ttest_rel(a, b)
-    return float(result.statistic), float(result.pvalue)
-
-
-def welch_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(t, two-sided p) of Welch's unequal-variance t-test (scipy.stats.ttest_ind, equal_var=False)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.size < 2 or b.size < 2:
-        return math.nan, math.nan
-    if a.var() + b.var() == 0:
-        diff = float(a.mean() - b.mean())
-        return (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
-    result = scipy.stats.ttest_ind(a, b, equal_var=False)
-    return float(result.statistic), float(result.pvalue)

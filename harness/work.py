@@ -234,6 +234,7 @@ def base_record(strategy: Any, shots: int, spec: RunSpec, device: torch.device, 
         record.episode_phase = strategy.episode_phase()
         record.params = strategy.params()
         record.settings = strategy.settings()
+        record.twin_of, record.check_of = strategy.twin_of(), strategy.check_of()
         record.code = {k: v for k, v in (("source", relative_file(type(strategy.source))),
                                          ("adapter", relative_file(type(strategy.adapter)))) if v}
     return record

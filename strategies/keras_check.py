@@ -41,6 +41,11 @@ class OnTorchCopy:
 
     keras_row: ClassVar[str] = ""
 
+    @property
+    def check_of(self) -> str:
+        """The Keras row this row checks: the record's ``check_of`` (harness/phases.py ``Strategy``)."""
+        return self.keras_row
+
     def adapt(self, model: nn.Module, tasks: TaskBatch, source: Pretrainer, progress: Progress = no_progress) -> list:
         return super().adapt(torch_copy(model, tasks.images.device), tasks, source, progress)  # type: ignore[misc]
 

@@ -124,6 +124,11 @@ class KerasTwin:
     twin_adapter: type
     shared: type
 
+    @property
+    def twin_of(self) -> str:
+        """The PyTorch row of the same algorithm: the record's ``twin_of`` (harness/phases.py ``Strategy``)."""
+        return self.twin
+
     def runs_on(self, device: torch.device) -> str:
         return tensorflow_device()
 

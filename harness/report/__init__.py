@@ -5,9 +5,9 @@ into the records by the run.
 - ranking (frame.py: one row per (strategy, shots, budget scale), ranked within each (shots, scale)) apart
   from rendering; expected units from config.json and rows for the missing ones (expected.py); the gain of
   the largest budget scale over the second largest (scales.py);
-- the Markdown page (markdown.py: summary.py, tables.py, details.py), plots (plots.py, plots_cost.py), the
-  run comparison (compare.py); renderers behind one interface (formats.py), registered as ``md``, ``csv``,
-  ``json``;
+- the Markdown page (markdown.py: summary.py, tables.py, details.py), plots (plots.py, plots_cost.py,
+  plots_calibration.py; their shared style and helpers in plot_style.py), the run comparison (compare.py);
+  renderers behind one interface (formats.py), registered as ``md``, ``csv``, ``json``;
 - ``write_report`` / ``write_comparison`` (write.py): compute everything, then write.
 """
 
@@ -20,7 +20,7 @@ REPORT_FORMATS.register_lazy("json", "harness.report.formats:JSON", description=
 from harness.report.cells import run_names  # noqa: E402
 from harness.report.compare import compare_frame, write_comparison  # noqa: E402
 from harness.report.frame import FRAME_COLUMNS, leaderboard_frame  # noqa: E402
-from harness.report.write import NoRecords, render_runs, write_predictions, write_report  # noqa: E402
+from harness.report.write import NoRecords, write_predictions, write_report  # noqa: E402
 
-__all__ = ["FRAME_COLUMNS", "NoRecords", "compare_frame", "leaderboard_frame", "render_runs", "run_names",
-           "write_comparison", "write_predictions", "write_report"]
+__all__ = ["FRAME_COLUMNS", "NoRecords", "compare_frame", "leaderboard_frame", "run_names", "write_comparison",
+           "write_predictions", "write_report"]

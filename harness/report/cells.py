@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,21 @@ import numpy as np
 import pandas as pd
 
 from harness.provenance import ROOT
+from harness.schema import Record
 from harness.stats import Difference, difference
 
 
-def settings_text(rec: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in (rec.get("settings") or {}).items())
+@dataclass(frozen=True)
+class RunRecord:
+    """A record with the name of the run it came from (the frame's ``run`` column)."""
+
+    run: str
+    record: Record
+
+
+def settings_text(record: Record) -> str:
+    """A record's settings as one line: "key: value, ..."."""
+    return ", ".join(f"{k}: {v}" for k, v in (record.settings or {}).items())
 
 
 def missing(value: Any) -> bool:
@@ -68,12 +79,8 @@ def level_text(level: float) -> str:
     return f"{100 * level:.3g}%"
 
 
-def scale_key(value: Any) -> float:
-    """A budget scale as a comparable number (1.0 when absent)."""
-    return round(float(1.0 if value is None or missing(value) else value), 9)
-
-
 def scale_text(scale: float) -> str:
+    """A budget scale's label: "×0.5"."""
     return f"×{scale:g}"
 
 
@@ -158,18 +165,18 @@ def source_compute(rows: list[dict[str, Any]]) -> tuple[list[float | None], str]
     return (values, "images processed") if any(v is not None for v in values) else None
 
 
-def record_difference(a: dict[str, Any], b: dict[str, Any], paired: bool, family: int = 1,
+def record_difference(a: Record, b: Record, paired: bool, family: int = 1,
                       matrix: str = "replicate_episode_accuracies") -> Difference | None:
     """``a - b`` of two records (harness.stats ``difference``): paired on the episodes when ``paired``, and
     by training seed when both carry the replicate x episode matrix and share their source model seed by
     seed (equal ``source_keys``); records without the matrix (schema 3) count their seeds as independent.
     ``matrix``: another replicate x episode field to compare (e.g. ``episode_nll``) instead of accuracy."""
     if matrix != "replicate_episode_accuracies":
-        ma, mb = np.asarray(a[matrix], dtype=float), np.asarray(b[matrix], dtype=float)
+        ma, mb = np.asarray(getattr(a, matrix), dtype=float), np.asarray(getattr(b, matrix), dtype=float)
         return difference(ma.mean(0), mb.mean(0), ma.mean(1) if len(ma) > 1 else [],
                           mb.mean(1) if len(mb) > 1 else [], paired, family, a_matrix=ma, b_matrix=mb,
-                          a_sources=a.get("source_keys"), b_sources=b.get("source_keys"))
-    return difference(a.get("episode_accuracies") or [], b.get("episode_accuracies") or [],
-                      a.get("replicate_accuracies") or [], b.get("replicate_accuracies") or [], paired, family,
-                      a_matrix=a.get("replicate_episode_accuracies"), b_matrix=b.get("replicate_episode_accuracies"),
-                      a_sources=a.get("source_keys"), b_sources=b.get("source_keys"))
+                          a_sources=a.source_keys, b_sources=b.source_keys)
+    return difference(a.episode_accuracies or [], b.episode_accuracies or [],
+                      a.replicate_accuracies or [], b.replicate_accuracies or [], paired, family,
+                      a_matrix=a.replicate_episode_accuracies, b_matrix=b.replicate_episode_accuracies,
+                      a_sources=a.source_keys, b_sources=b.source_keys)

@@ -21,12 +21,11 @@ from harness.report.cells import (
     pp,
     record_difference,
     run_names,
-    scale_key,
     scale_text,
 )
-from harness.report.markdown import SMOKE_BANNER, machine
+from harness.report.markdown import SMOKE_BANNER, env_value, machine
 from harness.report.write import write_files
-from harness.results import Run, load_run
+from harness.results import RunResults, load_run
 from harness.stats import ALPHA
 
 NOTABLE_RATIO = 1.2  # compare: throughput ratios beyond this (either way) are flagged
@@ -42,37 +41,36 @@ def _ratio(b: Any, a: Any) -> float | None:
     return None if missing(a) or missing(b) or not a else float(b) / float(a)
 
 
-def compare_frame(run_a: Run, run_b: Run) -> pd.DataFrame:
+def compare_frame(run_a: RunResults, run_b: RunResults) -> pd.DataFrame:
     """Run B against run A for strategies present in both: Δ = B - A (paired t-test when the episodes
     are the same, else Welch's unpaired test), Bonferroni over all rows, throughput ratios B / A."""
-    pa, pb = run_a[0]["protocol"], run_b[0]["protocol"]
+    pa, pb = run_a.header.protocol, run_b.header.protocol
     for key in ("dataset", "ways", "queries"):
         if pa.get(key) != pb.get(key):
             raise UsageError(f"the runs use different protocols ({key} {pa.get(key)} vs {pb.get(key)}); their "
                              f"accuracies are not comparable")
-    a_recs = {(r["strategy"], r["shots"], scale_key(r.get("budget_scale"))): r for r in run_a[2]}
-    b_recs = {(r["strategy"], r["shots"], scale_key(r.get("budget_scale"))): r for r in run_b[2]}
+    a_recs = {(r.strategy, r.shots, r.budget_scale): r for r in run_a.records}
+    b_recs = {(r.strategy, r.shots, r.budget_scale): r for r in run_b.records}
     keys = sorted(set(a_recs) & set(b_recs), key=lambda k: (k[1], -k[2], k[0]))
-    family = sum(a_recs[k].get("status") == "ok" and b_recs[k].get("status") == "ok" for k in keys)
+    family = sum(a_recs[k].status == "ok" and b_recs[k].status == "ok" for k in keys)
     rows = []
     for key in keys:
         a, b = a_recs[key], b_recs[key]
         row: dict[str, Any] = dict.fromkeys(COMPARE_COLUMNS)
-        row.update(shots=key[1], budget_scale=key[2], strategy=key[0], status_a=a.get("status"),
-                   status_b=b.get("status"))
-        if a.get("status") == "ok" and b.get("status") == "ok":
-            row.update(accuracy_a=a["accuracy"], ci95_a=a["ci95"], accuracy_b=b["accuracy"], ci95_b=b["ci95"],
-                       delta=b["accuracy"] - a["accuracy"])
-            paired = bool(a.get("episode_fingerprint")) and a.get("episode_fingerprint") == b.get("episode_fingerprint")
+        row.update(shots=key[1], budget_scale=key[2], strategy=key[0], status_a=a.status, status_b=b.status)
+        if a.status == "ok" and b.status == "ok":
+            row.update(accuracy_a=a.accuracy, ci95_a=a.ci95, accuracy_b=b.accuracy, ci95_b=b.ci95,
+                       delta=(b.accuracy or 0.0) - (a.accuracy or 0.0))
+            paired = bool(a.episode_fingerprint) and a.episode_fingerprint == b.episode_fingerprint
             d = record_difference(b, a, paired, family)
             if d is not None:
                 row.update(delta=d.delta, delta_ci_low=d.low, delta_ci_high=d.high, test=d.test, p_value=d.p_raw,
                            p_adjusted=d.p_adjusted)
                 row["change"] = ("better" if d.delta > 0 else "worse") if d.p_adjusted < ALPHA else \
                     "no significant change"
-        row.update(source_images_per_second_a=a.get("source_images_per_second"),
-                   source_images_per_second_b=b.get("source_images_per_second"),
-                   ms_per_episode_a=a.get("ms_per_episode"), ms_per_episode_b=b.get("ms_per_episode"))
+        row.update(source_images_per_second_a=a.source_images_per_second,
+                   source_images_per_second_b=b.source_images_per_second,
+                   ms_per_episode_a=a.ms_per_episode, ms_per_episode_b=b.ms_per_episode)
         row["source_ips_ratio"] = _ratio(row["source_images_per_second_b"], row["source_images_per_second_a"])
         row["ms_ratio"] = _ratio(row["ms_per_episode_b"], row["ms_per_episode_a"])
         rows.append(row)
@@ -105,16 +103,16 @@ def _coverage(frame: pd.DataFrame) -> str:
     return text + (" Rows whose test names seeds cover both." if seeds else "")
 
 
-def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"),
+def render_comparison(run_a: RunResults, run_b: RunResults, names: tuple[str, str] = ("A", "B"),
                       frame: pd.DataFrame | None = None) -> str:
     frame = compare_frame(run_a, run_b) if frame is None else frame
     na, nb = names
     lines = [f"# Comparison: `{nb}` vs `{na}`", ""]
-    if any(c["protocol"].get("preset") == "smoke" for c, _, _ in (run_a, run_b)):
+    if any(run.header.protocol.get("preset") == "smoke" for run in (run_a, run_b)):
         lines += [SMOKE_BANNER, ""]
-    for label, name, (config, env, _) in (("A", na, run_a), ("B", nb, run_b)):
-        p = config["protocol"]
-        lines.append(f"- **{label}** `{name}`: {env.get('dataset', '?')}; {p['dataset']}, {p['ways']}-way, "
+    for label, name, run in (("A", na, run_a), ("B", nb, run_b)):
+        p, env = run.header.protocol, run.environment
+        lines.append(f"- **{label}** `{name}`: {env_value(env, 'dataset')}; {p['dataset']}, {p['ways']}-way, "
                      f"{p['queries']} queries, {p['episodes']} episodes, seed {p['seed']}, preset `{p['preset']}`; "
                      f"{machine(env)}")
     lines += [
@@ -150,8 +148,8 @@ def render_comparison(run_a: Run, run_b: Run, names: tuple[str, str] = ("A", "B"
                      _ratio_cell(row["source_ips_ratio"], True), _ratio_cell(row["ms_ratio"], False)]
             rows.append([cell(c) for c in cells])
         lines += ["", f"## {s}-shot", "", tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)]
-    only_a = sorted({r["strategy"] for r in run_a[2]} - {r["strategy"] for r in run_b[2]})
-    only_b = sorted({r["strategy"] for r in run_b[2]} - {r["strategy"] for r in run_a[2]})
+    only_a = sorted({r.strategy for r in run_a.records} - {r.strategy for r in run_b.records})
+    only_b = sorted({r.strategy for r in run_b.records} - {r.strategy for r in run_a.records})
     if frame.empty:
         lines += ["", "No strategy and shot setting is present in both runs."]
     if only_a or only_b:

@@ -27,8 +27,9 @@ def _span(values: list, fmt: str) -> str:
     return low if low == high else f"{low} to {high}"
 
 
-def domain_lines(config: dict[str, Any], frame: pd.DataFrame) -> list[str]:
-    d = config.get("domains") or {}
+def domain_lines(domains: dict[str, Any], frame: pd.DataFrame) -> list[str]:
+    """The header lines of config.json's ``domains`` (source -> target, preparation, warnings); [] when empty."""
+    d = domains or {}
     if not d:
         return []
     per_class = d.get("novel_images_per_class", {})

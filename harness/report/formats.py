@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results import Run
+from harness.results import RunResults
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Renderer:
     name: str
     plots: bool
 
-    def render(self, runs: list[Run], names: list[str], frame: pd.DataFrame, out: Path,
+    def render(self, runs: list[RunResults], names: list[str], frame: pd.DataFrame, out: Path,
                plot_files: Sequence[str]) -> str:
         raise NotImplementedError
 

@@ -11,9 +11,9 @@ interval holds 0.
 
 Rows of family ``external`` (a model pretrained elsewhere, whose pretraining data may hold the novel classes)
 are not ranked: rank label ``external``, each compared with the best ranked row of its group on the shared
-episodes (Δ, 95% CI, p; no family of comparisons). A row whose settings name a ``PyTorch twin`` (a Keras row
+episodes (Δ, 95% CI, p; no family of comparisons). A row whose record names a ``twin_of`` (a Keras row
 running the same algorithm as a PyTorch row) carries its paired difference to that row (``twin_*``). When a
-framework-check row (settings ``episode phase of``: the twin's episode phase on the Keras row's pretraining,
+framework-check row (record ``check_of``: the twin's episode phase on the Keras row's pretraining,
 strategies/keras_check.py) ran too, the difference splits into the episode phase's framework (``check_*``:
 Keras row - check row) and the pretraining's (``pretraining_*``: check row - twin).
 
@@ -24,47 +24,111 @@ the accuracy gain over its second largest scale (harness/report/expected.py ``sc
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.report.cells import missing, record_difference, scale_key, settings_text, total_flops
-from harness.report.expected import missing_records
+from harness.report.cells import RunRecord, missing, record_difference, settings_text, total_flops
+from harness.report.expected import MissingUnit, missing_units
 from harness.report.scales import scale_gains
-from harness.results import Run
+from harness.results import RunResults
+from harness.schema import Record
 from harness.stats import ALPHA, COVERS_EPISODES, COVERS_SEEDS
 
-FRAME_COLUMNS = [
-    "shots", "budget_scale", "rank", "rank_label", "tied_with_best", "strategy", "code", "source_code", "family",
-    "status", "reason", "backbone", "source_phase", "source_description", "episode_phase", "settings", "accuracy",
-    "ci95", "ci_covers", "replicates", "ci_df", "ci_seed_df", "delta_vs_best", "delta_ci_low", "delta_ci_high",
-    "delta_ci_level", "test", "p_value", "p_adjusted", "clean_and_robust_accuracy", "clean_and_robust_ci95",
-    "budget_group", "matched_flops", "source_budget_images", "source_images_processed", "source_flops",
-    "source_flops_method", "episode_flops", "total_flops", "source_images_per_second", "source_seconds",
-    "source_cached", "source_device", "source_peak_memory_mb", "ms_per_episode", "query_images_per_second",
-    "episode_peak_memory_mb", "device", "episodes", "episode_fingerprint", "novel_images", "image_reuse",
-    "scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p", "not_converged", "run", "twin",
-    "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p", "check", "check_delta", "check_ci_low", "check_ci_high",
-    "check_p", "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high", "pretraining_p",
-    "tuning", "tuning_seconds", "tuning_flops",  # --tune (harness/tuning.py)
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the leaderboard frame: a copy of the record's field of that name (``computed`` False), or
+    filled by the report (``_row``, the ranking, the scale gains and the twin differences below)."""
+
+    name: str
+    computed: bool
+
+
+def record(*names: str) -> list[Column]:
+    """Columns that copy the record's fields of these names, as loaded."""
+    return [Column(name, False) for name in names]
+
+
+def computed(*names: str) -> list[Column]:
+    """Columns the report computes."""
+    return [Column(name, True) for name in names]
+
+
+#: The frame's columns, declared once, in order (the csv and json outputs' layout). Every Record field is either
+#: copied here or listed in NOT_COPIED, checked when this module loads, so a new record field cannot silently miss.
+FRAME_LAYOUT: tuple[Column, ...] = (
+    *record("shots", "budget_scale"),
+    *computed("rank", "rank_label", "tied_with_best"),
+    *record("strategy"),
+    *computed("code", "source_code"),  # the record's code: the adapter's file, the source phase's
+    *record("family", "status", "reason", "backbone", "source_phase", "source_description", "episode_phase"),
+    *computed("settings"),  # the record's settings, as one line
+    *record("accuracy", "ci95", "ci_covers"),
+    *computed("replicates"),
+    *record("ci_df", "ci_seed_df"),
+    *computed("delta_vs_best", "delta_ci_low", "delta_ci_high", "delta_ci_level", "test", "p_value", "p_adjusted",
+              "clean_and_robust_accuracy", "clean_and_robust_ci95"),  # the last two: from the record's metrics
+    *record("budget_group", "matched_flops", "source_budget_images", "source_images_processed", "source_flops",
+            "source_flops_method", "episode_flops"),
+    *computed("total_flops"),
+    *record("source_images_per_second", "source_seconds", "source_cached", "source_device", "source_peak_memory_mb",
+            "ms_per_episode", "query_images_per_second", "episode_peak_memory_mb", "device", "episodes",
+            "episode_fingerprint", "novel_images", "image_reuse"),
+    *computed("scale_gain", "scale_gain_ci_low", "scale_gain_ci_high", "scale_gain_p", "not_converged", "run",
+              "twin",  # the record's twin_of
+              "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p", "check", "check_delta", "check_ci_low",
+              "check_ci_high", "check_p", "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high",
+              "pretraining_p"),
+    *record("tuning", "tuning_seconds", "tuning_flops"),  # --tune (harness/tuning.py)
     # beyond accuracy (harness/predictions.py; absent in runs written before per-query predictions were kept)
-    "predictions", "scores_as", "nll", "nll_ci95", "nll_delta", "nll_ci_low", "nll_ci_high", "brier", "brier_ci95",
-    "brier_delta", "brier_ci_low", "brier_ci_high", "ece", "ece_ci_low", "ece_ci_high", "confidence",
-    "confidence_ci95", "reliability", "class_accuracy", "confusion",
-]
+    *record("predictions", "scores_as", "nll", "nll_ci95"),
+    *computed("nll_delta", "nll_ci_low", "nll_ci_high"),
+    *record("brier", "brier_ci95"),
+    *computed("brier_delta", "brier_ci_low", "brier_ci_high"),
+    *record("ece", "ece_ci_low", "ece_ci_high", "confidence", "confidence_ci95", "reliability", "class_accuracy",
+            "confusion"),
+)
+#: Record fields the frame does not copy as they are: the per-episode and per-replicate matrices (behind the
+#: tests), the protocol (config.json's), provenance, and the fields computed columns are made of (code, settings,
+#: metrics, replicate_accuracies, twin_of; check_of pairs a check row with its Keras row)
+NOT_COPIED = frozenset({
+    "schema_version", "ways", "queries", "dataset", "seed", "episode_accuracies", "replicate_seeds",
+    "replicate_accuracies", "replicate_episode_accuracies", "sealed_batches", "independence_check", "seal_seconds",
+    "metrics", "predictions_sha256", "episode_nll", "episode_brier", "source_keys", "source_params",
+    "source_metrics", "params", "settings", "twin_of", "check_of", "episode_seconds", "torch_version", "code",
+})
+FRAME_COLUMNS = [c.name for c in FRAME_LAYOUT]
+RECORD_COLUMNS = [c.name for c in FRAME_LAYOUT if not c.computed]
 BEYOND_ACCURACY = tuple(FRAME_COLUMNS[FRAME_COLUMNS.index("predictions"):])
 EXTERNAL = "external"  # the family of rows pretrained elsewhere: listed apart, never ranked
-TWIN = "PyTorch twin"  # the settings entry naming the PyTorch row a Keras row mirrors
-CHECK = "episode phase of"  # the settings entry of a framework-check row naming the Keras row it checks
 
 
-def check_episodes(records: list[dict]) -> None:
+def check_layout() -> None:
+    """Refuse a frame layout that names a record field the schema lacks, names a column twice, or leaves a record
+    field neither copied nor in NOT_COPIED (a field added to the schema must be placed)."""
+    fields = {f.name for f in dataclasses.fields(Record)}
+    unknown = sorted((set(RECORD_COLUMNS) | NOT_COPIED) - fields)
+    unplaced = sorted(fields - set(RECORD_COLUMNS) - NOT_COPIED)
+    twice = sorted({n for n in FRAME_COLUMNS if FRAME_COLUMNS.count(n) > 1} | (set(RECORD_COLUMNS) & NOT_COPIED))
+    if unknown or unplaced or twice:
+        raise TypeError(f"harness/report/frame.py FRAME_LAYOUT: not Record fields {unknown}, Record fields placed "
+                        f"nowhere {unplaced} (add them to FRAME_LAYOUT or NOT_COPIED), placed twice {twice}")
+
+
+check_layout()
+
+
+def check_episodes(entries: list[RunRecord]) -> None:
     """Refuse to rank records of different episodes (or the same unit twice) against each other."""
     fingerprints: dict[int, dict[str, str]] = {}
-    for r in records:
-        if r.get("status") == "ok" and r.get("episode_fingerprint"):
-            fingerprints.setdefault(r["shots"], {}).setdefault(r["episode_fingerprint"], r["_run"])
+    for e in entries:
+        if e.record.status == "ok" and e.record.episode_fingerprint:
+            fingerprints.setdefault(e.record.shots, {}).setdefault(e.record.episode_fingerprint, e.run)
     for shots, fps in sorted(fingerprints.items()):
         if len(fps) > 1:
             which = ", ".join(f"{fp[:12]} in {run}" for fp, run in fps.items())
@@ -72,59 +136,69 @@ def check_episodes(records: list[dict]) -> None:
                              f"their accuracies cannot be ranked on paired episodes: rerun with the same "
                              f"--seed/--episodes/--queries/--dataset, or use --compare for an unpaired comparison")
     seen: dict[tuple[str, int, float], str] = {}
-    for r in records:
-        key = (r["strategy"], r["shots"], scale_key(r.get("budget_scale")))
+    for e in entries:
+        r = e.record
+        key = (r.strategy, r.shots, r.budget_scale)
         if key in seen:
             scale = "" if key[2] == 1 else f" at budget scale {key[2]:g}"
-            raise UsageError(f"{r['strategy']} {r['shots']}-shot{scale} is in both {seen[key]} and {r['_run']}; "
+            raise UsageError(f"{r.strategy} {r.shots}-shot{scale} is in both {seen[key]} and {e.run}; "
                              f"pass each strategy once, or compare the two runs with --compare")
-        seen[key] = r["_run"]
+        seen[key] = e.run
 
 
-def _row(r: dict[str, Any]) -> dict[str, Any]:
-    metrics = r.get("metrics") or {}
-    code = r.get("code") or {}
-    row = {k: r.get(k) for k in FRAME_COLUMNS}
-    row.update(settings=settings_text(r), run=r["_run"], code=code.get("adapter"), source_code=code.get("source"),
-               budget_scale=scale_key(r.get("budget_scale")), total_flops=total_flops(r),
-               clean_and_robust_accuracy=metrics.get("clean_and_robust_accuracy"),
+def _row(entry: RunRecord) -> dict[str, Any]:
+    """A record's frame row before ranking: its copied fields and the columns computed from the record alone."""
+    r = entry.record
+    metrics, code = r.metrics or {}, r.code or {}
+    row: dict[str, Any] = dict.fromkeys(FRAME_COLUMNS)
+    row.update({name: getattr(r, name) for name in RECORD_COLUMNS})
+    row.update(settings=settings_text(r), run=entry.run, code=code.get("adapter"), source_code=code.get("source"),
+               total_flops=total_flops(row), clean_and_robust_accuracy=metrics.get("clean_and_robust_accuracy"),
                clean_and_robust_ci95=metrics.get("clean_and_robust_ci95"),
-               replicates=len(r.get("replicate_accuracies") or []) or None, rank=None, rank_label="-",
-               tied_with_best=False, delta_vs_best=None, delta_ci_low=None, delta_ci_high=None, delta_ci_level=None,
-               test=None, p_value=None, p_adjusted=None, scale_gain=None, scale_gain_ci_low=None,
-               scale_gain_ci_high=None, scale_gain_p=None, not_converged=None,
-               twin=(r.get("settings") or {}).get(TWIN), twin_delta=None, twin_ci_low=None, twin_ci_high=None,
-               twin_p=None, check=None, check_delta=None, check_ci_low=None, check_ci_high=None, check_p=None,
-               pretraining_delta=None, pretraining_ci_low=None, pretraining_ci_high=None, pretraining_p=None)
-    if r.get("status") != "ok":
+               replicates=len(r.replicate_accuracies or []) or None, rank_label="-", tied_with_best=False,
+               twin=r.twin_of)
+    if r.status != "ok":
         row.update(accuracy=None, ci95=None, **dict.fromkeys(BEYOND_ACCURACY))
     return row
 
 
-def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _missing_row(unit: MissingUnit) -> dict[str, Any]:
+    """The frame row of a unit without a record: status ``missing``, no measurement."""
+    row: dict[str, Any] = dict.fromkeys(FRAME_COLUMNS)
+    row.update(strategy=unit.strategy, shots=unit.shots, budget_scale=unit.budget_scale, status=unit.status,
+               reason=unit.reason, family=unit.family, run=unit.run, settings="", rank_label="-",
+               tied_with_best=False)
+    return row
+
+
+def rank_shot(entries: list[RunRecord], absent: Sequence[MissingUnit] = ()) -> list[dict[str, Any]]:
     """Rows of one (shots, budget scale) group, by accuracy: each compared with the best (Bonferroni over
     the m comparisons); tied with the best when not significantly worse; failed, skipped and missing rows
-    last. Rows of external pretraining come after the ranked ones, unranked, each compared with the best."""
-    done = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: (-r["accuracy"], r["strategy"]))
-    ok = [r for r in done if r.get("family") != EXTERNAL]
-    external = [r for r in done if r.get("family") == EXTERNAL]
-    rest = sorted((r for r in records if r.get("status") != "ok"), key=lambda r: r["strategy"])
-    rows = {id(r): _row(r) for r in records}
-    for r in external:
-        rows[id(r)]["rank_label"] = EXTERNAL
+    (``absent``: units without a record) last. Rows of external pretraining come after the ranked ones,
+    unranked, each compared with the best."""
+    done = sorted((e for e in entries if e.record.status == "ok"),
+                  key=lambda e: (-(e.record.accuracy or 0.0), e.record.strategy))
+    ok = [e for e in done if e.record.family != EXTERNAL]
+    external = [e for e in done if e.record.family == EXTERNAL]
+    rows = {id(e): _row(e) for e in entries}
+    rest = sorted([rows[id(e)] for e in entries if e.record.status != "ok"] + [_missing_row(u) for u in absent],
+                  key=lambda row: row["strategy"])
+    for e in external:
+        rows[id(e)]["rank_label"] = EXTERNAL
         if ok:
-            rows[id(r)].update(_compared(r, ok[0], "delta_vs_best", "delta_ci_low", "delta_ci_high", "p_value"),
-                               delta_ci_level=1 - ALPHA, **score_differences(r, ok[0]))
+            best = ok[0].record
+            rows[id(e)].update(_compared(e.record, best, "delta_vs_best", "delta_ci_low", "delta_ci_high", "p_value"),
+                               delta_ci_level=1 - ALPHA, **score_differences(e.record, best))
     if not ok:
-        return [rows[id(r)] for r in external + rest]
-    best = ok[0]
+        return [rows[id(e)] for e in external] + rest
+    best = ok[0].record
     family = len(ok) - 1
-    rows[id(best)].update(rank=1, rank_label="1", tied_with_best=True)
-    for position, r in enumerate(ok[1:], start=2):
-        row = rows[id(r)]
-        row.update(rank=position, rank_label=str(position), delta_vs_best=r["accuracy"] - best["accuracy"],
+    rows[id(ok[0])].update(rank=1, rank_label="1", tied_with_best=True)
+    for position, e in enumerate(ok[1:], start=2):
+        r, row = e.record, rows[id(e)]
+        row.update(rank=position, rank_label=str(position), delta_vs_best=_gap(r, best),
                    **score_differences(r, best))
-        paired = r.get("episode_fingerprint") == best.get("episode_fingerprint")
+        paired = r.episode_fingerprint == best.episode_fingerprint
         d = record_difference(r, best, paired, family)
         if d is None:
             continue
@@ -132,51 +206,56 @@ def rank_shot(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                    test=d.test, p_value=d.p_raw, p_adjusted=d.p_adjusted)
         if d.p_adjusted >= ALPHA:
             row.update(rank_label="=1", tied_with_best=True)
-    if any(rows[id(r)]["tied_with_best"] for r in ok[1:]):
-        rows[id(best)]["rank_label"] = "=1"
-    return [rows[id(r)] for r in ok + external + rest]
+    if any(rows[id(e)]["tied_with_best"] for e in ok[1:]):
+        rows[id(ok[0])]["rank_label"] = "=1"
+    return [rows[id(e)] for e in ok + external] + rest
 
 
-def _compared(a: dict[str, Any], b: dict[str, Any], *keys: str) -> dict[str, Any]:
+def _gap(a: Record, b: Record) -> float:
+    """a's accuracy minus b's (both successful records)."""
+    return (a.accuracy or 0.0) - (b.accuracy or 0.0)
+
+
+def _compared(a: Record, b: Record, *keys: str) -> dict[str, Any]:
     """a - b on the shared episodes (one comparison, 95% CI) as {delta, low, high, p} under ``keys``."""
-    paired = a.get("episode_fingerprint") == b.get("episode_fingerprint")
-    d = record_difference(a, b, paired, 1)
-    values = (a["accuracy"] - b["accuracy"], None, None, None) if d is None else (d.delta, d.low, d.high, d.p_raw)
+    d = record_difference(a, b, a.episode_fingerprint == b.episode_fingerprint, 1)
+    values = (_gap(a, b), None, None, None) if d is None else (d.delta, d.low, d.high, d.p_raw)
     return dict(zip(keys, values, strict=True))
 
 
-def score_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def score_differences(a: Record, b: Record) -> dict[str, Any]:
     """``nll_delta`` / ``nll_ci_low`` / ``nll_ci_high`` and the same for ``brier``: a's proper score minus b's,
     paired on the shared episodes (and by training seed as for accuracy), one comparison at 95% each; absent
     when either record lacks the per-episode scores (written before predictions were kept)."""
     out: dict[str, Any] = {}
-    paired = a.get("episode_fingerprint") == b.get("episode_fingerprint")
+    paired = a.episode_fingerprint == b.episode_fingerprint
     for name in ("nll", "brier"):
-        if a.get(f"episode_{name}") and b.get(f"episode_{name}"):
+        if getattr(a, f"episode_{name}") and getattr(b, f"episode_{name}"):
             d = record_difference(a, b, paired, 1, f"episode_{name}")
             if d is not None:
                 out.update({f"{name}_delta": d.delta, f"{name}_ci_low": d.low, f"{name}_ci_high": d.high})
     return out
 
 
-def twin_differences(records: list[dict[str, Any]], where: dict[tuple, dict[str, Any]]) -> None:
-    """Fill the ``twin_*`` columns: each row naming a PyTorch twin, minus that twin, on the shared episodes."""
-    done = {(r["strategy"], r["shots"], scale_key(r.get("budget_scale"))): r for r in records
-            if r.get("status") == "ok"}
-    checks = {((r.get("settings") or {}).get(CHECK), shots, scale): r for (_, shots, scale), r in done.items()
-              if (r.get("settings") or {}).get(CHECK)}
-    for (name, shots, scale), r in done.items():
-        twin = done.get(((r.get("settings") or {}).get(TWIN), shots, scale))
+def twin_differences(entries: list[RunRecord], where: dict[tuple, dict[str, Any]]) -> None:
+    """Fill the ``twin_*`` columns: each row whose record names a PyTorch twin (``twin_of``), minus that twin, on
+    the shared episodes; and, when a framework-check row of it (``check_of``) ran, the ``check_*`` and
+    ``pretraining_*`` columns."""
+    done = {(e.record.strategy, e.record.shots, e.record.budget_scale): e for e in entries if e.record.status == "ok"}
+    checks = {(e.record.check_of, shots, scale): e.record for (_, shots, scale), e in done.items()
+              if e.record.check_of}
+    for (name, shots, scale), e in done.items():
+        twin = done.get((e.record.twin_of or "", shots, scale))
         if twin is None:
             continue
-        row = where[(r["_run"], name, shots, scale)]
-        row.update(_compared(r, twin, "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p"))
+        row = where[(e.run, name, shots, scale)]
+        row.update(_compared(e.record, twin.record, "twin_delta", "twin_ci_low", "twin_ci_high", "twin_p"))
         check = checks.get((name, shots, scale))  # the twin's episode phase on this row's Keras pretraining
         if check is not None:
-            row.update(check=check["strategy"], **_compared(r, check, "check_delta", "check_ci_low", "check_ci_high",
-                                                            "check_p"),
-                       **_compared(check, twin, "pretraining_delta", "pretraining_ci_low", "pretraining_ci_high",
-                                   "pretraining_p"))
+            row.update(check=check.strategy, **_compared(e.record, check, "check_delta", "check_ci_low",
+                                                         "check_ci_high", "check_p"),
+                       **_compared(check, twin.record, "pretraining_delta", "pretraining_ci_low",
+                                   "pretraining_ci_high", "pretraining_p"))
 
 
 def ci_coverage(frame: pd.DataFrame) -> str:
@@ -250,23 +329,24 @@ def replicate_ci_text(frame: pd.DataFrame) -> str:
     return text
 
 
-def leaderboard_frame(runs: list[Run], names: list[str] | None = None) -> pd.DataFrame:
+def leaderboard_frame(runs: list[RunResults], names: list[str] | None = None) -> pd.DataFrame:
     """The aggregated table: one row per (strategy, shots, budget scale), ordered by shots, then budget
     scale (largest first), then rank; accuracies, CIs and differences as fractions (0..1). Units named by
     config.json without a record are rows with status ``missing``. Raises UsageError when runs used
     different episodes."""
     names = names or [f"run{i + 1}" for i in range(len(runs))]
-    records = [{**r, "_run": name} for name, (_, _, recs) in zip(names, runs, strict=True) for r in recs]
-    check_episodes(records)
-    records += missing_records(runs, names)
+    entries = [RunRecord(name, r) for name, run in zip(names, runs, strict=True) for r in run.records]
+    check_episodes(entries)
+    absent = missing_units(runs, names)
+    keys = {(e.record.shots, e.record.budget_scale) for e in entries} | {(u.shots, u.budget_scale) for u in absent}
     rows: list[dict[str, Any]] = []
-    groups = sorted({(r["shots"], scale_key(r.get("budget_scale"))) for r in records}, key=lambda g: (g[0], -g[1]))
-    for shots, scale in groups:
-        rows += rank_shot([r for r in records if r["shots"] == shots and scale_key(r.get("budget_scale")) == scale])
+    for shots, scale in sorted(keys, key=lambda g: (g[0], -g[1])):
+        rows += rank_shot([e for e in entries if (e.record.shots, e.record.budget_scale) == (shots, scale)],
+                          [u for u in absent if (u.shots, u.budget_scale) == (shots, scale)])
     where = {(row["run"], row["strategy"], row["shots"], row["budget_scale"]): row for row in rows}
-    for (run, strategy, shots, scale), gain in scale_gains(records).items():
+    for (run, strategy, shots, scale), gain in scale_gains(entries).items():
         where[(run, strategy, shots, scale)].update(gain)
-    twin_differences(records, where)
+    twin_differences(entries, where)
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     frame["rank"] = frame["rank"].astype("Int64")
     return frame

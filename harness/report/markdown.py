@@ -31,7 +31,8 @@ from harness.report.tables import (
     scale_tables,
     twin_tables,
 )
-from harness.results import Run
+from harness.results import RunResults
+from harness.schema import Environment, RunHeader
 from harness.stats import ALPHA
 
 SMOKE_BANNER = ("> **Smoke preset: these numbers are meaningless.** The `smoke` preset trains on a token budget and "
@@ -43,64 +44,74 @@ def _distinct(values: list[str]) -> str:
     return ", ".join(dict.fromkeys(values))
 
 
-def versions(env: dict[str, Any]) -> str:
-    return (f"{env.get('device', '?')}; Python {env.get('python', '?')}, torch {env.get('torch', '?')}, "
-            f"torchvision {env.get('torchvision', '?')}, numpy {env.get('numpy', '?')}, "
-            f"harness {env.get('harness_version', '?')}; code {env.get('code_version') or 'unknown'}")
+def env_value(env: Environment | None, name: str, absent: Any = "?") -> Any:
+    """A field of a run's environment.json; ``absent`` for a run without one."""
+    return absent if env is None else getattr(env, name)
+
+
+def versions(env: Environment | None) -> str:
+    """Device and versions of one environment.json ("?" where the run has none)."""
+    def value(name: str) -> Any:
+        return env_value(env, name)
+
+    return (f"{value('device')}; Python {value('python')}, torch {value('torch')}, "
+            f"torchvision {value('torchvision')}, numpy {value('numpy')}, "
+            f"harness {value('harness_version')}; code {env_value(env, 'code_version', None) or 'unknown'}")
 
 
 def _flag(value: Any) -> str:
     return "unset" if value is None else ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
-def machine(env: dict[str, Any]) -> str:
+def machine(env: Environment | None) -> str:
     """Device, versions, code version, precision and determinism flags of one environment.json."""
-    flags = ", ".join(f"{k.replace('_', ' ')} {_flag(v)}" for k, v in (env.get("determinism") or {}).items())
-    return f"{versions(env)}; precision {env.get('precision') or '?'}; determinism: {flags or 'not recorded'}"
+    determinism = env_value(env, "determinism", None) or {}
+    flags = ", ".join(f"{k.replace('_', ' ')} {_flag(v)}" for k, v in determinism.items())
+    precision = env_value(env, "precision", None) or "?"
+    return f"{versions(env)}; precision {precision}; determinism: {flags or 'not recorded'}"
 
 
-def _budgets(configs: list[dict[str, Any]], frame: pd.DataFrame) -> str:
-    config = configs[0]
-    budgets = ", ".join(f"{group} {n:,}" for group, n in (config.get("preset_budgets") or {}).items()) or "-"
+def _budgets(headers: list[RunHeader], frame: pd.DataFrame) -> str:
+    budgets = ", ".join(f"{group} {n:,}" for group, n in (headers[0].preset_budgets or {}).items()) or "-"
     scales = sorted(frame["budget_scale"].dropna().unique().tolist())
     text = f"- **Source budgets** (FLOP budgets in supervised-image equivalents, by budget group): {budgets}"
     if scales != [1.0]:
         text += f"; run at budget scales {', '.join(scale_text(s) for s in scales)} of these"
-    matched = [c.get("matched_flops") for c in configs if c.get("matched_flops")]
+    matched = [h.matched_flops for h in headers if h.matched_flops]
     if matched:
         text += (f"; compute matched (`--match-compute`): every source phase was given "
                  f"{_distinct([sig(m / 1e12) for m in matched])} TFLOP")
     return text + "."
 
 
-def header(runs: list[Run], names: list[str], frame: pd.DataFrame) -> list[str]:
-    config, env, _ = runs[0]
-    p = config["protocol"]
+def header(runs: list[RunResults], names: list[str], frame: pd.DataFrame) -> list[str]:
+    config, env = runs[0].header, runs[0].environment
+    p = config.protocol
     shots = sorted(frame["shots"].unique().tolist())
     ok = frame[frame["status"] == "ok"]
     fps = {s: _distinct(sorted(ok.loc[ok["shots"] == s, "episode_fingerprint"].dropna())) for s in shots}
     fp_text = "; ".join(f"{s}-shot {fp}" for s, fp in fps.items() if fp) or "-"
-    envs = [e for _, e, _ in runs]
+    envs = [run.environment for run in runs]
     if len({machine(e) for e in envs}) == 1:
         machines = [f"- **Machine:** {machine(env)}"]
     else:
         machines = ["- **Machines:**"] + [f"  - `{n}`: {machine(e)}" for n, e in zip(names, envs, strict=True)]
-    presets = _distinct(["`" + c["protocol"]["preset"] + "`" for c, _, _ in runs])
+    presets = _distinct(["`" + run.header.protocol["preset"] + "`" for run in runs])
     lines = [
-        f"- **Dataset:** {_distinct([e.get('dataset', '?') for e in envs])} "
-        f"(data fingerprint {_distinct([str(e.get('data_fingerprint', '?'))[:12] for e in envs])})",
-        f"- **Pools:** `{p['dataset']}`: {config.get('dataset_description', '')}",
-        *domain_lines(config, frame),
+        f"- **Dataset:** {_distinct([env_value(e, 'dataset') for e in envs])} "
+        f"(data fingerprint {_distinct([str(env_value(e, 'data_fingerprint'))[:12] for e in envs])})",
+        f"- **Pools:** `{p['dataset']}`: {config.dataset_description}",
+        *domain_lines(config.domains, frame),
         f"- **Protocol:** {p['ways']}-way {', '.join(map(str, shots))}-shot, {p['queries']} queries per class, "
         f"{p['episodes']} episodes, seed {p['seed']}, preset {presets}; the same episodes for every "
         f"strategy (fingerprints: {fp_text})",
         *machines,
-        _budgets([c for c, _, _ in runs], frame),
+        _budgets([run.header for run in runs], frame),
         f"- **Accuracy** is the mean query accuracy over episodes ± the half-width of its 95% t interval; the CI "
         f"covers {ci_coverage(frame)}." + (
-            f" With {config['novel_classes']} novel classes and {p['ways']}-way episodes, every episode has "
+            f" With {config.novel_classes} novel classes and {p['ways']}-way episodes, every episode has "
             "the same class set, so episode sampling is the sampling of images only."
-            if config.get("novel_classes") == p["ways"] else "") + f" {ci_scope(frame)}" + (
+            if config.novel_classes == p["ways"] else "") + f" {ci_scope(frame)}" + (
             f" {replicate_ci_text(frame)}" if replicate_ci_text(frame) else ""),
         "- **Ties:** every ranked row is compared with the best row of its table on the same episodes (paired "
         "t-test of the per-episode accuracy differences; across training seeds too when both have replicates: "
@@ -152,17 +163,17 @@ def _groups(frame: pd.DataFrame) -> list[tuple[int, float, pd.DataFrame]]:
     return [(s, c, frame[(frame["shots"] == s) & (frame["budget_scale"] == c)]) for s, c in keys]
 
 
-def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: Sequence[str] = (),
+def render_markdown(runs: list[RunResults], out: str | Path | None = None, plot_files: Sequence[str] = (),
                     names: list[str] | None = None, frame: pd.DataFrame | None = None) -> str:
     """The leaderboard page. ``out`` is where it will be written (code links are relative to it);
     ``plot_files`` are PNG names next to it, linked in a Plots section."""
     names = names or [f"run{i + 1}" for i in range(len(runs))]
     frame = leaderboard_frame(runs, names) if frame is None else frame
-    p = runs[0][0]["protocol"]
+    p = runs[0].header.protocol
     multi_run, multi_scale = len(runs) > 1, frame["budget_scale"].nunique() > 1
     links = link_targets(frame, out)
     lines = [f"# Few-shot transfer leaderboard: {p['dataset']}, {p['ways']}-way", ""]
-    if any(c["protocol"].get("preset") == "smoke" for c, _, _ in runs):
+    if any(run.header.protocol.get("preset") == "smoke" for run in runs):
         lines += [SMOKE_BANNER, ""]
     absent = frame[frame["status"] == "missing"]
     if not absent.empty:
@@ -210,8 +221,8 @@ def render_markdown(runs: list[Run], out: str | Path | None = None, plot_files: 
         lines += "\n\n".join(f"![{_plot_title(f)}]({f})" for f in plot_files).split("\n")
     if multi_run:
         lines += ["", f"Combined from {len(runs)} run directories: {', '.join(f'`{n}`' for n in names)}."]
-    envs = [e for _, e, _ in runs]
-    commands = [(n, shlex.join(e["command"])) for n, e in zip(names, envs, strict=True) if e.get("command")]
+    commands = [(n, shlex.join(run.environment.command)) for n, run in zip(names, runs, strict=True)
+                if run.environment and run.environment.command]
     if commands:
         lines += ["", "## Reproduce", "", "Reproduce with:", "", "```"]
         for n, c in commands:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.plots import figure, legend_handles, png
+from harness.report.plot_style import figure, legend_handles, png
 
 
 def reliability_diagram(rows: list[dict[str, Any]], styles: dict, shots: int, note: str) -> bytes:

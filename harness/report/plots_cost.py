@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.report.cells import clean, source_compute, total_compute
-from harness.report.plots import figure, legend_handles, main_scale, pareto_front, plain_log_ticks, png
+from harness.report.plot_style import figure, legend_handles, main_scale, pareto_front, plain_log_ticks, png
 from harness.report.scales import NOT_CONVERGED
 
 

@@ -8,31 +8,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report.cells import record_difference, scale_key
+from harness.report.cells import RunRecord, record_difference
 from harness.stats import ALPHA
 
 NOT_CONVERGED = "not converged at this budget"
 
 
-def scale_gains(records: list[dict[str, Any]]) -> dict[tuple[str, str, int, float], dict[str, Any]]:
+def scale_gains(entries: list[RunRecord]) -> dict[tuple[str, str, int, float], dict[str, Any]]:
     """{(run, strategy, shots, largest scale): frame columns scale_gain, scale_gain_ci_low/high,
     scale_gain_p, not_converged} for each (strategy, shots) with successful records at two or more scales."""
-    curves: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in records:
-        if r.get("status") == "ok" and r.get("accuracy") is not None:
-            curves.setdefault((r["strategy"], r["shots"]), []).append(r)
+    curves: dict[tuple[str, int], list[RunRecord]] = {}
+    for e in entries:
+        if e.record.status == "ok" and e.record.accuracy is not None:
+            curves.setdefault((e.record.strategy, e.record.shots), []).append(e)
     gains = {}
-    for (strategy, shots), recs in sorted(curves.items()):
-        recs = sorted(recs, key=lambda r: scale_key(r.get("budget_scale")))
-        if len(recs) < 2:
+    for (strategy, shots), curve in sorted(curves.items()):
+        curve = sorted(curve, key=lambda e: e.record.budget_scale)
+        if len(curve) < 2:
             continue
-        top, second = recs[-1], recs[-2]
-        paired = bool(top.get("episode_fingerprint")) and top.get("episode_fingerprint") == \
-            second.get("episode_fingerprint")
+        top, second = curve[-1].record, curve[-2].record
+        paired = bool(top.episode_fingerprint) and top.episode_fingerprint == second.episode_fingerprint
         d = record_difference(top, second, paired)
-        gain: dict[str, Any] = {"scale_gain": top["accuracy"] - second["accuracy"]}
+        gain: dict[str, Any] = {"scale_gain": top.accuracy - second.accuracy}
         if d is not None:
             gain.update(scale_gain=d.delta, scale_gain_ci_low=d.low, scale_gain_ci_high=d.high, scale_gain_p=d.p_raw,
                         not_converged=bool(d.delta > 0 and d.p_raw < ALPHA))
-        gains[(top["_run"], strategy, shots, scale_key(top.get("budget_scale")))] = gain
+        gains[(curve[-1].run, strategy, shots, top.budget_scale)] = gain
     return gains

@@ -49,7 +49,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "md", p
     renderer = REPORT_FORMATS.load(fmt)
     out = Path(out)
     runs, names = [load_run(d) for d in run_dirs], run_names(run_dirs)
-    if not any(recs for _, _, recs in runs):
+    if not any(run.records for run in runs):
         where = ", ".join(str(Path(d) / "records") for d in run_dirs)
         raise NoRecords(f"no record in {where} yet (the run has not finished a unit, or its records were removed); "
                         f"nothing to report")
@@ -62,17 +62,10 @@ def write_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "md", p
         from harness.report.plots import render_plots
 
         stem = names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}"
-        images = render_plots(frame, runs[0][0]["protocol"], stem)
+        images = render_plots(frame, runs[0].header.protocol, stem)
     text = renderer.render(runs, names, frame, out, list(images))
     write_files({out: text, **{out.parent / name: data for name, data in images.items()}})
     return [out, *(out.parent / name for name in images)]
-
-
-def render_runs(run_dirs: list[str | Path], out: str | Path | None = None, plot_files: tuple[str, ...] = ()) -> str:
-    """The Markdown leaderboard of run directories, as text."""
-    runs, names = [load_run(d) for d in run_dirs], run_names(run_dirs)
-    return REPORT_FORMATS.load("md").render(runs, names, leaderboard_frame(runs, names), Path(out or "report.md"),
-                                            plot_files)
 
 
 def prediction_frame(run_dirs: list[str | Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -84,22 +77,22 @@ def prediction_frame(run_dirs: list[str | Path], warn: Callable[[str], None] | N
 
     frames, without = [], []
     for name, run_dir in zip(run_names(run_dirs), run_dirs, strict=True):
-        for r in load_run(run_dir)[2]:
-            if r.get("status") != "ok":
+        for r in load_run(run_dir).records:
+            if r.status != "ok":
                 continue
-            if not r.get("predictions"):
-                without.append(unit_label(r["strategy"], r["shots"], r.get("budget_scale") or 1.0))
+            if not r.predictions:
+                without.append(unit_label(r.strategy, r.shots, r.budget_scale))
                 continue
-            path = Path(run_dir) / r["predictions"]
+            path = Path(run_dir) / r.predictions
             if not path.is_file():
                 raise UsageError(f"{path} is missing (its record names it); restore it, or rerun the unit with "
                                  f"--resume after deleting its record")
-            if digest(path.read_bytes()) != r.get("predictions_sha256"):
+            if digest(path.read_bytes()) != r.predictions_sha256:
                 raise UsageError(f"{path} is not the file its record was written with (sha256 differs); restore it, "
                                  f"or rerun the unit with --resume after deleting its record")
             columns = QueryPredictions.load(path).rows()
-            frames.append(pd.DataFrame({"run": name, "strategy": r["strategy"], "shots": r["shots"],
-                                        "budget_scale": r.get("budget_scale") or 1.0, **columns}))
+            frames.append(pd.DataFrame({"run": name, "strategy": r.strategy, "shots": r.shots,
+                                        "budget_scale": r.budget_scale, **columns}))
     if not frames:
         where = ", ".join(str(d) for d in run_dirs)
         raise UsageError(f"no per-query predictions in {where} (records written before they were kept); rerun the "

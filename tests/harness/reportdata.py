@@ -145,3 +145,15 @@ def scaled_records(fingerprint: str = "fp") -> list[Record]:
                     family="meta-learning" if name == "protonet" else "transfer",
                     code={"source": "strategies/supervised.py", "adapter": "strategies/probe.py"}))
     return records
+
+
+def render_page(run_dirs: Sequence[str | Path], out: str | Path | None = None, plot_files: Sequence[str] = ()) -> str:
+    """The Markdown leaderboard of run directories, as text: what ``report`` writes (the registered ``md``
+    renderer on the leaderboard frame; ``out``: where it would be written, for the code links)."""
+    from harness.registry import REPORT_FORMATS
+    from harness.report import leaderboard_frame, run_names
+    from harness.results import load_run
+
+    runs, names = [load_run(d) for d in run_dirs], run_names(run_dirs)
+    return REPORT_FORMATS.load("md").render(runs, names, leaderboard_frame(runs, names), Path(out or "report.md"),
+                                            plot_files)

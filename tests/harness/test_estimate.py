@@ -3,6 +3,7 @@ and ``python -m harness plan``."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -10,6 +11,7 @@ from reportdata import fixed_records, record, write_run
 
 from harness.cli import main
 from harness.estimate import TimedUnit, duration, path_lengths, report, schedule, units_of
+from harness.schema import RunHeader
 
 
 def ev(name: str, seconds: float, *needs: str) -> TimedUnit:
@@ -59,20 +61,20 @@ def test_sources_run_before_their_evaluations_and_the_long_chain_first():
 
 def test_a_shared_source_is_trained_once_and_replicates_split_its_time():
     units = units_of([
-        record("a", 1, [0.5], "fp", source_keys=["k1"], source_seconds=100.0, episode_seconds=4.0).to_json(),
+        record("a", 1, [0.5], "fp", source_keys=["k1"], source_seconds=100.0, episode_seconds=4.0),
         record("b", 1, [0.5], "fp", source_keys=["k1"], source_seconds=100.0, episode_seconds=6.0,
-               source_cached=True).to_json(),  # equal keys: the same source unit
+               source_cached=True),  # equal keys: the same source unit
         record("c", 1, [0.5], "fp", source_keys=["k2", "k3"], source_seconds=60.0, episode_seconds=2.0,
-               source_cached=True).to_json(),  # two replicates from the cache
-        record("d", 1, None, "fp", status="failed", reason="x").to_json(),  # no times: left out
+               source_cached=True),  # two replicates from the cache
+        record("d", 1, None, "fp", status="failed", reason="x"),  # no times: left out
     ])
     times = {u.id: u.seconds for u in units}
     assert times == {"source:k1": 100.0, "source:k2": 30.0, "source:k3": 30.0, "eval:a:1:1": 4.0,
                      "eval:b:1:1": 6.0, "eval:c:1:1": 2.0}
     assert [u.cached for u in units[:3]] == [False, True, True]  # k1 was trained in that run (row a)
     assert next(u for u in units if u.id == "eval:c:1:1").needs == ("source:k2", "source:k3")
-    warm = {u.id: u.seconds for u in units_of([r.to_json() for r in [
-        record("c", 1, [0.5], "fp", source_keys=["k2"], source_seconds=60.0, source_cached=True)]], warm_cache=True)}
+    warm = {u.id: u.seconds for u in units_of([
+        record("c", 1, [0.5], "fp", source_keys=["k2"], source_seconds=60.0, source_cached=True)], warm_cache=True)}
     assert warm["source:k2"] == 0.0
 
 
@@ -81,7 +83,7 @@ def test_times_scale_to_another_presets_budgets_and_episodes(tmp_path, capsys):
 
     paper = get_preset("paper")
     rec = record("a", 1, [0.5], "fp", source_keys=["k"], budget_group="meta", source_budget_images=20_000,
-                 source_seconds=20.0, episode_seconds=30.0, episodes=300, budget_scale=0.5).to_json()
+                 source_seconds=20.0, episode_seconds=30.0, episodes=300, budget_scale=0.5)
     times = {u.id: u.seconds for u in units_of([rec], preset=paper)}
     # meta: 20,000,000 x 0.5 / 20,000 images = 500x the source time; 2,000 / 300 episodes
     assert times == {"source:k": pytest.approx(20.0 * 500), "eval:a:1:0.5": pytest.approx(30.0 * 2000 / 300)}
@@ -145,15 +147,15 @@ def test_times_scale_by_flop_budgets_in_supervised_image_equivalents():
     paper, matched = get_preset("paper"), get_preset("quick-matched")
     # a second-order MAML row: its 20,000-image FLOP budget bought it only 14,300 of its own images
     rec = record("a", 1, [0.5], "fp", source_keys=["k"], budget_group="meta", source_budget_images=14_300,
-                 matched_flops=20_000 * 8.14e7, source_seconds=20.0, episode_seconds=30.0, episodes=300).to_json()
-    header = {"preset_budgets": {"pretrain": 100_000, "meta": 20_000, "ssl": 40_000, "adversarial": 40_000},
-              "run": {"budget": ["meta=10000"], "match_compute": False}}
+                 matched_flops=20_000 * 8.14e7, source_seconds=20.0, episode_seconds=30.0, episodes=300)
+    header = RunHeader(preset_budgets={"pretrain": 100_000, "meta": 20_000, "ssl": 40_000, "adversarial": 40_000},
+                       run={"budget": ["meta=10000"], "match_compute": False})
     budgets = run_budgets(header)
     assert budgets["meta"] == 10_000 and budgets["pretrain"] == 100_000
     times = {u.id: u.seconds for u in units_of([rec], preset=paper, budgets=budgets)}
     assert times["source:k"] == pytest.approx(20.0 * 20_000_000 / 10_000)  # FLOP budgets, not images
     # to a matched preset: every group at the pretrain group's budget; from a matched run likewise
     assert units_of([rec], preset=matched, budgets=budgets)[0].seconds == pytest.approx(20.0 * 40_000 / 10_000)
-    from_matched = run_budgets({**header, "run": {"match_compute": True}})
+    from_matched = run_budgets(dataclasses.replace(header, run={"match_compute": True}))
     assert from_matched["meta"] == 100_000
     assert units_of([rec], preset=paper, budgets=from_matched)[0].seconds == pytest.approx(20.0 * 200)

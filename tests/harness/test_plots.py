@@ -10,7 +10,8 @@ import pytest
 from reportdata import episodes, fixed_records, record, scaled_records, write_run
 
 from harness.report import leaderboard_frame
-from harness.report.plots import DPI, OKABE_ITO, PER_SHOT_SIZES, SIZES, pareto_front, render_plots, strategy_styles
+from harness.report.plot_style import DPI, OKABE_ITO, PER_SHOT_SIZES, SIZES, pareto_front, strategy_styles
+from harness.report.plots import render_plots
 from harness.results import load_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -26,8 +27,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def frame_of(tmp_path, records):
-    config, env, recs = load_run(write_run(tmp_path / "run", records))
-    return leaderboard_frame([(config, env, recs)]), config["protocol"]
+    results = load_run(write_run(tmp_path / "run", records))
+    return leaderboard_frame([results]), results.header.protocol
 
 
 def test_valid_pngs_of_fixed_size_and_deterministic(tmp_path):

@@ -214,13 +214,12 @@ def test_resume_reruns_a_unit_whose_predictions_file_is_gone(predicted_run, imag
 
 
 def test_runs_written_before_predictions_render_as_before_and_say_so(tmp_path):
-    from reportdata import fixed_records, write_run
+    from reportdata import fixed_records, render_page, write_run
 
-    from harness.report import render_runs
     from harness.report.calibration import ABSENT
 
     run = write_run(tmp_path / "old", fixed_records())
-    page = render_runs([run])
+    page = render_page([run])
     assert ABSENT in page and "## Calibration" not in page and "Confusion" not in page
     assert "NLL" not in page.replace(ABSENT, "")  # no empty columns
     done = harness("report", str(run), "--format", "csv", "--predictions")

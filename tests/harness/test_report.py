@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from reportdata import EPISODES, SCALES, episodes, fixed_records, record, scaled_records, write_run
+from reportdata import EPISODES, SCALES, episodes, fixed_records, record, render_page, scaled_records, write_run
 from rundirs import heavy_modules_of_report
 
 from harness.cli import main
 from harness.registry import REPORT_FORMATS
-from harness.report import FRAME_COLUMNS, compare_frame, leaderboard_frame, render_runs
+from harness.report import FRAME_COLUMNS, compare_frame, leaderboard_frame
 from harness.report.cells import code_link
 from harness.report.formats import Renderer
 from harness.report.plots import render_plots
@@ -58,7 +58,7 @@ def fixed_run(tmp_path: Path) -> Path:
 
 def test_leaderboard_matches_expected_markdown(fixed_run):
     # links are relative to where the report would be written: reports/ of this checkout
-    text = render_runs([fixed_run], out=ROOT / "reports" / "fixed-run.md",
+    text = render_page([fixed_run], out=ROOT / "reports" / "fixed-run.md",
                        plot_files=[f"fixed-run-{k}.png" for k in KINDS])
     expect("expected_leaderboard.md", text)
     assert "[frozen-features]: ../strategies/probe.py" in text and "| =1  | [frozen-features] " in text
@@ -94,6 +94,19 @@ def test_ranks_ties_and_pvalues(fixed_run):
     assert set(frame["budget_scale"]) == {1.0} and frame["total_flops"].isna().all()  # FLOPs null: coped with
 
 
+def test_every_record_field_is_placed_in_the_frame_layout(monkeypatch):
+    """FRAME_COLUMNS comes from one declared layout: a record field neither copied into the frame nor listed as
+    not copied (e.g. one just added to the schema) is refused when the module loads."""
+    from harness.report import frame
+
+    frame.check_layout()
+    assert FRAME_COLUMNS[:6] == ["shots", "budget_scale", "rank", "rank_label", "tied_with_best", "strategy"]
+    assert FRAME_COLUMNS[-3:] == ["reliability", "class_accuracy", "confusion"] and len(set(FRAME_COLUMNS)) == 95
+    monkeypatch.setattr(frame, "NOT_COPIED", frame.NOT_COPIED - {"twin_of"})
+    with pytest.raises(TypeError, match="placed nowhere \\['twin_of'\\]"):
+        frame.check_layout()
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_ties_and_intervals_never_disagree(seed, tmp_path):
     """Random leaderboards: a row is tied with the best exactly when its CI holds 0, and ranks follow accuracy."""
@@ -120,7 +133,7 @@ def test_cli_report_writes_markdown_and_plots(fixed_run, tmp_path, capsys):
     assert run_code(["report", str(fixed_run), "--out", str(out)]) == 0
     text = out.read_text()
     plots = [f"fixed-run-{k}.png" for k in KINDS]
-    assert text == render_runs([fixed_run], out=out, plot_files=plots)  # a pure function of the results
+    assert text == render_page([fixed_run], out=out, plot_files=plots)  # a pure function of the results
     for name in plots:
         data = (out.parent / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and f"]({name})" in text
@@ -174,7 +187,7 @@ def test_combined_runs_on_the_same_episodes(tmp_path):
     a = write_run(tmp_path / "run-a", [r for r in records if r.strategy != "third-party-probe"])
     b = write_run(tmp_path / "run-b", [r for r in records if r.strategy == "third-party-probe"],
                   command=("python", "-m", "harness", "run", "third-party-probe"))
-    text = render_runs([a, b], out=tmp_path / "board.md")
+    text = render_page([a, b], out=tmp_path / "board.md")
     assert "Combined from 2 run directories: `run-a`, `run-b`." in text and "| Run " in text
     assert "# run-b\npython -m harness run third-party-probe\n" in text
     single = leaderboard_frame([load_run(write_run(tmp_path / "one", records))])
@@ -221,11 +234,11 @@ def test_compare_different_episodes_is_unpaired_welch(tmp_path):
     frame = compare_frame(load_run(a), load_run(b))
     ok = frame[frame["test"].notna()]
     assert set(ok["test"]) == {"Welch t (unpaired)"}
-    recs_a = {(r["strategy"], r["shots"]): r for r in load_run(a)[2]}
-    recs_b = {(r["strategy"], r["shots"]): r for r in load_run(b)[2]}
+    recs_a = {(r.strategy, r.shots): r for r in load_run(a).records}
+    recs_b = {(r.strategy, r.shots): r for r in load_run(b).records}
     for _, row in ok.iterrows():
         key = (row["strategy"], row["shots"])
-        expected = scipy.stats.ttest_ind(recs_b[key]["episode_accuracies"], recs_a[key]["episode_accuracies"],
+        expected = scipy.stats.ttest_ind(recs_b[key].episode_accuracies, recs_a[key].episode_accuracies,
                                          equal_var=False).pvalue
         assert abs(row["p_value"] - expected) <= 1e-10
     out = tmp_path / "cmp.json"
@@ -262,7 +275,7 @@ def test_code_links_only_for_files_of_this_checkout(tmp_path):
     assert (tmp_path / "a" / "b" / link).resolve() == (ROOT / "strategies" / "probe.py").resolve()
     assert code_link("strategies/not_a_module.py", tmp_path / "x.md") is None
     assert code_link(None, tmp_path / "x.md") is None
-    text = render_runs([write_run(tmp_path / "r", fixed_records())], out=tmp_path / "board.md")
+    text = render_page([write_run(tmp_path / "r", fixed_records())], out=tmp_path / "board.md")
     assert "| third-party-probe " in text  # its code lies outside this checkout: no link
 
 
@@ -288,7 +301,7 @@ def tables(text: str) -> list[list[str]]:
 def test_pipes_and_newlines_in_cells_do_not_break_the_table(tmp_path):
     ok = record("frozen-features", 1, episodes(0, [0]), "fp", settings={"mode": "a|b"})
     bad = record("partial-finetune", 1, None, "fp", status="failed", reason="ValueError: x | y\nz")
-    text = render_runs([write_run(tmp_path / "r", [ok, bad])], out=tmp_path / "b.md")
+    text = render_page([write_run(tmp_path / "r", [ok, bad])], out=tmp_path / "b.md")
     assert "mode: a\\|b" in text and "failed: ValueError: x \\| y z" in text
     for table in tables(text):
         assert len({line.replace("\\|", "").count("|") for line in table}) == 1
@@ -307,7 +320,7 @@ def test_leaderboard_fits_a_laptop_screen(tmp_path):
                     source_flops=12.345e12, episode_flops=3.2e9, ms_per_episode=12345.678,
                     settings={"unfrozen blocks": 2, "steps": 50, "BN": "inductive", "XLA": False},
                     source_device="NVIDIA H200", device=f"CPU ({'x' * 40}, 16 threads)") for s in (1, 5)]
-    text = render_runs([write_run(tmp_path / "r", fixed_records() + extra)], out=ROOT / "reports" / "x.md")
+    text = render_page([write_run(tmp_path / "r", fixed_records() + extra)], out=ROOT / "reports" / "x.md")
     assert f"[{LONG}]" in text and f"[{LONG}]: ../strategies/keras_transfer.py" in text
     widest = max(len(line) for table in tables(text) for line in table)
     assert widest < 160, widest
@@ -322,7 +335,7 @@ def test_leaderboard_fits_a_laptop_screen(tmp_path):
 
 
 def test_summary_names_the_best_the_ties_and_the_cost_ratio(fixed_run, tmp_path):
-    text = render_runs([fixed_run])
+    text = render_page([fixed_run])
     summary = text.split("\n\n")[1]
     assert summary.startswith("**Summary.** 1-shot: **frozen-features** is best with 63.33 ± 4.80% accuracy; "
                               "partial-finetune is statistically tied with it.")
@@ -334,14 +347,14 @@ def test_summary_names_the_best_the_ties_and_the_cost_ratio(fixed_run, tmp_path)
     recs = [record("big", 1, episodes(1, [0, 1]), "fp", **flops),
             record("small", 1, episodes(1, [1, 0]), "fp", source_flops=1e12, episode_flops=4e9),
             record("worse", 1, episodes(-3, [0, 1]), "fp", **flops)]
-    summary = render_runs([write_run(tmp_path / "f", recs)]).split("\n\n")[1]
+    summary = render_page([write_run(tmp_path / "f", recs)]).split("\n\n")[1]
     ratio = (1e12 + EPISODES * 4e9) / (8e12 + EPISODES * 1e9)
     assert f"costs {ratio:.2f}× as much as the best: 1.08 vs 8.02 TFLOP of total compute" in summary
     assert "**big** is best" in summary and "small is statistically tied" in summary and "worse" not in summary
 
 
 def test_header_states_machine_coverage_ties_and_throughput(fixed_run, tmp_path):
-    text = render_runs([fixed_run])
+    text = render_page([fixed_run])
     assert "precision fp32; determinism: deterministic algorithms on, tf32 matmul off" in text
     assert "the CI covers episode sampling only, for one trained model per strategy" in text
     assert "tied with the best, rank `=1`, exactly when its CI holds 0" in text
@@ -349,17 +362,17 @@ def test_header_states_machine_coverage_ties_and_throughput(fixed_run, tmp_path)
     assert "ms / episode leaves out one untimed warm-up episode" in text
     assert "peak memory is each phase's own, above what was allocated when it started" in text
     assert "meaningless" not in text
-    smoke = render_runs([write_run(tmp_path / "s", fixed_records(), preset="smoke")])
+    smoke = render_page([write_run(tmp_path / "s", fixed_records(), preset="smoke")])
     assert smoke.split("\n\n")[1].startswith("> **Smoke preset: these numbers are meaningless.**")
     replicated = [dataclasses.replace(r, replicate_accuracies=[0.5, 0.6], ci_covers="training seeds and episode "
                                       "sampling") if r.status == "ok" else r for r in fixed_records()]
-    assert "the CI covers training seeds and episode sampling." in render_runs([write_run(tmp_path / "x", replicated)])
+    assert "the CI covers training seeds and episode sampling." in render_page([write_run(tmp_path / "x", replicated)])
 
 
 def test_reproduce_command_round_trips_through_the_shell(tmp_path):
     command = ["python", "-m", "harness", "run", "--all", "--data-label", "CIFAR-10 (JPEG q75 copy)", "--set",
                "maml.note=it's \"quoted\"", "--out", "runs/a b"]
-    text = render_runs([write_run(tmp_path / "r", fixed_records(), command=command)])
+    text = render_page([write_run(tmp_path / "r", fixed_records(), command=command)])
     block = text.split("Reproduce with:\n\n```\n")[1].split("\n```")[0]
     assert shlex.split(block) == command
 
@@ -425,29 +438,29 @@ def test_report_imports_no_torch_and_no_strategy(fixed_run, tmp_path):
 def test_budget_scales_rank_within_each_scale_and_flag_rising_curves(tmp_path):
     run = write_run(tmp_path / "scaled", scaled_records())
     assert (run / "records" / "frozen-features-1shot-x0.25.json").is_file()
-    config, env, recs = load_run(run)
-    frame = leaderboard_frame([(config, env, recs)], ["scaled"])
+    results = load_run(run)
+    frame = leaderboard_frame([results], ["scaled"])
     assert list(zip(frame["shots"], frame["budget_scale"], strict=True))[:3] == [(1, 1.0)] * 3
     for _, group in frame.groupby(["shots", "budget_scale"]):
         assert group["rank"].tolist() == [1, 2, 3] and group["accuracy"].is_monotonic_decreasing
     top = frame[frame["budget_scale"] == 1.0].set_index(["strategy", "shots"])
     assert top.loc[("frozen-features", 1), "not_converged"] and not top.loc[("partial-finetune", 1), "not_converged"]
     assert frame[frame["budget_scale"] < 1]["not_converged"].isna().all()  # only the largest scale carries it
-    by_key = {(r["strategy"], r["shots"], r["budget_scale"]): r for r in recs}
-    d = difference(by_key[("frozen-features", 1, 1.0)]["episode_accuracies"],
-                   by_key[("frozen-features", 1, 0.5)]["episode_accuracies"])
+    by_key = {(r.strategy, r.shots, r.budget_scale): r for r in results.records}
+    d = difference(by_key[("frozen-features", 1, 1.0)].episode_accuracies,
+                   by_key[("frozen-features", 1, 0.5)].episode_accuracies)
     row = top.loc[("frozen-features", 1)]
     gain = (row["scale_gain"], row["scale_gain_ci_low"], row["scale_gain_p"])
     assert gain == pytest.approx((d.delta, d.low, d.p_raw))
     assert d.delta > 0 and d.p_raw < 0.05
-    text = render_runs([run], out=ROOT / "reports" / "scaled.md")  # links as from reports/ of this checkout
+    text = render_page([run], out=ROOT / "reports" / "scaled.md")  # links as from reports/ of this checkout
     expect("expected_budget_scales.md", text)
     for s in (1, 5):
         for scale in SCALES:
             assert f"## {s}-shot, source budget ×{scale:g}\n" in text
     assert "| frozen-features  |" in text and "not converged at this budget |" in text
     assert "Still rising at the largest budget (not converged at this budget): frozen-features." in text
-    images = render_plots(frame, config["protocol"], "scaled")
+    images = render_plots(frame, results.header.protocol, "scaled")
     assert "scaled-accuracy-vs-compute.png" in images
 
 
@@ -504,22 +517,22 @@ def replicated_records(matrix: bool = True, shift: float = 0.0) -> list:
 @pytest.mark.parametrize("matrix", [True, False])
 def test_replicates_are_paired_by_seed_when_the_source_models_are_shared(tmp_path, matrix):
     run = write_run(tmp_path / "rep", replicated_records(matrix))
-    config, env, recs = load_run(run)
-    frame = leaderboard_frame([(config, env, recs)], ["rep"])
-    by_key = {(r["strategy"], r["shots"]): r for r in recs}
+    results = load_run(run)
+    frame = leaderboard_frame([results], ["rep"])
+    by_key = {(r.strategy, r.shots): r for r in results.records}
     seen = Counter()
     for shots in (1, 5):
         rows = frame[(frame["shots"] == shots) & frame["rank"].notna()].sort_values("rank").to_dict("records")
         best = by_key[(rows[0]["strategy"], shots)]
         for row in rows[1:]:
             r = by_key[(row["strategy"], shots)]
-            pairs = matrix and {row["strategy"], best["strategy"]} <= SHARED
+            pairs = matrix and {row["strategy"], best.strategy} <= SHARED
             assert row["test"] == ("paired t, seeds paired" if pairs else "paired t, training seeds independent")
             seen[row["test"]] += 1
-            kwargs = dict(a_matrix=r["replicate_episode_accuracies"], b_matrix=best["replicate_episode_accuracies"],
-                          a_sources=r["source_keys"], b_sources=best["source_keys"])
-            args = (r["episode_accuracies"], best["episode_accuracies"], r["replicate_accuracies"],
-                    best["replicate_accuracies"], True, len(rows) - 1)
+            kwargs = dict(a_matrix=r.replicate_episode_accuracies, b_matrix=best.replicate_episode_accuracies,
+                          a_sources=r.source_keys, b_sources=best.source_keys)
+            args = (r.episode_accuracies, best.episode_accuracies, r.replicate_accuracies,
+                    best.replicate_accuracies, True, len(rows) - 1)
             d = difference(*args, **kwargs)
             assert (row["delta_vs_best"], row["delta_ci_low"], row["p_adjusted"]) == \
                 pytest.approx((d.delta, d.low, d.p_adjusted), rel=1e-12)
@@ -527,14 +540,14 @@ def test_replicates_are_paired_by_seed_when_the_source_models_are_shared(tmp_pat
                 independent = difference(*args)
                 assert d.high - d.low < (independent.high - independent.low) / 2
     assert seen["paired t, seeds paired"] == (2 if matrix else 0)
-    text = render_runs([run])
+    text = render_page([run])
     assert "the CI covers training seeds and episode sampling." in text
     assert "seed df = replicates − 1 = 2" in text
     if matrix:
         assert ("In numbers, it covers episode sampling from 100 distinct novel images at 1-shot (each used in 2 "
                 "episodes on average); 160 distinct novel images at 5-shot (each used in 2.5 episodes on average) "
                 "and 3 training seeds (seed df 2); not other images of these classes.") in text
-        dfs = [r["ci_df"] for r in recs if r["status"] == "ok"]
+        dfs = [r.ci_df for r in results.records if r.status == "ok"]
         assert f"the intervals' df here: {min(dfs):.1f} to {max(dfs):.1f}." in text and "schema 3" not in text
     else:
         assert ("It covers episode sampling from this run's pool of novel images and 3 training seeds (seed df 2); "
@@ -557,7 +570,7 @@ def test_compare_pairs_the_seeds_of_shared_source_models(tmp_path):
 
 
 def test_the_header_without_replicates_has_no_seed_terms(fixed_run):
-    text = render_runs([fixed_run])
+    text = render_page([fixed_run])
     assert "It covers episode sampling from this run's pool of novel images; not other images of these classes." in text
     assert "seed df" not in text and "crossed design" not in text
 
@@ -571,7 +584,7 @@ def test_mixed_rows_name_their_own_interval(tmp_path):
     for r in replicated_records():
         key = (r.strategy, r.shots)
         recs.append(old[key] if key == ("third-party-probe", 1) else plain[key] if key == ("frozen-features", 5) else r)
-    text = render_runs([write_run(tmp_path / "mixed", recs)])
+    text = render_page([write_run(tmp_path / "mixed", recs)])
     assert ("training seeds and episode sampling for rows with replicates, episode sampling only for the others"
             in text)
     assert "and, for rows with replicates, 3 training seeds (seed df 2)" in text

@@ -19,8 +19,6 @@ from harness.stats import (
     crossed,
     difference,
     image_pool,
-    paired_ttest,
-    welch_ttest,
 )
 
 
@@ -31,13 +29,11 @@ def episode_accuracies(rng: np.random.Generator, n: int, level: float, queries: 
 
 @pytest.mark.parametrize("n", [2, 3, 8, 30, 600, 2000])
 @pytest.mark.parametrize("gap", [0.0, 0.005, 0.02, 0.1])
-def test_paired_ttest_equals_scipy_ttest_rel(n, gap):
+def test_paired_difference_equals_scipy_ttest_rel(n, gap):
     rng = np.random.default_rng(n * 1000 + int(gap * 1000))
     a = episode_accuracies(rng, n, 0.6)
     b = np.clip(a - gap + rng.normal(0, 0.05, n), 0, 1)
-    t, p = paired_ttest(a, b)
     expected = scipy.stats.ttest_rel(a, b)
-    assert abs(p - expected.pvalue) <= 1e-10
     d = difference(a, b)
     assert abs(d.p_raw - expected.pvalue) <= 1e-10 and d.p_adjusted == d.p_raw and d.test == "paired t"
     low, high = scipy.stats.t.interval(0.95, n - 1, loc=np.mean(a - b), scale=scipy.stats.sem(a - b))
@@ -51,7 +47,6 @@ def test_welch_equals_scipy(na, nb, gap):
     rng = np.random.default_rng(na + nb)
     a, b = episode_accuracies(rng, na, 0.6), episode_accuracies(rng, nb, 0.6 - gap, queries=25)
     expected = scipy.stats.ttest_ind(a, b, equal_var=False)
-    assert abs(welch_ttest(a, b)[1] - expected.pvalue) <= 1e-10
     d = difference(a, b, paired=False)
     assert abs(d.p_raw - expected.pvalue) <= 1e-10 and d.test == "Welch t (unpaired)"
 
@@ -115,10 +110,6 @@ def test_bonferroni_interval_excludes_zero_exactly_when_adjusted_p_is_significan
 
 def test_degenerate_differences():
     a = [0.5, 0.6, 0.7]
-    assert paired_ttest(a, a) == (0.0, 1.0)  # identical results: no evidence of a difference
-    t, p = paired_ttest([0.75, 1.0, 0.5], [0.5, 0.75, 0.25])  # the same +0.25 in every episode
-    assert t == math.inf and p == 0.0
-    assert all(math.isnan(v) for v in paired_ttest([0.5], [0.4]))
     same = difference(a, a)
     assert (same.delta, same.low, same.high, same.p_raw) == (0.0, 0.0, 0.0, 1.0)
     assert difference([0.75, 1.0, 0.5], [0.5, 0.75, 0.25]).p_raw == 0.0

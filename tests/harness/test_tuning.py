@@ -4,6 +4,7 @@ resume mid-tuning and one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -279,13 +280,14 @@ def test_cifar_fs_tunes_on_its_validation_classes(tmp_path):
 
 def test_plan_adds_the_tuning_time(tmp_path):
     from harness.estimate import tuning_seconds
+    from harness.schema import Record
 
-    untuned = {"status": "ok", "episode_seconds": 30.0, "episodes": 300, "source_keys": ["a"]}
+    untuned = Record(status="ok", episode_seconds=30.0, episodes=300, source_keys=["a"])
     assert tuning_seconds(untuned) == 0.0
     assert tuning_seconds(untuned, 8, 100) == pytest.approx(0.1 * 8 * 100)
-    tuned = {**untuned, "tuning": {"tried": [{}] * 4, "episodes": 50}, "tuning_seconds": 20.0}
+    tuned = dataclasses.replace(untuned, tuning={"tried": [{}] * 4, "episodes": 50}, tuning_seconds=20.0)
     assert tuning_seconds(tuned) == 20.0 and tuning_seconds(tuned, 8, 100) == pytest.approx(20.0 / 200 * 800)
-    nothing = {**untuned, "tuning": {"tried": [{}], "episodes": 50}, "tuning_seconds": 5.0}
+    nothing = dataclasses.replace(untuned, tuning={"tried": [{}], "episodes": 50}, tuning_seconds=5.0)
     assert tuning_seconds(nothing, 8, 50) == pytest.approx(5.0)  # nothing to tune: one configuration
 
 
