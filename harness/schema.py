@@ -221,7 +221,8 @@ class RunHeader(_Json):
     schema_version: int = doc("version of this layout", SCHEMA_VERSION)
     harness_version: str = doc("the harness version that wrote the run", "")
     protocol: dict[str, Any] = doc("preset, dataset, ways, queries, episodes, seed, replicates, precision, device "
-                                   "type, data fingerprint: what must match to resume", {})
+                                   "type, data fingerprint, backbone (harness/protocol.py; runs written before the "
+                                   "backbone was part of it have it in `run`): what must match to resume", {})
     shots: list[int] = doc("shot settings", [])
     dataset_description: str = doc("how base and novel pools are drawn", "")
     novel_classes: int = doc("number of novel classes", 0)
