@@ -260,10 +260,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """A finished run's estimated wall time on each number of workers (harness/estimate.py)."""
-    from harness.estimate import report
+    from harness.estimate import wall_time_table
 
-    print(report(args.run_dir, [n for counts in args.workers for n in counts], args.warm_cache, args.preset,
-                 args.tune, args.tune_episodes))
+    workers = [n for counts in args.workers for n in counts]
+    print(wall_time_table(args.run_dir, workers, args.warm_cache, args.preset, args.tune, args.tune_episodes))
     return 0
 
 

@@ -216,8 +216,8 @@ def worker_counts(text: str) -> list[int]:
     return counts
 
 
-def report(run_dir: str | Path, workers: list[int], warm_cache: bool = False, preset: str | None = None,
-           tune: int | None = None, tune_episodes: int = 100) -> str:
+def wall_time_table(run_dir: str | Path, workers: list[int], warm_cache: bool = False, preset: str | None = None,
+                    tune: int | None = None, tune_episodes: int = 100) -> str:
     """The estimate for each worker count, as printed by ``plan``; UsageError on a bad run directory. With
     ``preset``, the run's unit times are scaled to that preset's budgets and episodes first."""
     from tabulate import tabulate

@@ -33,8 +33,8 @@ def flops_per_step(phase: Pretrainer, data: SourceData) -> tuple[float, str, int
         return 0.0, "none: the phase trains nothing (a model pretrained elsewhere, or a no-transfer baseline)", 0
     twin = phase.flop_twin()
     processed: list[int] = []
-    probe = dataclasses.replace(data, progress=processed.append, metrics={})
-    _, flops = counted(lambda: twin.train(probe, 1))
+    counting = dataclasses.replace(data, progress=processed.append, metrics={})
+    _, flops = counted(lambda: twin.train(counting, 1))
     images = max(1, sum(processed))
     what = "" if twin is phase else f" of its PyTorch twin ({twin.phase_name})"
     return (flops / images, f"FlopCounterMode over one training step{what} ({images} images), x images processed",

@@ -10,7 +10,7 @@ These rows share the Keras row's pretraining and run the twin's episode phase, s
 
 and the report splits each Keras row's gap that way (harness/report/tables.py ``framework_tables``). The
 first part is about 0 when the Keras episode phase computes what the PyTorch one does (tested on synthetic
-data in tests/strategies/test_keras_twins.py).
+data in tests/test_strategies/test_keras_twins.py).
 """
 
 from __future__ import annotations

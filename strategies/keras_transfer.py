@@ -4,7 +4,7 @@ pretrained by :class:`strategies.keras_backbone.KerasSupervisedPretraining`; onl
 ``keras-frozen-features`` (twin: ``frozen-features``, strategies/probe.py): multinomial logistic regression
 on L2-normalised frozen features, scikit-learn's penalty ``||W||^2 / (2 C n)`` on the weights only, solved
 in float64 to max |gradient| < ``tolerance`` (strategies/keras_logistic.py: Newton, TensorFlow). On identical
-features it reaches the PyTorch probe's optimum (tests/strategies/test_keras_transfer.py).
+features it reaches the PyTorch probe's optimum (tests/test_strategies/test_keras_transfer.py).
 
 ``keras-partial-finetune`` (twin: ``partial-finetune``, strategies/finetune.py): LP-FT: the head starts from
 the converged probe on the frozen tail's L2-normalised features; the last ``unfrozen_blocks`` blocks

@@ -17,7 +17,7 @@ its ``bn_mode`` is ``inductive``):
   does not depend on the other queries.
 
 About 310 lines: the functional forward, both inner loops (one episode and vmap over many) and the episodic
-task stream are shared by three strategies and tested together (tests/strategies/test_batched.py).
+task stream are shared by three strategies and tested together (tests/test_strategies/test_batched.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Evaluation units run in plan order (strategy, then shots); each source unit runs just before the first
 evaluation that needs it, and its model is dropped after the last one, so one source model is in memory
 at a time for the default ordering. The order is a memory optimisation only: records do not depend on
-it (tests/harness/test_reliability.py runs the whole smoke suite in reverse and compares).
+it (tests/test_harness/test_reliability.py runs the whole smoke suite in reverse and compares).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The leaderboard and the run comparison, on a small fixed results set written here (reportdata.py).
 
-The Markdown is compared exactly with files under tests/harness/data/; after a deliberate change,
-regenerate them with ``HARNESS_REGENERATE=1 pytest tests/harness/test_report.py`` and read the diff.
+The Markdown is compared exactly with files under tests/test_harness/data/; after a deliberate change,
+regenerate them with ``HARNESS_REGENERATE=1 pytest tests/test_harness/test_report.py`` and read the diff.
 """
 
 from __future__ import annotations

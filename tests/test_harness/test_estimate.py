@@ -10,7 +10,7 @@ import pytest
 from reportdata import fixed_records, record, write_run
 
 from harness.cli import main
-from harness.estimate import TimedUnit, duration, path_lengths, report, schedule, units_of
+from harness.estimate import TimedUnit, duration, path_lengths, schedule, units_of, wall_time_table
 from harness.schema import RunHeader
 
 
@@ -119,7 +119,7 @@ def test_plan_command_prints_the_estimates(tmp_path, capsys):
     assert "estimated wall time" in out and "4 failed or skipped rows without measured times" in out
     lines = [line.split() for line in out.splitlines() if line.startswith(" ") and line.strip()[:1].isdigit()]
     assert [int(line[0]) for line in lines] == [1, 2, 4]
-    text = report(run, [1, 64])  # one source key (300 s), 6 ok evaluations of 2 s
+    text = wall_time_table(run, [1, 64])  # one source key (300 s), 6 ok evaluations of 2 s
     assert "1 source unit and 6 evaluation units, 5m12s" in text
     assert text.count("5m12s") == 3 and "5m02s" in text  # 1 worker: the sum; 64: the critical path
     assert duration(300.0) == "5m00s" and duration(7300) == "2h01m" and duration(2.25) == "2.2 s"

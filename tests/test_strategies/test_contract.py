@@ -23,7 +23,7 @@ from harness.work import has_frozen_features
 from strategies.backbones.resnet12 import ResNet12
 
 # Rows of external pretraining need the user's model file: their contract runs on saved model files in
-# tests/strategies/test_pretrained_rows.py (test_contract there).
+# tests/test_strategies/test_pretrained_rows.py (test_contract there).
 NAMES = [n for n in STRATEGIES.names() if get_row(n).family != "external"]
 WAYS, QUERIES, EPISODES = 5, 6, 4
 NOVEL = (5, 6, 7, 8, 9)

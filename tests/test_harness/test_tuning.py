@@ -249,7 +249,8 @@ def test_resume_keeps_the_finished_configurations(register_strategy, folder, tmp
             str(folder), "--out", str(out), *SMALL]
     env = {**os.environ, "HARNESS_FAULT": "tuning-trial:2"}
     killed = subprocess.run([sys.executable, "-c", "import sys; from harness.cli import main; "
-                             "sys.path.insert(0, 'tests'); sys.path.insert(0, 'tests/harness'); import test_tuning; "
+                             "sys.path.insert(0, 'tests'); sys.path.insert(0, 'tests/test_harness'); "
+                             "import test_tuning; "
                              "from harness.suite import register; register(test_tuning.Recorder, source='pixels', "
                              "name='recorder'); sys.exit(main(sys.argv[1:]))", *args],
                             capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
