@@ -131,7 +131,7 @@ class Run:
             self.log(f"already complete in {self.out}, skipped: {', '.join(names)}")
         todo = self.plan.without(set(done))
         self.session = RunSession(self.out, spec, self.data, self.cache, self.device, self.log, progress,
-                               self.config.fail_fast, Overall(todo, cached=self.cache.has))
+                                  self.config.fail_fast, Overall(todo, cached=self.cache.has))
         for s in self.skipped:
             self.session.skip(s)
         self.executor.execute(todo, self.session)

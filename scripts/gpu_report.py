@@ -21,30 +21,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.presets import get_preset  # noqa: E402
 from harness.results import load_run  # noqa: E402
+from harness.schema import Record  # noqa: E402
 
 
-def source_rows(records: list[dict]) -> list[list]:
+def source_rows(records: list[Record]) -> list[list]:
     seen: dict[str, list] = {}
     for r in records:
-        if r["status"] != "ok" or not r["source_keys"]:
+        if r.status != "ok" or not r.source_keys:
             continue
-        key = r["source_keys"][0]
+        key = r.source_keys[0]
         if key not in seen:
-            seen[key] = [r["source_phase"] + (f" ({r['shots']}-shot)" if "Maml" in r["source_phase"]
-                                              or "Protonet" in r["source_phase"] else ""),
-                         r["budget_group"], f"{r['source_images_per_second']:,.0f}", f"{r['source_seconds']:.1f}",
-                         f"{r['source_peak_memory_mb']:,.0f}", "cached" if r["source_cached"] else "trained"]
+            per_shots = "Maml" in r.source_phase or "Protonet" in r.source_phase
+            seen[key] = [r.source_phase + (f" ({r.shots}-shot)" if per_shots else ""),
+                         r.budget_group, f"{r.source_images_per_second:,.0f}", f"{r.source_seconds:.1f}",
+                         f"{r.source_peak_memory_mb:,.0f}", "cached" if r.source_cached else "trained"]
     return sorted(seen.values())
 
 
-def strategy_rows(records: list[dict]) -> list[list]:
+def strategy_rows(records: list[Record]) -> list[list]:
     rows = []
-    for r in sorted(records, key=lambda r: (r["strategy"], r["shots"])):
-        if r["status"] != "ok":
-            rows.append([r["strategy"], r["shots"], r["status"], "-", "-"])
+    for r in sorted(records, key=lambda r: (r.strategy, r.shots)):
+        if r.status != "ok":
+            rows.append([r.strategy, r.shots, r.status, "-", "-"])
             continue
-        rows.append([r["strategy"], r["shots"], f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}",
-                     f"{r['ms_per_episode']:.2f}", f"{r['episode_peak_memory_mb']:,.0f}"])
+        rows.append([r.strategy, r.shots, f"{100 * r.accuracy:.2f} ± {100 * r.ci95:.2f}",
+                     f"{r.ms_per_episode:.2f}", f"{r.episode_peak_memory_mb:,.0f}"])
     return rows
 
 
@@ -61,15 +62,15 @@ def benchmark_rows(path: Path) -> list[list]:
     return rows
 
 
-def paper_estimate(records: list[dict]) -> float:
+def paper_estimate(records: list[Record]) -> float:
     """Seconds the paper preset's source phases would take at the measured throughputs (one replicate)."""
     paper = get_preset("paper").source_images
     seen, total = set(), 0.0
     for r in records:
-        if r["status"] == "ok" and r["source_keys"] and r["source_keys"][0] not in seen \
-                and r.get("source_images_processed"):  # rows that train nothing (external) cost nothing here
-            seen.add(r["source_keys"][0])
-            total += paper.get(r["budget_group"], 0) / max(r["source_images_per_second"], 1e-9)
+        if r.status == "ok" and r.source_keys and r.source_keys[0] not in seen \
+                and r.source_images_processed:  # rows that train nothing (external) cost nothing here
+            seen.add(r.source_keys[0])
+            total += paper.get(r.budget_group, 0) / max(r.source_images_per_second, 1e-9)
     return total
 
 
@@ -79,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", type=Path, default=None)
     parser.add_argument("--wall-seconds", type=float, default=None)
     args = parser.parse_args(argv)
-    config, env, records = load_run(args.run_dir)
-    det = env.get("determinism", {})
-    print(f"device: {env['device']} | torch {env['torch']} | precision {env['precision']} | deterministic "
+    run = load_run(args.run_dir)
+    records, env, protocol = run.records, run.environment, run.header.protocol
+    if env is None:
+        raise SystemExit(f"{args.run_dir} has no environment.json; pass a run directory written by `harness run`")
+    det = env.determinism
+    print(f"device: {env.device} | torch {env.torch} | precision {env.precision} | deterministic "
           f"{det.get('deterministic_algorithms')} | TF32 {det.get('tf32_matmul')} | preset "
-          f"{config['protocol']['preset']}, {config['protocol']['episodes']} episodes")
+          f"{protocol['preset']}, {protocol['episodes']} episodes")
     print(tabulate(source_rows(records), headers=["source phase", "budget group", "img/s", "seconds",
                                                   "peak MB", ""], tablefmt="github"))
     print(tabulate(strategy_rows(records), headers=["strategy", "shots", "accuracy (%)", "ms / episode",

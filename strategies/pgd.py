@@ -1,7 +1,7 @@
 """L-infinity projected gradient descent (Madry et al. 2018, "Towards Deep Learning Models Resistant to
 Adversarial Attacks"), batched on the device, for adversarial training and robust evaluation.
 
-Images reach models normalised with the CIFAR-10 mean/std (harness/augment.py), but the threat model is
+Images reach models normalised with the data's channel statistics (harness/augment.py), but the threat model is
 stated in pixel units: ``epsilon`` and ``step_size`` are fractions of the [0, 1] pixel range (2/255 is two
 grey levels) and adversarial images stay valid pixels. So the attack runs in pixel space, projecting onto
 the epsilon-ball around the clean pixels and onto [0, 1], and normalises before each model call.

@@ -164,14 +164,13 @@ class TorchPretrained(ExternalModel):
     def validate(self, path: Path) -> None:
         if self.arch not in architectures():
             raise unknown("torchvision architecture (source.arch)", self.arch, architectures())
-        from harness.datasets.cifar10 import CIFAR10_MEAN, CIFAR10_STD
-
-        model = self.loaded(32, CIFAR10_MEAN, CIFAR10_STD)
+        mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # any statistics: the check compares the network with itself
+        model = self.loaded(32, mean, std)
         x = torch.randn(2, 3, 32, 32)
         try:
             with torch.no_grad():
                 feats = model.features(x)
-                whole = None if self.layer else model.net(model_inputs(x, CIFAR10_MEAN, CIFAR10_STD, self.inputs,
+                whole = None if self.layer else model.net(model_inputs(x, mean, std, self.inputs,
                                                                        model.spec["image_size"]))
         except Exception as e:  # any failure on the user's network is one line
             raise UsageError(f"model file {path}: torchvision {self.arch} does not run on the images "

@@ -28,15 +28,13 @@ def test_atomic_write_leaves_only_the_final_file(tmp_path):
 def test_a_record_names_its_twin_and_its_check_row_as_fields():
     """A newly written record of a Keras twin row carries ``twin_of``, one of a framework-check row ``check_of``
     (declared by the strategies, written by ``base_record``, without training); other rows carry neither."""
-    import pytest
-
-    pytest.importorskip("tensorflow")
     import torch
+    from protocols import protocol
 
     from harness.suite import get_row
     from harness.work import RunSpec, base_record
 
-    spec = RunSpec(dataset="cifar10-5-5", ways=5, queries=3, episodes=4, seed=0, device="cpu")
+    spec = RunSpec(protocol(queries=3, episodes=4), "cpu")  # the Keras rows: TensorFlow is in the dev install
     expected = {"keras-frozen-features": ("frozen-features", None),
                 "keras-partial-finetune": ("partial-finetune", None),
                 "torch-probe-on-keras": (None, "keras-frozen-features"),

@@ -15,7 +15,7 @@ from synthetic import MEAN, SOURCE_PROTOCOL, STD, index_keys, make_images
 
 from harness.augment import to_float
 from harness.episodes import EpisodeSet
-from harness.phases import SourceData, Strategy, Unsupported
+from harness.phases import SourceData, Strategy, Unsupported, family_of
 from harness.registry import BACKBONES, STRATEGIES
 from harness.suite import get_row
 from harness.units import for_shots
@@ -74,7 +74,7 @@ def make_strategy(name: str) -> Strategy:
 def source_model(strategy: Strategy, synthetic, shots: int) -> torch.nn.Module:
     """The source model as the harness hands it to the adapter: trained (SourceData as the harness builds
     it), stored as spec + state dict, rebuilt, loaded and put in eval mode. Cached per distinct source."""
-    phase = for_shots(strategy, shots)[0].source  # a per-shots phase trains for the evaluation's shots
+    phase = for_shots(strategy, shots).source  # a per-shots phase trains for the evaluation's shots
     key = (type(phase), repr(phase))
     if key not in _SOURCE_MODELS:
         labels = synthetic["base_labels"] if phase.uses_labels else None
@@ -206,8 +206,8 @@ def test_hyperparameters_are_plain_dataclass_fields(name):
     assert type(strategy.source)(**strategy.source.params()) == strategy.source
     assert type(strategy.adapter)(**strategy.params()) == strategy.adapter
     assert "source" not in strategy.params() and isinstance(strategy.settings(), dict)
-    # the lazy table agrees with the class it loads
-    assert row.family == type(strategy.source).family == strategy.family
+    # the family is declared once, in the lazy table, and the built strategy (and its class's lookup) agree with it
+    assert row.family == strategy.family == family_of(type(strategy.source))
     assert strategy.family in FAMILIES
     assert row.description and STRATEGIES.get(name).description
     assert strategy.source.describe() and strategy.episode_phase()
