@@ -77,3 +77,15 @@ def _dump(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     with open(path, "wb") as f:
         pickle.dump({"batch_label": "synthetic", "labels": labels.tolist(), "data": data,
                      "filenames": [f"{i}.png" for i in range(len(images))]}, f)
+
+
+def train_on_small_pool(phase, labels, budget: int = 48):
+    """``phase`` trained for ``budget`` images on 40 synthetic base images of 5 classes, with ``labels`` as the base
+    labels (None: what the harness passes a phase that must not see them): for the label-blindness tests."""
+    import torch
+
+    from harness.phases import SourceData
+
+    images, _ = make_images(8, seed=0, classes=5)
+    nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return phase.train(SourceData(nchw, labels, 5, torch.device("cpu"), 0, **SOURCE_PROTOCOL), budget)

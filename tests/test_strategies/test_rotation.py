@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from synthetic import SOURCE_PROTOCOL, make_images
+from synthetic import train_on_small_pool
 
-from harness.phases import SourceData
 from strategies.rotation import RotationPretraining, rotate_batch
 
 
@@ -20,10 +19,7 @@ def test_rotate_batch_matches_rot90():
 
 
 def _train(labels):
-    images, _ = make_images(8, seed=0, classes=5)
-    nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    data = SourceData(nchw, labels, 5, torch.device("cpu"), 0, **SOURCE_PROTOCOL)
-    return RotationPretraining(batch_size=16).train(data, 48)
+    return train_on_small_pool(RotationPretraining(batch_size=16), labels)
 
 
 def test_source_phase_cannot_see_labels():

@@ -6,9 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from synthetic import SOURCE_PROTOCOL, make_images
+from synthetic import train_on_small_pool
 
-from harness.phases import SourceData
 from strategies.backbones.conv4 import Conv4
 from strategies.simclr import SimclrPretraining, nt_xent
 
@@ -41,10 +40,7 @@ def test_identical_views_make_the_positive_the_most_similar():
 
 
 def _train(labels):
-    images, _ = make_images(8, seed=0, classes=5)
-    nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    data = SourceData(nchw, labels, 5, torch.device("cpu"), 0, **SOURCE_PROTOCOL)
-    return SimclrPretraining(batch_size=16).train(data, 48)
+    return train_on_small_pool(SimclrPretraining(batch_size=16), labels)
 
 
 def test_source_phase_cannot_see_labels_and_drops_the_projection_head():
